@@ -1,0 +1,35 @@
+# Sluice: make run (set up and run the service), make test (set up and run every test), make bench.
+# With DATABASE_URL unset, each target starts a throwaway local PostgreSQL and removes it afterwards.
+SHELL := /bin/bash
+SWIFT ?= swift
+export SLUICE_LOG_LEVEL ?= info
+
+.PHONY: all deps build release run test bench soundness clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product sluice
+
+run: release
+	scripts/postgres.sh run scripts/run-service.sh
+
+test: deps
+	$(SWIFT) build --build-tests
+	scripts/postgres.sh run $(SWIFT) test --skip-build
+
+bench: deps
+	$(SWIFT) build -c release --product SluiceBench
+	scripts/postgres.sh run .build/release/SluiceBench
+
+soundness:
+	scripts/soundness.sh
+
+clean:
+	rm -rf .build

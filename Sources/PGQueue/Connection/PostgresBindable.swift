@@ -1,0 +1,150 @@
+public import Foundation
+
+/// A Swift value that can be sent as a statement parameter, in PostgreSQL's text format.
+///
+/// Parameters are always sent separately from the SQL text (`$1`, `$2`, …), so no value is ever
+/// spliced into a statement. Cast in SQL where the type is not obvious (`$1::jsonb`, `$2::bigint[]`).
+public protocol PostgresBindable: Sendable {
+    /// The value in PostgreSQL's text input format.
+    var postgresText: String { get }
+}
+
+extension String: PostgresBindable {
+    public var postgresText: String { self }
+}
+
+extension Substring: PostgresBindable {
+    public var postgresText: String { String(self) }
+}
+
+extension Int: PostgresBindable {
+    public var postgresText: String { String(self) }
+}
+
+extension Int64: PostgresBindable {
+    public var postgresText: String { String(self) }
+}
+
+extension Int32: PostgresBindable {
+    public var postgresText: String { String(self) }
+}
+
+extension Bool: PostgresBindable {
+    public var postgresText: String { self ? "t" : "f" }
+}
+
+extension Double: PostgresBindable {
+    public var postgresText: String {
+        if isNaN { return "NaN" }
+        if isInfinite { return self < 0 ? "-Infinity" : "Infinity" }
+        return String(self)
+    }
+}
+
+extension Date: PostgresBindable {
+    /// Sent as an ISO 8601 timestamp in UTC with microseconds, which `timestamptz` reads without loss.
+    public var postgresText: String { PostgresTimestamp.format(self) }
+}
+
+extension Optional: PostgresBindable where Wrapped: PostgresBindable {
+    /// Never called for `nil`: the connection sends SQL NULL for an absent value.
+    public var postgresText: String { self?.postgresText ?? "" }
+}
+
+extension Array: PostgresBindable where Element: PostgresBindable {
+    /// A one-dimensional array literal (`{"a","b",NULL}`); every element is quoted and escaped.
+    public var postgresText: String {
+        var text = "{"
+        text.reserveCapacity(count * 8 + 2)
+        for (index, element) in enumerated() {
+            if index > 0 { text += "," }
+            if let optional = element as? any OptionalProtocol, optional.isNone {
+                text += "NULL"
+                continue
+            }
+            text += "\""
+            for character in element.postgresText.unicodeScalars {
+                if character == "\"" || character == "\\" { text += "\\" }
+                text.unicodeScalars.append(character)
+            }
+            text += "\""
+        }
+        text += "}"
+        return text
+    }
+}
+
+/// Lets an array literal tell a `nil` element from an empty string.
+protocol OptionalProtocol {
+    var isNone: Bool { get }
+}
+
+extension Optional: OptionalProtocol {
+    var isNone: Bool { self == nil }
+}
+
+/// Reads and writes `timestamptz` text in the ISO style with a UTC offset.
+enum PostgresTimestamp {
+    static func format(_ date: Date) -> String {
+        let totalMicros = (date.timeIntervalSince1970 * 1_000_000).rounded()
+        var seconds = time_t((totalMicros / 1_000_000).rounded(.down))
+        let micros = Int(totalMicros - Double(seconds) * 1_000_000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        let microsText = String(micros)
+        let paddedMicros = String(repeating: "0", count: 6 - microsText.count) + microsText
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2)) "
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(paddedMicros)+00"
+    }
+
+    /// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM]`, the output of `timestamptz` under `DateStyle=ISO`.
+    static func parse(_ text: String) -> Date? {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 19 else { return nil }
+        func number(_ range: Range<Int>) -> Int? {
+            var value = 0
+            for index in range {
+                guard index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 else { return nil }
+                value = value * 10 + Int(bytes[index] - 48)
+            }
+            return value
+        }
+        guard let year = number(0..<4), let month = number(5..<7), let day = number(8..<10),
+            let hour = number(11..<13), let minute = number(14..<16), let second = number(17..<19)
+        else { return nil }
+        var index = 19
+        var fraction = 0.0
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            var scale = 0.1
+            while index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 {
+                fraction += Double(bytes[index] - 48) * scale
+                scale /= 10
+                index += 1
+            }
+        }
+        var offsetSeconds = 0
+        if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+            let sign = bytes[index] == UInt8(ascii: "-") ? -1 : 1
+            guard let hours = number((index + 1)..<(index + 3)) else { return nil }
+            var minutes = 0
+            if index + 3 < bytes.count, bytes[index + 3] == UInt8(ascii: ":") {
+                minutes = number((index + 4)..<(index + 6)) ?? 0
+            }
+            offsetSeconds = sign * (hours * 3600 + minutes * 60)
+        }
+        var parts = tm()
+        parts.tm_year = Int32(year - 1900)
+        parts.tm_mon = Int32(month - 1)
+        parts.tm_mday = Int32(day)
+        parts.tm_hour = Int32(hour)
+        parts.tm_min = Int32(minute)
+        parts.tm_sec = Int32(second)
+        let epoch = timegm(&parts)
+        return Date(timeIntervalSince1970: Double(epoch - offsetSeconds) + fraction)
+    }
+}

@@ -1,0 +1,365 @@
+internal import CLibPQ
+internal import Foundation
+public import Logging
+
+/// One connection to PostgreSQL over libpq: parameterised and prepared statements, transactions and
+/// LISTEN, with reconnection after the connection breaks.
+///
+/// A connection is used by one thread at a time (libpq's rule), so it is not `Sendable`: make it on
+/// the thread or serial queue that owns it and hand only decoded rows to others. Every call blocks
+/// that thread until the server answers; never call it from an `async` function.
+///
+/// When the connection breaks, the failing call throws ``PostgresError`` with code `.connectionLost`
+/// (its outcome is unknown to the caller) and the next call reconnects before it runs.
+public final class PostgresConnection {
+    private var handle: OpaquePointer?
+    private let connectionString: String?
+    private var preparedNames: Set<String> = []
+    private var noticeSink: NoticeSink
+    /// The logger for notices and reconnects; statements themselves are not logged.
+    public var logger: Logger {
+        get { noticeSink.logger }
+        set { noticeSink.logger = newValue }
+    }
+
+    /// Opens a connection.
+    ///
+    /// - Parameters:
+    ///   - connectionString: a libpq URI (`postgresql://user@host:5432/db`) or key=value conninfo; `nil`
+    ///     or empty uses libpq's `PG*` environment variables and defaults.
+    ///   - logger: receives server notices at debug level and reconnects at info level.
+    /// - Throws: `PostgresError` with code `.connectionFailed` when the server cannot be reached.
+    public init(connectionString: String?, logger: Logger = Logger(label: "sluice.postgres")) throws(PostgresError) {
+        self.connectionString = connectionString
+        self.noticeSink = NoticeSink(logger: logger)
+        try connect(context: "connecting")
+    }
+
+    deinit {
+        if let handle { PQfinish(handle) }
+    }
+
+    /// Closes the connection; a later call reconnects.
+    public func close() {
+        if let handle { PQfinish(handle) }
+        handle = nil
+        preparedNames.removeAll()
+    }
+
+    /// The server process serving this connection (`pg_backend_pid()`), or nil when not connected.
+    public var serverProcessID: Int32? {
+        guard let handle, PQstatus(handle) == CONNECTION_OK else { return nil }
+        return PQbackendPID(handle)
+    }
+
+    /// True when the connection is open and healthy as far as libpq knows.
+    public var isConnected: Bool {
+        guard let handle else { return false }
+        return PQstatus(handle) == CONNECTION_OK
+    }
+
+    /// True inside a transaction block (also a failed one waiting for ROLLBACK).
+    public var isInTransaction: Bool {
+        guard let handle else { return false }
+        let status = PQtransactionStatus(handle)
+        return status == PQTRANS_INTRANS || status == PQTRANS_INERROR
+    }
+
+    // MARK: Statements
+
+    /// Runs one statement with parameters sent apart from the SQL text.
+    ///
+    /// - Parameters:
+    ///   - sql: one statement with `$1`, `$2`, … placeholders.
+    ///   - bindings: the parameters; `nil` is SQL NULL.
+    ///   - context: what the caller is doing, for error messages ("enqueueing a job").
+    /// - Returns: the rows, already copied out of libpq.
+    @discardableResult
+    public func query(
+        _ sql: String,
+        _ bindings: [(any PostgresBindable)?] = [],
+        context: String
+    ) throws(PostgresError) -> PostgresRows {
+        let handle = try connected(context: context)
+        return try withParameters(bindings) { count, values throws(PostgresError) in
+            try consume(PQexecParams(handle, sql, count, nil, values, nil, nil, 0), context: context)
+        }
+    }
+
+    /// Runs a prepared statement, preparing it on this connection first if needed.
+    @discardableResult
+    public func execute(
+        _ statement: PreparedStatement,
+        _ bindings: [(any PostgresBindable)?] = [],
+        context: String
+    ) throws(PostgresError) -> PostgresRows {
+        let handle = try connected(context: context)
+        if !preparedNames.contains(statement.name) {
+            _ = try consume(PQprepare(handle, statement.name, statement.sql, 0, nil), context: context)
+            preparedNames.insert(statement.name)
+        }
+        return try withParameters(bindings) { count, values throws(PostgresError) in
+            try consume(PQexecPrepared(handle, statement.name, count, values, nil, nil, 0), context: context)
+        }
+    }
+
+    /// Runs a script of one or more statements with no parameters (a schema file, `SET` commands).
+    public func run(script: String, context: String) throws(PostgresError) {
+        let handle = try connected(context: context)
+        _ = try consume(PQexec(handle, script), context: context)
+    }
+
+    /// Runs `body` in a transaction: commits when it returns, rolls back when it throws.
+    ///
+    /// The body receives this connection; its statements are part of the transaction.
+    /// - Throws: the body's error after rolling back, or `PostgresError` from BEGIN or COMMIT.
+    @discardableResult
+    public func transaction<Result>(
+        context: String,
+        _ body: (PostgresConnection) throws -> Result
+    ) throws -> Result {
+        try run(script: "BEGIN", context: context)
+        let result: Result
+        do {
+            result = try body(self)
+        } catch {
+            if isConnected {
+                try? run(script: "ROLLBACK", context: context)
+            }
+            throw error
+        }
+        try run(script: "COMMIT", context: context)
+        return result
+    }
+
+    // MARK: LISTEN/NOTIFY
+
+    /// Subscribes this connection to a notification channel.
+    public func listen(_ channel: String) throws(PostgresError) {
+        try run(script: "LISTEN \(try quoteIdentifier(channel))", context: "listening on \(channel)")
+    }
+
+    /// Reads what the server has sent without blocking and returns the notifications received so far.
+    ///
+    /// - Throws: `.connectionLost` when the socket reports the connection closed.
+    public func pollNotifications() throws(PostgresError) -> [PostgresNotification] {
+        guard let handle, PQstatus(handle) == CONNECTION_OK else {
+            throw PostgresError(code: .connectionLost, message: "not connected", context: "reading notifications")
+        }
+        if PQconsumeInput(handle) == 0 {
+            let message = errorMessage(handle)
+            throw PostgresError(code: .connectionLost, message: message, context: "reading notifications")
+        }
+        var received: [PostgresNotification] = []
+        while let notify = PQnotifies(handle) {
+            let event = notify.pointee
+            received.append(
+                PostgresNotification(
+                    channel: String(cString: event.relname),
+                    payload: String(cString: event.extra),
+                    serverProcessID: event.be_pid
+                )
+            )
+            PQfreemem(notify)
+        }
+        return received
+    }
+
+    /// The socket libpq reads, for a `DispatchSource`; -1 when not connected. Changes after a reconnect.
+    var socketDescriptor: Int32 {
+        guard let handle else { return -1 }
+        return PQsocket(handle)
+    }
+
+    /// Quotes a name for use as an SQL identifier (channel, table).
+    public func quoteIdentifier(_ name: String) throws(PostgresError) -> String {
+        let handle = try connected(context: "quoting an identifier")
+        guard let quoted = PQescapeIdentifier(handle, name, name.utf8.count) else {
+            throw PostgresError(
+                code: .protocolViolation, message: errorMessage(handle), context: "quoting an identifier")
+        }
+        defer { PQfreemem(quoted) }
+        return String(cString: quoted)
+    }
+
+    // MARK: Connection management
+
+    private func connect(context: String) throws(PostgresError) {
+        if let handle { PQfinish(handle) }
+        handle = nil
+        preparedNames.removeAll()
+        let newHandle = Self.open(connectionString)
+        guard let newHandle else {
+            throw PostgresError(
+                code: .connectionFailed, message: "libpq could not allocate a connection", context: context)
+        }
+        guard PQstatus(newHandle) == CONNECTION_OK else {
+            let message = errorMessage(newHandle)
+            PQfinish(newHandle)
+            throw PostgresError(code: .connectionFailed, message: message, context: context)
+        }
+        handle = newHandle
+        PQsetNoticeProcessor(newHandle, forwardNotice, Unmanaged.passUnretained(noticeSink).toOpaque())
+        // Timestamps are exchanged as ISO text in UTC whatever the server's or role's defaults are.
+        do {
+            try run(script: "SET DateStyle = 'ISO'; SET TimeZone = 'UTC'", context: context)
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    private static func open(_ connectionString: String?) -> OpaquePointer? {
+        // expand_dbname lets "dbname" carry a whole URI or conninfo; the fallback name shows in
+        // pg_stat_activity unless the caller chose an application_name.
+        var keywords = ["fallback_application_name"]
+        var values = ["sluice"]
+        if let connectionString, !connectionString.isEmpty {
+            keywords.append("dbname")
+            values.append(connectionString)
+        }
+        let keywordPointers = keywords.map { strdup($0) } + [nil]
+        let valuePointers = values.map { strdup($0) } + [nil]
+        defer {
+            keywordPointers.forEach { free($0) }
+            valuePointers.forEach { free($0) }
+        }
+        return keywordPointers.map { UnsafePointer($0) }.withUnsafeBufferPointer { keywordBuffer in
+            valuePointers.map { UnsafePointer($0) }.withUnsafeBufferPointer { valueBuffer in
+                PQconnectdbParams(keywordBuffer.baseAddress, valueBuffer.baseAddress, 1)
+            }
+        }
+    }
+
+    /// The live handle, reconnecting first when the last call found the connection broken.
+    private func connected(context: String) throws(PostgresError) -> OpaquePointer {
+        if let handle, PQstatus(handle) == CONNECTION_OK { return handle }
+        let wasOpen = handle != nil
+        try connect(context: context)
+        if wasOpen { logger.info("Reconnected to PostgreSQL", metadata: ["context": "\(context)"]) }
+        return handle!
+    }
+
+    private func withParameters<Result>(
+        _ bindings: [(any PostgresBindable)?],
+        _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?) throws(PostgresError) -> Result
+    ) throws(PostgresError) -> Result {
+        let pointers: [UnsafeMutablePointer<CChar>?] = bindings.map { binding in
+            guard let binding else { return nil }
+            if let optional = binding as? any OptionalProtocol, optional.isNone { return nil }
+            return strdup(binding.postgresText)
+        }
+        defer { pointers.forEach { free($0) } }
+        let constPointers = pointers.map { UnsafePointer($0) }
+        return try constPointers.withUnsafeBufferPointer { buffer throws(PostgresError) in
+            try body(Int32(buffer.count), buffer.baseAddress)
+        }
+    }
+
+    /// Turns a libpq result into rows or an error, and frees it.
+    private func consume(_ result: OpaquePointer?, context: String) throws(PostgresError) -> PostgresRows {
+        guard let result else {
+            throw failure(result: nil, context: context)
+        }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return Self.rows(from: result, context: context)
+        default:
+            throw failure(result: result, context: context)
+        }
+    }
+
+    private static func rows(from result: OpaquePointer, context: String) -> PostgresRows {
+        let rowCount = Int(PQntuples(result))
+        let columnCount = Int(PQnfields(result))
+        var columns: [String] = []
+        columns.reserveCapacity(columnCount)
+        for column in 0..<columnCount {
+            columns.append(String(cString: PQfname(result, Int32(column))))
+        }
+        var values: [String?] = []
+        values.reserveCapacity(rowCount * columnCount)
+        for row in 0..<Int32(rowCount) {
+            for column in 0..<Int32(columnCount) {
+                if PQgetisnull(result, row, column) == 1 {
+                    values.append(nil)
+                } else {
+                    values.append(String(cString: PQgetvalue(result, row, column)))
+                }
+            }
+        }
+        let affected = Int(String(cString: PQcmdTuples(result))) ?? 0
+        return PostgresRows(columns: columns, values: values, affectedRows: affected, context: context)
+    }
+
+    private func failure(result: OpaquePointer?, context: String) -> PostgresError {
+        func field(_ code: Int32) -> String? {
+            guard let result, let value = PQresultErrorField(result, code) else { return nil }
+            return String(cString: value)
+        }
+        let broken = handle.map { PQstatus($0) != CONNECTION_OK } ?? true
+        let sqlState = field(sluice_diag_sqlstate)
+        let message = field(sluice_diag_message_primary) ?? handle.map(errorMessage) ?? "no result"
+        if broken || sqlState == nil && result == nil {
+            // The outcome of the statement is unknown; drop the handle so the next call reconnects.
+            if let handle { PQfinish(handle) }
+            handle = nil
+            preparedNames.removeAll()
+            return PostgresError(code: .connectionLost, sqlState: sqlState, message: message, context: context)
+        }
+        // A backend killed by an administrator or a server shutting down closes the connection too.
+        if let sqlState, sqlState.hasPrefix("57P") || sqlState.hasPrefix("08") {
+            close()
+            return PostgresError(code: .connectionLost, sqlState: sqlState, message: message, context: context)
+        }
+        return PostgresError(
+            code: .serverError,
+            sqlState: sqlState,
+            message: message,
+            detail: field(sluice_diag_message_detail),
+            hint: field(sluice_diag_message_hint),
+            context: context
+        )
+    }
+
+    private func errorMessage(_ handle: OpaquePointer) -> String {
+        guard let text = PQerrorMessage(handle) else { return "unknown libpq error" }
+        // libpq wraps its messages over several lines; logs want one line per event.
+        return String(cString: text).split(whereSeparator: \.isNewline)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+            .joined(separator: " ")
+    }
+}
+
+/// A notification delivered by `NOTIFY channel, 'payload'`.
+public struct PostgresNotification: Sendable, Hashable {
+    public var channel: String
+    public var payload: String
+    /// The server process that sent it.
+    public var serverProcessID: Int32
+}
+
+/// Holds the logger that libpq's notice callback writes to; passed to C as an unretained pointer,
+/// kept alive by the connection that owns it.
+private final class NoticeSink {
+    var logger: Logger
+    init(logger: Logger) { self.logger = logger }
+}
+
+private func forwardNotice(_ context: UnsafeMutableRawPointer?, _ message: UnsafePointer<CChar>?) {
+    guard let context, let message else { return }
+    let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
+    sink.logger.debug(
+        "PostgreSQL notice", metadata: ["notice": "\(String(cString: message).trimmingTrailingWhitespace())"])
+}
+
+extension String {
+    func trimmingTrailingWhitespace() -> String {
+        var scalars = unicodeScalars[...]
+        while let last = scalars.last, last == " " || last == "\n" || last == "\t" || last == "\r" {
+            scalars.removeLast()
+        }
+        return String(scalars)
+    }
+}

@@ -1,0 +1,36 @@
+extension JobQueue {
+    // Completed jobs leave the hot table here; a unique key starts its retention period instead of
+    // being deleted, so a redelivery soon after completion is still absorbed.
+    static let completeStatement = PreparedStatement(
+        name: "sluice_complete",
+        sql: """
+            WITH done AS (
+                DELETE FROM sluice.jobs j
+                USING unnest($1::bigint[], $2::integer[]) AS c(id, attempt)
+                WHERE j.id = c.id AND j.attempt = c.attempt AND j.locked_by = $3 AND j.state = 'running'
+                RETURNING j.id, j.unique_key
+            ), remembered AS (
+                UPDATE sluice.unique_keys u
+                SET expires_at = now() + make_interval(secs => $4::double precision)
+                FROM done
+                WHERE u.key = done.unique_key AND u.job_id = done.id
+            )
+            SELECT id FROM done
+            """
+    )
+
+    /// Completes jobs this worker holds, in one statement, and returns the ids that were completed.
+    ///
+    /// A lease that is no longer this worker's (rescued, then claimed by another) is skipped: its id is
+    /// missing from the result. Run it in the handler's transaction for exactly-once effects.
+    @discardableResult
+    public func complete(_ leases: [JobLease], on connection: PostgresConnection) throws(PostgresError) -> [Int64] {
+        guard !leases.isEmpty else { return [] }
+        let rows = try connection.execute(
+            Self.completeStatement,
+            [leases.map(\.id), leases.map(\.attempt), workerID, uniqueRetentionSeconds],
+            context: "completing \(leases.count) jobs"
+        )
+        return try rows.map { row throws(PostgresError) in try row.decode(Int64.self, at: 0) }
+    }
+}

@@ -1,0 +1,66 @@
+extension JobQueue {
+    static let enqueueStatement = PreparedStatement(
+        name: "sluice_enqueue",
+        sql: """
+            SELECT sluice.enqueue($1::text, $2::jsonb, $3::text, $4::integer,
+                                  coalesce($5::timestamptz, now()), $6::integer, $7::text, $8::boolean)
+            """
+    )
+
+    static let enqueueManyStatement = PreparedStatement(
+        name: "sluice_enqueue_many",
+        sql: """
+            SELECT sluice.enqueue_many($1::text[], $2::jsonb[], $3::text[], $4::integer[],
+                                       $5::timestamptz[], $6::integer[], $7::text[], $8::boolean)
+            """
+    )
+
+    /// Adds one job and returns its id (the existing job's id when its unique key is taken).
+    ///
+    /// - Parameter notify: wake idle workers when the transaction commits; `false` leaves the job to
+    ///   their polling, which spares PostgreSQL the commit serialisation that notifications cost.
+    /// - Throws: `PostgresError` with SQLSTATE `22023` when the payload is not a JSON object or another
+    ///   argument is out of range.
+    @discardableResult
+    public func enqueue(_ job: NewJob, notify: Bool = true, on connection: PostgresConnection) throws(PostgresError)
+        -> Int64
+    {
+        let rows = try connection.execute(
+            Self.enqueueStatement,
+            [job.kind, job.payload, job.queue, job.priority, job.runAt, job.maxAttempts, job.uniqueKey, notify],
+            context: "enqueueing a \(job.kind) job"
+        )
+        return try rows.single().decode(Int64.self, at: 0)
+    }
+
+    /// Adds many jobs in one statement and returns their ids in the same order.
+    @discardableResult
+    public func enqueue(_ jobs: [NewJob], notify: Bool = true, on connection: PostgresConnection) throws(PostgresError)
+        -> [Int64]
+    {
+        guard !jobs.isEmpty else { return [] }
+        let hasRunAt = jobs.contains { $0.runAt != nil }
+        let hasMaxAttempts = jobs.contains { $0.maxAttempts != nil }
+        let hasUniqueKeys = jobs.contains { $0.uniqueKey != nil }
+        let rows = try connection.execute(
+            Self.enqueueManyStatement,
+            [
+                jobs.map(\.kind),
+                jobs.map(\.payload),
+                jobs.map(\.queue),
+                jobs.map(\.priority),
+                hasRunAt ? jobs.map(\.runAt) : nil,
+                hasMaxAttempts ? jobs.map(\.maxAttempts) : nil,
+                hasUniqueKeys ? jobs.map(\.uniqueKey) : nil,
+                notify,
+            ],
+            context: "enqueueing \(jobs.count) jobs"
+        )
+        var ids: [Int64] = []
+        ids.reserveCapacity(rows.count)
+        for row in rows {
+            ids.append(try row.decode(Int64.self, at: 0))
+        }
+        return ids
+    }
+}

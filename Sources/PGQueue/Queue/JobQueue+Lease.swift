@@ -1,0 +1,72 @@
+public import Foundation
+
+extension JobQueue {
+    static let heartbeatStatement = PreparedStatement(
+        name: "sluice_heartbeat",
+        sql: """
+            UPDATE sluice.jobs j
+            SET locked_until = now() + make_interval(secs => $4)
+            FROM unnest($1::bigint[], $2::integer[]) AS h(id, attempt)
+            WHERE j.id = h.id AND j.attempt = h.attempt AND j.locked_by = $3 AND j.state = 'running'
+            RETURNING j.id
+            """
+    )
+
+    // Giving the attempt back keeps a snooze, or a release at shutdown, from counting as a failure.
+    static let releaseStatement = PreparedStatement(
+        name: "sluice_release",
+        sql: """
+            UPDATE sluice.jobs j
+            SET state = 'available', attempt = j.attempt - 1, locked_by = NULL, locked_until = NULL,
+                run_at = now() + make_interval(secs => r.delay)
+            FROM unnest($1::bigint[], $2::integer[], $4::double precision[]) AS r(id, attempt, delay)
+            WHERE j.id = r.id AND j.attempt = r.attempt AND j.locked_by = $3 AND j.state = 'running'
+            RETURNING j.id
+            """
+    )
+
+    /// Extends the leases of jobs this worker is running and returns the ids it still holds.
+    ///
+    /// An id missing from the result was rescued (the lease had already expired): its handler's work
+    /// will be fenced off, and another worker may be running the job now.
+    public func heartbeat(_ leases: [JobLease], on connection: PostgresConnection) throws(PostgresError) -> Set<Int64> {
+        guard !leases.isEmpty else { return [] }
+        let rows = try connection.execute(
+            Self.heartbeatStatement,
+            [leases.map(\.id), leases.map(\.attempt), workerID, leaseSeconds],
+            context: "extending \(leases.count) leases"
+        )
+        var held = Set<Int64>()
+        for row in rows { held.insert(try row.decode(Int64.self, at: 0)) }
+        return held
+    }
+
+    /// Returns jobs to the queue at once with their attempt given back, as a graceful stop does for jobs
+    /// still running, so another worker takes them without waiting for the lease to expire.
+    @discardableResult
+    public func release(_ leases: [JobLease], on connection: PostgresConnection) throws(PostgresError) -> [Int64] {
+        try release(leases, delays: Array(repeating: 0, count: leases.count), on: connection)
+    }
+
+    /// Puts a job back to run again after `delay` seconds, with its attempt given back: for a handler that
+    /// is waiting on something (a rate limit, an object not there yet) rather than failing.
+    /// - Returns: false when this worker no longer holds the lease.
+    @discardableResult
+    public func snooze(_ lease: JobLease, for delay: TimeInterval, on connection: PostgresConnection)
+        throws(PostgresError) -> Bool
+    {
+        try !release([lease], delays: [max(0, delay)], on: connection).isEmpty
+    }
+
+    private func release(_ leases: [JobLease], delays: [Double], on connection: PostgresConnection)
+        throws(PostgresError) -> [Int64]
+    {
+        guard !leases.isEmpty else { return [] }
+        let rows = try connection.execute(
+            Self.releaseStatement,
+            [leases.map(\.id), leases.map(\.attempt), workerID, delays],
+            context: "releasing \(leases.count) jobs"
+        )
+        return try rows.map { row throws(PostgresError) in try row.decode(Int64.self, at: 0) }
+    }
+}

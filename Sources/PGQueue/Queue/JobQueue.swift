@@ -1,0 +1,45 @@
+import Foundation
+
+/// The queue operations of Sluice, run on a connection the caller owns.
+///
+/// `JobQueue` holds only settings, so it is `Sendable` and shared freely; each operation takes the
+/// `PostgresConnection` of the calling thread. An operation inside `connection.transaction { … }` is part
+/// of that transaction: a handler can enqueue follow-up jobs, or complete its own job, atomically with
+/// its writes.
+///
+/// ```swift
+/// let queue = JobQueue()
+/// let connection = try PostgresConnection(connectionString: url)
+/// let id = try queue.enqueue(NewJob(kind: "sluice.noop"), on: connection)
+/// let jobs = try queue.claim(from: "default", limit: 10, on: connection)
+/// try queue.complete(jobs.map(\.lease), on: connection)
+/// ```
+public struct JobQueue: Sendable {
+    /// Identifies this worker process in `locked_by`; unique per process start, so a restarted process
+    /// never mistakes its predecessor's leases for its own.
+    public var workerID: String
+    /// How long a claim or heartbeat holds a job before the rescuer may take it back, in seconds.
+    public var leaseSeconds: Double
+    /// How long a completed job's unique key keeps absorbing duplicates, in seconds.
+    public var uniqueRetentionSeconds: Double
+
+    public init(
+        workerID: String = JobQueue.makeWorkerID(),
+        leaseSeconds: Double = 30,
+        uniqueRetentionSeconds: Double = 7 * 24 * 3600
+    ) {
+        self.workerID = workerID
+        self.leaseSeconds = leaseSeconds
+        self.uniqueRetentionSeconds = uniqueRetentionSeconds
+    }
+
+    /// `host:pid:nonce`, readable in `sluice.jobs.locked_by` and unique per process start.
+    public static func makeWorkerID() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
+        let nonce = String(UInt32.random(in: 0...UInt32.max), radix: 36)
+        return "\(host):\(ProcessInfo.processInfo.processIdentifier):\(nonce)"
+    }
+
+    /// The channel `sluice.enqueue` notifies, with the queue's name as payload.
+    public static let notificationChannel = "sluice_jobs"
+}

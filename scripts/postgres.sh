@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for development, tests and benchmarks.
+#
+#   scripts/postgres.sh run CMD...   run CMD with DATABASE_URL set: the caller's own if already set,
+#                                    otherwise a new cluster on a free port, removed when CMD ends
+#   scripts/postgres.sh start DIR    start a new cluster in DIR (a new empty folder) and print its URL
+#   scripts/postgres.sh stop DIR     stop the cluster in DIR and delete DIR
+#
+# PostgreSQL refuses to run as root, so as root the server runs as the 'postgres' user.
+set -euo pipefail
+
+bindir() {
+    local dir
+    dir=$(find /usr/lib/postgresql -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+    if [ -z "$dir" ]; then
+        echo "postgres.sh: no PostgreSQL server found under /usr/lib/postgresql; run 'make deps'" >&2
+        exit 1
+    fi
+    echo "$dir"
+}
+
+as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "postgres.sh: no free port found" >&2
+    exit 1
+}
+
+start() {
+    local dir=$1 bin port
+    bin=$(bindir)
+    port=$(free_port)
+    mkdir -p "$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+    fi
+    chmod 700 "$dir"
+    as_owner "$bin/initdb" --pgdata="$dir/data" --auth=trust --username=postgres --encoding=UTF8 \
+        --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
+    as_owner "$bin/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
+        -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir -c max_connections=300" \
+        start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+    echo "$port" >"$dir/port"
+    echo "postgresql://postgres@127.0.0.1:$port/postgres"
+}
+
+stop() {
+    local dir=$1
+    if [ -d "$dir/data" ]; then
+        as_owner "$(bindir)/pg_ctl" --pgdata="$dir/data" --mode=fast --wait stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+}
+
+case "${1:-}" in
+run)
+    shift
+    if [ -n "${DATABASE_URL:-}" ]; then
+        exec "$@"
+    fi
+    dir=$(mktemp -d /tmp/sluice-pg.XXXXXX)
+    trap 'stop "$dir"' EXIT
+    trap 'exit 130' INT TERM
+    DATABASE_URL=$(start "$dir")
+    export DATABASE_URL
+    echo "postgres.sh: throwaway PostgreSQL at $DATABASE_URL (removed on exit)" >&2
+    "$@"
+    ;;
+start) start "$2" ;;
+stop) stop "$2" ;;
+*)
+    echo "usage: scripts/postgres.sh run CMD... | start DIR | stop DIR" >&2
+    exit 2
+    ;;
+esac
