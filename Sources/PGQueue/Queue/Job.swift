@@ -110,6 +110,11 @@ public struct FailureOutcome: Sendable, Hashable {
 
     public var id: Int64
     public var result: Result
+
+    public init(id: Int64, result: Result) {
+        self.id = id
+        self.result = result
+    }
 }
 
 /// What one run of the rescuer did.
@@ -118,4 +123,9 @@ public struct RescueReport: Sendable, Hashable {
     public var rescued: [Int64] = []
     /// Jobs whose lease expired on their last attempt and that went to the dead letters.
     public var dead: [Int64] = []
+
+    public init(rescued: [Int64] = [], dead: [Int64] = []) {
+        self.rescued = rescued
+        self.dead = dead
+    }
 }

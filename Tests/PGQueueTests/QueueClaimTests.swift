@@ -1,0 +1,121 @@
+import Foundation
+import PGQueue
+import Synchronization
+import Testing
+
+@Suite("claiming")
+struct QueueClaimTests {
+    @Test("claims go by priority, then run_at, then id; future jobs wait")
+    func ordering() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue()
+        let now = Date()
+        let late = try queue.enqueue(NewJob(kind: "k", priority: 5, runAt: now.addingTimeInterval(-10)), on: connection)
+        let urgentNewer = try queue.enqueue(
+            NewJob(kind: "k", priority: -1, runAt: now.addingTimeInterval(-1)), on: connection)
+        let urgentOlder = try queue.enqueue(
+            NewJob(kind: "k", priority: -1, runAt: now.addingTimeInterval(-5)), on: connection)
+        let normalFirst = try queue.enqueue(NewJob(kind: "k", runAt: now.addingTimeInterval(-3)), on: connection)
+        let normalTie = try queue.enqueue(NewJob(kind: "k", runAt: now.addingTimeInterval(-3)), on: connection)
+        _ = try queue.enqueue(NewJob(kind: "k", priority: -100, runAt: now.addingTimeInterval(3600)), on: connection)
+
+        var claimed: [Int64] = []
+        while let job = try queue.claim(from: "default", limit: 1, on: connection).first {
+            claimed.append(job.id)
+        }
+        #expect(claimed == [urgentOlder, urgentNewer, normalFirst, normalTie, late])
+        // A batch comes back in the same order.
+        let other = try TestDatabase()
+        let otherConnection = try other.connect()
+        let ids = try queue.enqueue(
+            [NewJob(kind: "k", priority: 2), NewJob(kind: "k", priority: 1), NewJob(kind: "k", priority: 3)],
+            on: otherConnection)
+        let batch = try queue.claim(from: "default", limit: 10, on: otherConnection)
+        #expect(batch.map(\.id) == [ids[1], ids[0], ids[2]])
+    }
+
+    @Test("many threads claiming at once see every job exactly once")
+    func claimsAreExclusive() throws {
+        let database = try TestDatabase()
+        let setup = try database.connect()
+        let queue = JobQueue()
+        let total = 3000
+        let jobs = (0..<total).map { NewJob(kind: "k", payload: "{\"n\": \($0)}") }
+        let enqueued = Set(try queue.enqueue(jobs, notify: false, on: setup))
+        let seen = Box<[Int64]>([])
+        try onThreads(10) { worker in
+            let connection = try database.connect()
+            // Each thread is its own worker: fencing would hide a double claim by the same worker id.
+            let mine = JobQueue(workerID: "worker-\(worker)")
+            while true {
+                let batch = try mine.claim(from: "default", limit: 7, on: connection)
+                if batch.isEmpty { break }
+                seen.value.withLock { $0.append(contentsOf: batch.map(\.id)) }
+                let completed = try mine.complete(batch.map(\.lease), on: connection)
+                precondition(completed.count == batch.count)
+            }
+        }
+        let claimed = seen.value.withLock { $0 }
+        #expect(claimed.count == total)
+        #expect(Set(claimed) == enqueued)
+        let left = try setup.query("SELECT count(*) FROM sluice.jobs", context: "count").single().decode(
+            Int.self, at: 0)
+        #expect(left == 0)
+    }
+
+    @Test("the claim counts the attempt and sets a lease held by this worker")
+    func claimCountsAttempt() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue(workerID: "w1", leaseSeconds: 30)
+        let id = try queue.enqueue(NewJob(kind: "k", maxAttempts: 3), on: connection)
+        let job = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+        #expect(job.id == id)
+        #expect(job.attempt == 1)
+        #expect(job.maxAttempts == 3)
+        let row = try connection.query(
+            "SELECT state, attempt, locked_by, extract(epoch FROM locked_until - now())::float8 FROM sluice.jobs WHERE id = $1",
+            [id], context: "read"
+        ).single()
+        #expect(try row.decode(String.self, at: 0) == "running")
+        #expect(try row.decode(Int.self, at: 1) == 1)
+        #expect(try row.decode(String.self, at: 2) == "w1")
+        let remaining = try row.decode(Double.self, at: 3)
+        #expect(remaining > 25 && remaining <= 30)
+        // A running job is not claimed again.
+        #expect(try queue.claim(from: "default", limit: 10, on: connection).isEmpty)
+    }
+
+    @Test("a paused queue is not claimed from until resumed; other queues carry on")
+    func pausedQueue() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue()
+        let paused = try queue.enqueue(NewJob(kind: "k", queue: "slow"), on: connection)
+        let other = try queue.enqueue(NewJob(kind: "k", queue: "fast"), on: connection)
+        try connection.query("SELECT sluice.pause_queue('slow')", context: "pause from SQL")
+        #expect(try queue.claim(from: "slow", limit: 10, on: connection).isEmpty)
+        #expect(try queue.claim(from: "fast", limit: 10, on: connection).map(\.id) == [other])
+        let stats = try queue.stats(on: connection)
+        #expect(stats.first { $0.queue == "slow" }?.paused == true)
+        #expect(stats.first { $0.queue == "slow" }?.available == 1)
+        try queue.resume(queue: "slow", on: connection)
+        #expect(try queue.claim(from: "slow", limit: 10, on: connection).map(\.id) == [paused])
+    }
+
+    @Test("a waiting job can be cancelled; a running one cannot")
+    func cancel() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue()
+        let waiting = try queue.enqueue(NewJob(kind: "k", queue: "a", uniqueKey: "once"), on: connection)
+        let running = try queue.enqueue(NewJob(kind: "k", queue: "b"), on: connection)
+        _ = try queue.claim(from: "b", limit: 1, on: connection)
+        #expect(try queue.cancel(jobID: waiting, on: connection))
+        #expect(try !queue.cancel(jobID: running, on: connection))
+        #expect(try !queue.cancel(jobID: 999_999, on: connection))
+        // Cancelling frees the unique key.
+        #expect(try queue.enqueue(NewJob(kind: "k", uniqueKey: "once"), on: connection) != waiting)
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import PGQueue
+import Testing
+
+@Suite("leases, rescue and fencing")
+struct QueueLeaseTests {
+    @Test("a rescued job's old holder can neither complete nor fail it; the new holder can")
+    func fencing() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let stale = JobQueue(workerID: "stale", leaseSeconds: 0.2)
+        let fresh = JobQueue(workerID: "fresh", leaseSeconds: 30)
+        let id = try stale.enqueue(NewJob(kind: "k"), on: connection)
+        let oldJob = try #require(try stale.claim(from: "default", limit: 1, on: connection).first)
+        Thread.sleep(forTimeInterval: 0.3)
+        let report = try fresh.rescueExpired(on: connection)
+        #expect(report.rescued == [id])
+        let newJob = try #require(try fresh.claim(from: "default", limit: 1, on: connection).first)
+        #expect(newJob.attempt == 2)
+
+        #expect(try stale.complete([oldJob.lease], on: connection).isEmpty)
+        #expect(
+            try stale.fail([JobFailure(lease: oldJob.lease, kind: .error, message: "late", retryIn: 0)], on: connection)
+                .isEmpty)
+        #expect(try stale.heartbeat([oldJob.lease], on: connection).isEmpty)
+        #expect(try !stale.snooze(oldJob.lease, for: 0, on: connection))
+        // The same worker id with the old attempt is fenced too (a hung handler in a process that re-claimed).
+        #expect(try fresh.complete([oldJob.lease], on: connection).isEmpty)
+
+        #expect(try fresh.complete([newJob.lease], on: connection) == [id])
+    }
+
+    @Test("the rescuer returns expired leases with an error entry and dead-letters jobs on their last attempt")
+    func rescue() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue(leaseSeconds: 0.1)
+        let retryable = try queue.enqueue(NewJob(kind: "k", maxAttempts: 2), on: connection)
+        let lastTry = try queue.enqueue(NewJob(kind: "k", maxAttempts: 1), on: connection)
+        let claimed = try queue.claim(from: "default", limit: 10, on: connection)
+        #expect(claimed.count == 2)
+        Thread.sleep(forTimeInterval: 0.2)
+        let report = try queue.rescueExpired(on: connection)
+        #expect(report.rescued == [retryable])
+        #expect(report.dead == [lastTry])
+        #expect(try queue.deadLetter(id: lastTry, on: connection)?.reason == "lease_expired")
+        let kind = try connection.query(
+            "SELECT errors -> 0 ->> 'kind' FROM sluice.jobs WHERE id = $1", [retryable], context: "read"
+        ).single()
+        #expect(try kind.decode(String.self, at: 0) == "lease_expired")
+        // Nothing left to rescue.
+        #expect(try queue.rescueExpired(on: connection) == RescueReport())
+    }
+
+    @Test("a heartbeat keeps a lease from expiring")
+    func heartbeat() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue(leaseSeconds: 0.5)
+        let id = try queue.enqueue(NewJob(kind: "k"), on: connection)
+        let job = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+        for _ in 0..<4 {
+            Thread.sleep(forTimeInterval: 0.2)
+            #expect(try queue.heartbeat([job.lease], on: connection) == [id])
+        }
+        #expect(try queue.rescueExpired(on: connection) == RescueReport())
+        #expect(try queue.complete([job.lease], on: connection) == [id])
+    }
+
+    @Test("snooze and release give the attempt back")
+    func snoozeAndRelease() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue()
+        let id = try queue.enqueue(NewJob(kind: "k", maxAttempts: 1), on: connection)
+        var job = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+        #expect(try queue.snooze(job.lease, for: 3600, on: connection))
+        #expect(try queue.claim(from: "default", limit: 1, on: connection).isEmpty)
+        try connection.query("UPDATE sluice.jobs SET run_at = now() WHERE id = $1", [id], context: "make due")
+        job = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+        #expect(job.attempt == 1)
+        #expect(try queue.release([job.lease], on: connection) == [id])
+        job = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+        #expect(job.attempt == 1)
+    }
+}

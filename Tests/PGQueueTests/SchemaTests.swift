@@ -1,0 +1,78 @@
+import Foundation
+import PGQueue
+import Testing
+
+@Suite("schema.sql")
+struct SchemaTests {
+    static let schemaPath = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("schema.sql").path
+
+    @Test("psql -f schema.sql succeeds twice in a row on an empty database, without losing jobs")
+    func appliesTwiceWithPsql() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        try connection.run(script: "DROP SCHEMA sluice CASCADE", context: "start empty")
+        try psql(database.url)
+        let id = try JobQueue().enqueue(NewJob(kind: "k"), on: connection)
+        try psql(database.url)
+        #expect(try Schema.installedVersion(on: connection) == Schema.version)
+        let count = try connection.query("SELECT count(*) FROM sluice.jobs WHERE id = $1", [id], context: "count")
+            .single()
+        #expect(try count.decode(Int.self, at: 0) == 1)
+    }
+
+    @Test("the embedded schema is schema.sql, and applying it again is harmless")
+    func embeddedMatchesFile() throws {
+        let file = try String(contentsOfFile: Self.schemaPath, encoding: .utf8)
+        #expect(
+            Schema.sql.trimmingCharacters(in: .whitespacesAndNewlines)
+                == file.trimmingCharacters(in: .whitespacesAndNewlines))
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        try Schema.apply(on: connection)
+        try Schema.apply(on: connection)
+        #expect(try Schema.installedVersion(on: connection) == Schema.version)
+    }
+
+    @Test("an older schema.sql refuses to run over a newer database")
+    func refusesDowngrade() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        try connection.query("UPDATE sluice.schema_version SET version = version + 1", context: "pretend newer")
+        let error = try #require(throws: PostgresError.self) { try Schema.apply(on: connection) }
+        #expect(error.message.contains("newer than this schema.sql"))
+    }
+
+    @Test("every table, view and function in schema sluice has a comment")
+    func everythingCommented() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let missing = try connection.query(
+            """
+            SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'sluice' AND c.relkind IN ('r', 'v', 'i') AND obj_description(c.oid, 'pg_class') IS NULL
+              AND c.relname NOT LIKE '%_pkey'
+            UNION ALL
+            SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'sluice' AND obj_description(p.oid, 'pg_proc') IS NULL
+            """,
+            context: "finding objects without comments"
+        ).map { try $0.decode(String.self, at: 0) }
+        #expect(missing == [])
+    }
+
+    private func psql(_ url: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", Self.schemaPath]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 0, "psql failed: \(message)")
+        #expect(message.isEmpty, "psql printed: \(message)")
+    }
+}
