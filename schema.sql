@@ -273,7 +273,7 @@ CREATE OR REPLACE FUNCTION sluice.enqueue_many(
 LANGUAGE plpgsql AS $$
 DECLARE
     n integer := coalesce(cardinality(kinds), 0);
-    i integer;
+    job record;
 BEGIN
     IF cardinality(payloads) IS DISTINCT FROM n
         OR (queues IS NOT NULL AND cardinality(queues) <> n)
@@ -290,31 +290,32 @@ BEGIN
 
     IF unique_keys IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(unique_keys) k WHERE k IS NOT NULL) THEN
         -- Keys need the per-job ownership protocol of sluice.enqueue.
-        FOR i IN 1..n LOOP
-            RETURN NEXT sluice.enqueue(kinds[i], payloads[i], coalesce(queues[i], 'default'),
-                coalesce(priorities[i], 0), coalesce(run_ats[i], now()), enqueue_many.max_attempts[i],
-                unique_keys[i], notify);
+        FOR job IN
+            SELECT * FROM unnest(kinds, payloads, queues, priorities, run_ats, enqueue_many.max_attempts, unique_keys)
+                AS u(kind, payload, queue, priority, run_at, max_attempts, unique_key)
+        LOOP
+            RETURN NEXT sluice.enqueue(job.kind, job.payload, coalesce(job.queue, 'default'),
+                coalesce(job.priority, 0), coalesce(job.run_at, now()), job.max_attempts, job.unique_key, notify);
         END LOOP;
         RETURN;
     END IF;
 
-    IF EXISTS (SELECT 1 FROM unnest(payloads) p WHERE p IS NULL OR jsonb_typeof(p) <> 'object') THEN
-        RAISE EXCEPTION 'sluice.enqueue_many: every payload must be a JSON object'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF EXISTS (SELECT 1 FROM unnest(kinds) k WHERE k IS NULL OR k = '') THEN
-        RAISE EXCEPTION 'sluice.enqueue_many: every kind must be a non-empty text'
+    IF EXISTS (SELECT 1 FROM unnest(kinds, payloads) AS j(kind, payload)
+               WHERE j.payload IS NULL OR jsonb_typeof(j.payload) <> 'object' OR j.kind IS NULL OR j.kind = '') THEN
+        RAISE EXCEPTION 'sluice.enqueue_many: every kind must be a non-empty text and every payload a JSON object'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- unnest() walks the arrays once (subscripting a jsonb[] by position would rescan it per element)
+    -- and pads the arrays left NULL with NULLs.
     RETURN QUERY
     INSERT INTO sluice.jobs (queue, kind, payload, priority, run_at, max_attempts)
-    SELECT coalesce(queues[g.idx], 'default'), kinds[g.idx], payloads[g.idx], coalesce(priorities[g.idx], 0),
-           coalesce(run_ats[g.idx], now()),
-           coalesce(enqueue_many.max_attempts[g.idx],
-                    (SELECT k.max_attempts FROM sluice.kinds k WHERE k.kind = kinds[g.idx]), 20)
-    FROM generate_series(1, n) AS g(idx)
-    ORDER BY g.idx
+    SELECT coalesce(j.queue, 'default'), j.kind, j.payload, coalesce(j.priority, 0), coalesce(j.run_at, now()),
+           coalesce(j.max_attempts, k.max_attempts, 20)
+    FROM unnest(kinds, payloads, queues, priorities, run_ats, enqueue_many.max_attempts)
+             WITH ORDINALITY AS j(kind, payload, queue, priority, run_at, max_attempts, position)
+    LEFT JOIN sluice.kinds k ON k.kind = j.kind
+    ORDER BY j.position
     RETURNING id;
 
     IF notify THEN

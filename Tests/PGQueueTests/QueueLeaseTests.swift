@@ -84,3 +84,43 @@ struct QueueLeaseTests {
         #expect(job.attempt == 1)
     }
 }
+
+@Suite("completing and claiming in one statement")
+struct CompleteAndClaimTests {
+    @Test("completes the held leases, fences the rest, and claims the next batch")
+    func completeAndClaim() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue(workerID: "w")
+        let ids = try queue.enqueue((0..<5).map { _ in NewJob(kind: "k") }, on: connection)
+        let first = try queue.claim(from: "default", limit: 2, on: connection)
+        #expect(first.map(\.id) == Array(ids[0..<2]))
+        let stale = JobLease(id: ids[0], attempt: 7)
+        let next = try queue.claim(from: "default", limit: 2, completing: [first[1].lease, stale], on: connection)
+        #expect(next.completed == [ids[1]])
+        #expect(next.claimed.map(\.id) == Array(ids[2..<4]))
+        let last = try queue.claim(from: "default", limit: 10, completing: next.claimed.map(\.lease), on: connection)
+        #expect(Set(last.completed) == Set(ids[2..<4]))
+        #expect(last.claimed.map(\.id) == [ids[4]])
+    }
+
+    @Test("ten workers completing and claiming at once neither deadlock nor lose a job")
+    func noDeadlock() throws {
+        let database = try TestDatabase()
+        let setup = try database.connect()
+        let total = 20_000
+        _ = try JobQueue().enqueue(Array(repeating: NewJob(kind: "k"), count: total), notify: false, on: setup)
+        let completed = Box<Int>(0)
+        try onThreads(10) { worker in
+            let connection = try database.connect()
+            let queue = JobQueue(workerID: "w\(worker)")
+            var running: [JobLease] = []
+            repeat {
+                let step = try queue.claim(from: "default", limit: 200, completing: running, on: connection)
+                completed.value.withLock { $0 += step.completed.count }
+                running = step.claimed.map(\.lease)
+            } while !running.isEmpty
+        }
+        #expect(completed.value.withLock { $0 } == total)
+    }
+}

@@ -202,7 +202,9 @@ public final class PostgresConnection {
         PQsetNoticeProcessor(newHandle, forwardNotice, Unmanaged.passUnretained(noticeSink).toOpaque())
         // Timestamps are exchanged as ISO text in UTC whatever the server's or role's defaults are.
         do {
-            try run(script: "SET DateStyle = 'ISO'; SET TimeZone = 'UTC'", context: context)
+            try run(
+                script: "SET DateStyle = 'ISO'; SET TimeZone = 'UTC'; SET plan_cache_mode = force_generic_plan",
+                context: context)
         } catch {
             close()
             throw error

@@ -39,6 +39,9 @@ extension JobQueue {
         -> [Int64]
     {
         guard !jobs.isEmpty else { return [] }
+        // Arrays that hold only defaults are sent as NULL: less to encode, send and parse.
+        let hasQueues = jobs.contains { $0.queue != "default" }
+        let hasPriorities = jobs.contains { $0.priority != 0 }
         let hasRunAt = jobs.contains { $0.runAt != nil }
         let hasMaxAttempts = jobs.contains { $0.maxAttempts != nil }
         let hasUniqueKeys = jobs.contains { $0.uniqueKey != nil }
@@ -47,8 +50,8 @@ extension JobQueue {
             [
                 jobs.map(\.kind),
                 jobs.map(\.payload),
-                jobs.map(\.queue),
-                jobs.map(\.priority),
+                hasQueues ? jobs.map(\.queue) : nil,
+                hasPriorities ? jobs.map(\.priority) : nil,
                 hasRunAt ? jobs.map(\.runAt) : nil,
                 hasMaxAttempts ? jobs.map(\.maxAttempts) : nil,
                 hasUniqueKeys ? jobs.map(\.uniqueKey) : nil,

@@ -1,0 +1,239 @@
+import Foundation
+import Logging
+import PGQueue
+import Synchronization
+
+/// Sluice's queue benchmarks, each figure printed beside the same machine's plain-SQL ceiling measured in
+/// the same run, rounds interleaved so that machine noise hits both sides alike; each figure is the median
+/// of its rounds.
+///
+/// Runs against DATABASE_URL (`make bench` starts a throwaway PostgreSQL with default settings, fsync on)
+/// in a database of its own. Sizes can be changed with SLUICE_BENCH_* variables (see `Settings`).
+@main
+struct SluiceBench {
+    static func main() throws {
+        setvbuf(stdout, nil, _IOLBF, 0)
+        let settings = Settings(ProcessInfo.processInfo.environment)
+        let database = try BenchDatabase(adminURL: settings.databaseURL)
+        defer { database.drop() }
+        let setup = try database.connect()
+        let report = Report()
+        report.header(connection: setup, settings: settings)
+        let queue = JobQueue()
+
+        // Enqueue, one job per statement.
+        var plainSingle: [Double] = []
+        var sluiceSingle: [Double] = []
+        var sluiceQuiet: [Double] = []
+        let insert = PreparedStatement(
+            name: "plain_insert", sql: "INSERT INTO bench_plain (payload) VALUES ($1::jsonb)")
+        for _ in 0..<settings.rounds {
+            try reset(setup)
+            plainSingle.append(
+                try rate(settings.singleInserts) {
+                    for _ in 0..<settings.singleInserts { try setup.execute(insert, ["{}"], context: "plain insert") }
+                })
+            sluiceSingle.append(
+                try rate(settings.singleInserts) {
+                    for _ in 0..<settings.singleInserts { try queue.enqueue(NewJob(kind: "sluice.noop"), on: setup) }
+                })
+            sluiceQuiet.append(
+                try rate(settings.singleInserts) {
+                    for _ in 0..<settings.singleInserts {
+                        try queue.enqueue(NewJob(kind: "sluice.noop"), notify: false, on: setup)
+                    }
+                })
+        }
+        report.rate("enqueue, 1 job per statement", sluiceSingle, ceiling: plainSingle, note: "plain 1-row INSERT")
+        report.rate("  the same with notify => false", sluiceQuiet, ceiling: plainSingle, note: "plain 1-row INSERT")
+
+        // Enqueue in bulk, 1,000 jobs per statement.
+        var plainBulk: [Double] = []
+        var sluiceBulk: [Double] = []
+        let bulkInsert = PreparedStatement(
+            name: "plain_bulk", sql: "INSERT INTO bench_plain (payload) SELECT * FROM unnest($1::jsonb[])")
+        let payloads = Array(repeating: "{}", count: 1000)
+        let jobs = Array(repeating: NewJob(kind: "sluice.noop"), count: 1000)
+        for _ in 0..<settings.rounds {
+            try reset(setup)
+            plainBulk.append(
+                try rate(settings.bulkInserts) {
+                    for _ in 0..<(settings.bulkInserts / 1000) {
+                        try setup.execute(bulkInsert, [payloads], context: "plain bulk insert")
+                    }
+                })
+            sluiceBulk.append(
+                try rate(settings.bulkInserts) {
+                    for _ in 0..<(settings.bulkInserts / 1000) { try queue.enqueue(jobs, on: setup) }
+                })
+        }
+        report.rate("enqueue, 1,000 jobs per statement", sluiceBulk, ceiling: plainBulk, note: "plain 1,000-row INSERT")
+
+        // Burn-down: claim and complete with N threads.
+        var plainBurn: [Double] = []
+        var sluiceBurn: [Double] = []
+        for _ in 0..<settings.burnDownRounds {
+            try reset(setup)
+            try fill(plain: true, count: settings.burnDownJobs, queue: queue, on: setup)
+            plainBurn.append(try rate(settings.burnDownJobs) { try plainBurnDown(database, threads: settings.threads) })
+            try fill(plain: false, count: settings.burnDownJobs, queue: queue, on: setup)
+            sluiceBurn.append(
+                try rate(settings.burnDownJobs) {
+                    try sluiceBurnDown(database, queue: queue, threads: settings.threads, batch: settings.batch)
+                })
+            let left = try setup.query("SELECT count(*) FROM sluice.jobs", context: "count").single()
+                .decode(Int.self, at: 0)
+            precondition(left == 0, "the burn-down left \(left) jobs behind")
+        }
+        report.rate(
+            "burn-down of \(settings.burnDownJobs.formatted()) jobs, \(settings.threads) threads, batch \(settings.batch)",
+            sluiceBurn, ceiling: plainBurn, note: "plain SKIP LOCKED + DELETE of 50, \(settings.threads) clients")
+
+        // Wake-up latency, samples interleaved.
+        try reset(setup)
+        let (bare, wake) = try measureLatencies(database, queue: queue, samples: settings.latencySamples)
+        report.latency("bare LISTEN/NOTIFY round trip", bare)
+        report.latency("enqueue to claim, idle claimer woken by NOTIFY", wake, reference: bare)
+        report.footer()
+    }
+
+    static func reset(_ connection: PostgresConnection) throws {
+        try connection.run(script: "TRUNCATE bench_plain; TRUNCATE sluice.jobs", context: "resetting tables")
+    }
+
+    static func rate(_ count: Int, _ body: () throws -> Void) throws -> Double {
+        let start = ContinuousClock.now
+        try body()
+        return Double(count) / (ContinuousClock.now - start).seconds
+    }
+
+    static func fill(plain: Bool, count: Int, queue: JobQueue, on connection: PostgresConnection) throws {
+        var remaining = count
+        while remaining > 0 {
+            let batch = min(remaining, 10_000)
+            if plain {
+                try connection.query(
+                    "INSERT INTO bench_plain (payload) SELECT '{}' FROM generate_series(1, $1)", [batch],
+                    context: "filling the plain table")
+            } else {
+                try queue.enqueue(
+                    Array(repeating: NewJob(kind: "sluice.noop"), count: batch), notify: false, on: connection)
+            }
+            remaining -= batch
+        }
+        try connection.run(
+            script: plain ? "VACUUM ANALYZE bench_plain" : "VACUUM ANALYZE sluice.jobs", context: "vacuuming")
+    }
+
+    static func plainBurnDown(_ database: BenchDatabase, threads: Int) throws {
+        try onThreads(threads) { _ in
+            let connection = try database.connect()
+            let take = PreparedStatement(
+                name: "plain_take",
+                sql: """
+                    WITH picked AS (
+                        SELECT id FROM bench_plain ORDER BY id LIMIT 50 FOR UPDATE SKIP LOCKED
+                    )
+                    DELETE FROM bench_plain b USING picked WHERE b.id = picked.id
+                    """)
+            while try connection.execute(take, context: "plain take").affectedRows > 0 {}
+        }
+    }
+
+    static func sluiceBurnDown(_ database: BenchDatabase, queue: JobQueue, threads: Int, batch: Int) throws {
+        try onThreads(threads) { _ in
+            let connection = try database.connect()
+            var running: [JobLease] = []
+            repeat {
+                running = try queue.claim(from: "default", limit: batch, completing: running, on: connection)
+                    .claimed.map(\.lease)
+            } while !running.isEmpty
+        }
+    }
+
+    /// Alternates one bare NOTIFY round trip with one enqueue-to-claim, so both see the same machine.
+    static func measureLatencies(_ database: BenchDatabase, queue: JobQueue, samples: Int) throws -> (
+        bare: [Double], wake: [Double]
+    ) {
+        let bareArrived = WakeSignal()
+        let jobsWake = WakeSignal()
+        let listener = PostgresListener(
+            connectionString: database.url, channels: ["bench", JobQueue.notificationChannel],
+            logger: Logger(label: "bench")
+        ) { event in
+            guard case .notification(let note) = event else { return jobsWake.signal() }
+            if note.channel == "bench" { bareArrived.signal() } else { jobsWake.signal() }
+        }
+        try listener.startAndWait()
+        defer { listener.stop() }
+
+        let claimedAt = Mutex<[Int64: ContinuousClock.Instant]>([:])
+        let claimed = WakeSignal()
+        let stop = Atomic<Bool>(false)
+        let claimerDone = DispatchSemaphore(value: 0)
+        Thread {
+            defer { claimerDone.signal() }
+            guard let connection = try? database.connect() else { return }
+            while !stop.load(ordering: .relaxed) {
+                if let jobs = try? queue.claim(from: "default", limit: 10, on: connection), !jobs.isEmpty {
+                    let now = ContinuousClock.now
+                    claimedAt.withLock { for job in jobs { $0[job.id] = now } }
+                    _ = try? queue.complete(jobs.map(\.lease), on: connection)
+                    claimed.signal()
+                    continue
+                }
+                jobsWake.wait(timeout: 1)
+            }
+        }.start()
+        Thread.sleep(forTimeInterval: 0.2)
+
+        let producer = try database.connect()
+        var bare: [Double] = []
+        var wake: [Double] = []
+        for _ in 0..<samples {
+            var start = ContinuousClock.now
+            try producer.run(script: "NOTIFY bench", context: "notify")
+            if bareArrived.wait(timeout: 5) { bare.append((ContinuousClock.now - start).milliseconds) }
+            Thread.sleep(forTimeInterval: 0.002)
+
+            start = ContinuousClock.now
+            let id = try queue.enqueue(NewJob(kind: "sluice.noop"), on: producer)
+            if claimed.wait(timeout: 5), let at = claimedAt.withLock({ $0[id] }) {
+                wake.append((at - start).milliseconds)
+            }
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        stop.store(true, ordering: .relaxed)
+        jobsWake.signal()
+        claimerDone.wait()
+        return (bare, wake)
+    }
+}
+
+/// Sizes, from SLUICE_BENCH_* variables.
+struct Settings {
+    var databaseURL: String
+    var rounds: Int
+    var singleInserts: Int
+    var bulkInserts: Int
+    var burnDownJobs: Int
+    var burnDownRounds: Int
+    var threads: Int
+    var batch: Int
+    var latencySamples: Int
+
+    init(_ environment: [String: String]) {
+        func number(_ name: String, _ fallback: Int) -> Int {
+            environment[name].flatMap { Int($0) } ?? fallback
+        }
+        databaseURL = environment["DATABASE_URL"] ?? ""
+        rounds = number("SLUICE_BENCH_ROUNDS", 5)
+        singleInserts = number("SLUICE_BENCH_SINGLE", 2_000)
+        bulkInserts = number("SLUICE_BENCH_BULK", 100_000)
+        burnDownJobs = number("SLUICE_BENCH_JOBS", 1_000_000)
+        burnDownRounds = number("SLUICE_BENCH_BURN_ROUNDS", 3)
+        threads = number("SLUICE_BENCH_THREADS", 10)
+        batch = number("SLUICE_BENCH_BATCH", 1000)
+        latencySamples = number("SLUICE_BENCH_LATENCY_SAMPLES", 500)
+    }
+}

@@ -1,0 +1,125 @@
+import Foundation
+import PGQueue
+import Synchronization
+
+/// A database of the benchmark's own, with the schema and a plain table for the ceilings.
+struct BenchDatabase: Sendable {
+    let adminURL: String
+    let name = "sluice_bench_\(UInt32.random(in: 0...UInt32.max))"
+    let url: String
+
+    init(adminURL: String) throws {
+        self.adminURL = adminURL
+        if adminURL.hasPrefix("postgres://") || adminURL.hasPrefix("postgresql://"),
+            var components = URLComponents(string: adminURL)
+        {
+            components.path = "/\(name)"
+            url = components.string ?? adminURL
+        } else {
+            url = "\(adminURL) dbname=\(name)"
+        }
+        let admin = try PostgresConnection(connectionString: adminURL)
+        try admin.run(script: "CREATE DATABASE \(name)", context: "creating the benchmark database")
+        let connection = try PostgresConnection(connectionString: url)
+        try Schema.apply(on: connection)
+        try connection.run(
+            script: """
+                CREATE TABLE bench_plain (
+                    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                    payload jsonb NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                )
+                """,
+            context: "creating the ceiling table")
+    }
+
+    func connect() throws -> PostgresConnection {
+        try PostgresConnection(connectionString: url)
+    }
+
+    func drop() {
+        let admin = try? PostgresConnection(connectionString: adminURL)
+        try? admin?.run(
+            script: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)", context: "dropping the benchmark database")
+    }
+}
+
+/// Runs `body` on `count` threads at once and waits for all of them.
+func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Void) throws {
+    let group = DispatchGroup()
+    let failures = Mutex<[any Error]>([])
+    for index in 0..<count {
+        group.enter()
+        Thread {
+            do { try body(index) } catch { failures.withLock { $0.append(error) } }
+            group.leave()
+        }.start()
+    }
+    group.wait()
+    if let first = failures.withLock({ $0.first }) { throw first }
+}
+
+extension Duration {
+    var seconds: Double {
+        let parts = components
+        return Double(parts.seconds) + Double(parts.attoseconds) / 1e18
+    }
+
+    var milliseconds: Double { seconds * 1000 }
+}
+
+/// Prints the figures as an aligned table.
+final class Report {
+    private let started = ContinuousClock.now
+
+    func header(connection: PostgresConnection, settings: Settings) {
+        let version =
+            (try? connection.query("SHOW server_version", context: "version").single().decode(String.self, at: 0))
+            ?? "?"
+        let fsync = (try? connection.query("SHOW fsync", context: "fsync").single().decode(String.self, at: 0)) ?? "?"
+        print(
+            "Sluice queue benchmark: nproc \(ProcessInfo.processInfo.activeProcessorCount), PostgreSQL \(version), "
+                + "fsync=\(fsync); medians of \(settings.rounds) interleaved rounds "
+                + "(burn-down: \(settings.burnDownRounds))")
+        print(pad("figure", 56) + pad("sluice", 20) + pad("ceiling", 20) + "ratio")
+    }
+
+    func rate(_ name: String, _ values: [Double], ceiling: [Double], note: String) {
+        let value = median(values)
+        let reference = median(ceiling)
+        print(
+            pad(name, 56) + pad("\(Int(value).formatted()) jobs/s", 20)
+                + pad("\(Int(reference).formatted()) rows/s", 20)
+                + String(format: "%.2fx", value / reference) + "  (ceiling: \(note))")
+    }
+
+    func latency(_ name: String, _ samples: [Double], reference: [Double]? = nil) {
+        let p50 = percentile(samples, 0.50)
+        let p99 = percentile(samples, 0.99)
+        var line =
+            pad(name, 56) + pad(String(format: "p50 %.2f ms", p50), 20) + pad(String(format: "p99 %.2f ms", p99), 20)
+        if let reference {
+            line += String(format: "p50 %+.2f ms vs bare", p50 - percentile(reference, 0.50))
+        }
+        print(line + "  (\(samples.count) samples)")
+    }
+
+    func footer() {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        print(pad("peak RSS of the benchmark process", 56) + "\(usage.ru_maxrss / 1024) MiB")
+        print(String(format: "total time %.0f s", (ContinuousClock.now - started).seconds))
+    }
+
+    private func median(_ values: [Double]) -> Double { percentile(values, 0.5) }
+
+    private func percentile(_ values: [Double], _ fraction: Double) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let sorted = values.sorted()
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
+    }
+
+    private func pad(_ text: String, _ width: Int) -> String {
+        text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+    }
+}
