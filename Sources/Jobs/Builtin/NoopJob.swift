@@ -20,10 +20,16 @@ public struct NoopJob: JobHandler {
     }
 
     struct Payload: Decodable {
-        var sleep_ms: Int?
-        var fail_attempts: Int?
+        var sleepMilliseconds: Int?
+        var failAttempts: Int?
         var permanent: Bool?
         var crash: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case sleepMilliseconds = "sleep_ms"
+            case failAttempts = "fail_attempts"
+            case permanent, crash
+        }
     }
 
     public func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
@@ -42,13 +48,13 @@ public struct NoopJob: JobHandler {
             context.logger.warning("sluice.noop crashing the process on purpose (SLUICE_TEST_JOBS=1)")
             abort()
         }
-        if let sleep = payload.sleep_ms, sleep > 0 {
+        if let sleep = payload.sleepMilliseconds, sleep > 0 {
             Thread.sleep(forTimeInterval: Double(sleep) / 1000)
         }
         if payload.permanent == true {
             throw JobError.permanent("sluice.noop asked to fail permanently")
         }
-        if let failures = payload.fail_attempts, job.attempt <= failures {
+        if let failures = payload.failAttempts, job.attempt <= failures {
             throw JobError.retryable("sluice.noop failing attempt \(job.attempt) of \(failures) on purpose")
         }
         return .success
