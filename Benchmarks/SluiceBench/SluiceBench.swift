@@ -12,7 +12,6 @@ import Synchronization
 @main
 struct SluiceBench {
     static func main() throws {
-        setvbuf(stdout, nil, _IOLBF, 0)
         let settings = Settings(ProcessInfo.processInfo.environment)
         let database = try BenchDatabase(adminURL: settings.databaseURL)
         defer { database.drop() }

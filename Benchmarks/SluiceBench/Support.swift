@@ -77,17 +77,17 @@ final class Report {
             (try? connection.query("SHOW server_version", context: "version").single().decode(String.self, at: 0))
             ?? "?"
         let fsync = (try? connection.query("SHOW fsync", context: "fsync").single().decode(String.self, at: 0)) ?? "?"
-        print(
+        emit(
             "Sluice queue benchmark: nproc \(ProcessInfo.processInfo.activeProcessorCount), PostgreSQL \(version), "
                 + "fsync=\(fsync); medians of \(settings.rounds) interleaved rounds "
                 + "(burn-down: \(settings.burnDownRounds))")
-        print(pad("figure", 56) + pad("sluice", 20) + pad("ceiling", 20) + "ratio")
+        emit(pad("figure", 56) + pad("sluice", 20) + pad("ceiling", 20) + "ratio")
     }
 
     func rate(_ name: String, _ values: [Double], ceiling: [Double], note: String) {
         let value = median(values)
         let reference = median(ceiling)
-        print(
+        emit(
             pad(name, 56) + pad("\(Int(value).formatted()) jobs/s", 20)
                 + pad("\(Int(reference).formatted()) rows/s", 20)
                 + String(format: "%.2fx", value / reference) + "  (ceiling: \(note))")
@@ -101,14 +101,19 @@ final class Report {
         if let reference {
             line += String(format: "p50 %+.2f ms vs bare", p50 - percentile(reference, 0.50))
         }
-        print(line + "  (\(samples.count) samples)")
+        emit(line + "  (\(samples.count) samples)")
     }
 
     func footer() {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
-        print(pad("peak RSS of the benchmark process", 56) + "\(usage.ru_maxrss / 1024) MiB")
-        print(String(format: "total time %.0f s", (ContinuousClock.now - started).seconds))
+        emit(pad("peak RSS of the benchmark process", 56) + "\(usage.ru_maxrss / 1024) MiB")
+        emit(String(format: "total time %.0f s", (ContinuousClock.now - started).seconds))
+    }
+
+    /// Writes a line at once, so a long run shows its figures as they come.
+    private func emit(_ line: String) {
+        FileHandle.standardOutput.write(Data((line + "\n").utf8))
     }
 
     private func median(_ values: [Double]) -> Double { percentile(values, 0.5) }
