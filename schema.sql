@@ -162,12 +162,16 @@ COMMENT ON TABLE sluice.paused_queues IS
     'Queues that workers claim nothing from. Use sluice.pause_queue() and sluice.resume_queue(); jobs keep waiting.';
 
 CREATE TABLE IF NOT EXISTS sluice.kinds (
-    kind         text    PRIMARY KEY,
-    max_attempts integer NOT NULL CHECK (max_attempts >= 1)
+    kind            text             PRIMARY KEY,
+    max_attempts    integer          CHECK (max_attempts >= 1),
+    timeout_seconds double precision CHECK (timeout_seconds > 0)
 );
 COMMENT ON TABLE sluice.kinds IS
-    'Per-kind defaults that operators may set: max_attempts used when sluice.enqueue() is called without one '
-    '(20 for a kind not listed).';
+    'Per-kind settings that operators may set; a NULL or a kind not listed takes the default. Workers re-read '
+    'it every minute.';
+COMMENT ON COLUMN sluice.kinds.max_attempts IS 'Used when sluice.enqueue() is called without max_attempts (default 20).';
+COMMENT ON COLUMN sluice.kinds.timeout_seconds IS
+    'How long one attempt may run before it counts as failed and is retried elsewhere (default: the handler''s, 300).';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Enqueueing
@@ -467,6 +471,28 @@ LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION sluice.prune_dead_letters(interval, integer) IS
     'Deletes up to batch_size dead letters that died more than older_than ago; returns how many.';
+
+CREATE OR REPLACE FUNCTION sluice.trim_error_history(keep integer DEFAULT 20, batch_size integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH long AS (
+        SELECT j.id FROM sluice.jobs j
+        WHERE jsonb_array_length(j.errors) > keep
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), trimmed AS (
+        UPDATE sluice.jobs j
+        SET errors = (SELECT jsonb_agg(e ORDER BY n)
+                      FROM jsonb_array_elements(j.errors) WITH ORDINALITY AS x(e, n)
+                      WHERE n > jsonb_array_length(j.errors) - keep)
+        FROM long WHERE j.id = long.id
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM trimmed;
+$$;
+COMMENT ON FUNCTION sluice.trim_error_history(integer, integer) IS
+    'Keeps only the last keep entries of the error history of up to batch_size long-retrying jobs; returns how '
+    'many jobs it trimmed. Workers call it periodically (SLUICE_ERROR_HISTORY).';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Views for operators

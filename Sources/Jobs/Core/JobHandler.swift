@@ -44,12 +44,15 @@ public struct JobContext {
     /// The connection of the thread running the handler; inside the job's transaction when the handler
     /// `usesTransaction`. Opened on first use.
     public let connection: () throws -> PostgresConnection
-    /// A logger with the job's id, kind, queue and attempt as metadata.
-    public let logger: Logger
+    private let makeLogger: @Sendable () -> Logger
 
-    public init(connection: @escaping () throws -> PostgresConnection, logger: Logger) {
+    /// A logger with the job's id, kind, queue and attempt as metadata.
+    public var logger: Logger { makeLogger() }
+
+    /// - Parameter makeLogger: builds the job's logger when a handler first logs; most never do.
+    public init(connection: @escaping () throws -> PostgresConnection, makeLogger: @escaping @Sendable () -> Logger) {
         self.connection = connection
-        self.logger = logger
+        self.makeLogger = makeLogger
     }
 }
 

@@ -7,7 +7,36 @@ public import Foundation
 public protocol PostgresBindable: Sendable {
     /// The value in PostgreSQL's text input format.
     var postgresText: String { get }
+
+    /// Appends the value as an element of an array literal; the default quotes and escapes it.
+    func appendArrayElement(to text: inout String)
 }
+
+extension PostgresBindable {
+    public func appendArrayElement(to text: inout String) {
+        text += "\""
+        for character in postgresText.unicodeScalars {
+            if character == "\"" || character == "\\" { text += "\\" }
+            text.unicodeScalars.append(character)
+        }
+        text += "\""
+    }
+}
+
+/// Numbers and booleans never need quoting inside an array literal; skipping it keeps large id arrays cheap.
+protocol UnquotedArrayElement: PostgresBindable {}
+
+extension UnquotedArrayElement {
+    public func appendArrayElement(to text: inout String) {
+        text += postgresText
+    }
+}
+
+extension Int: UnquotedArrayElement {}
+extension Int64: UnquotedArrayElement {}
+extension Int32: UnquotedArrayElement {}
+extension Double: UnquotedArrayElement {}
+extension Bool: UnquotedArrayElement {}
 
 extension String: PostgresBindable {
     public var postgresText: String { self }
@@ -49,6 +78,14 @@ extension Date: PostgresBindable {
 extension Optional: PostgresBindable where Wrapped: PostgresBindable {
     /// Never called for `nil`: the connection sends SQL NULL for an absent value.
     public var postgresText: String { self?.postgresText ?? "" }
+
+    public func appendArrayElement(to text: inout String) {
+        if let self {
+            self.appendArrayElement(to: &text)
+        } else {
+            text += "NULL"
+        }
+    }
 }
 
 extension Array: PostgresBindable where Element: PostgresBindable {
@@ -58,16 +95,7 @@ extension Array: PostgresBindable where Element: PostgresBindable {
         text.reserveCapacity(count * 8 + 2)
         for (index, element) in enumerated() {
             if index > 0 { text += "," }
-            if let optional = element as? any OptionalProtocol, optional.isNone {
-                text += "NULL"
-                continue
-            }
-            text += "\""
-            for character in element.postgresText.unicodeScalars {
-                if character == "\"" || character == "\\" { text += "\\" }
-                text.unicodeScalars.append(character)
-            }
-            text += "\""
+            element.appendArrayElement(to: &text)
         }
         text += "}"
         return text

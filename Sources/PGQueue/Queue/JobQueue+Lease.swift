@@ -58,7 +58,11 @@ extension JobQueue {
         try !release([lease], delays: [max(0, delay)], on: connection).isEmpty
     }
 
-    private func release(_ leases: [JobLease], delays: [Double], on connection: PostgresConnection)
+    /// Returns jobs to the queue to run after their delays (seconds), with their attempts given back:
+    /// ``snooze(_:for:on:)`` for many jobs in one statement.
+    /// - Returns: the ids this worker still held, and so released.
+    @discardableResult
+    public func release(_ leases: [JobLease], delays: [Double], on connection: PostgresConnection)
         throws(PostgresError) -> [Int64]
     {
         guard !leases.isEmpty else { return [] }

@@ -154,3 +154,61 @@ extension JobQueue {
         )
     }
 }
+
+extension JobQueue {
+    /// The queues that hold jobs waiting for a worker, found by skipping through the claim index one queue
+    /// at a time (a few index probes per queue, however many jobs wait).
+    public func activeQueues(on connection: PostgresConnection) throws(PostgresError) -> [String] {
+        let rows = try connection.execute(
+            PreparedStatement(
+                name: "sluice_active_queues",
+                sql: """
+                    WITH RECURSIVE queues AS (
+                        (SELECT queue FROM sluice.jobs WHERE state = 'available' ORDER BY queue LIMIT 1)
+                        UNION ALL
+                        SELECT (SELECT j.queue FROM sluice.jobs j
+                                WHERE j.state = 'available' AND j.queue > queues.queue
+                                ORDER BY j.queue LIMIT 1)
+                        FROM queues WHERE queues.queue IS NOT NULL
+                    )
+                    SELECT queue FROM queues WHERE queue IS NOT NULL
+                    """),
+            context: "finding queues with waiting jobs"
+        )
+        return try rows.map { row throws(PostgresError) in try row.decode(String.self, at: 0) }
+    }
+
+    /// Per-kind execution timeouts set by operators in `sluice.kinds.timeout_seconds`.
+    public func kindTimeouts(on connection: PostgresConnection) throws(PostgresError) -> [String: Double] {
+        let rows = try connection.query(
+            "SELECT kind, timeout_seconds FROM sluice.kinds WHERE timeout_seconds IS NOT NULL",
+            context: "reading per-kind timeouts")
+        var timeouts: [String: Double] = [:]
+        for row in rows {
+            timeouts[try row.decode(String.self, at: 0)] = try row.decode(Double.self, at: 1)
+        }
+        return timeouts
+    }
+
+    /// Trims the error history of long-retrying jobs to their last `keep` entries, at most `batchSize` jobs.
+    @discardableResult
+    public func trimErrorHistory(keep: Int, batchSize: Int = 1000, on connection: PostgresConnection)
+        throws(PostgresError)
+        -> Int
+    {
+        let rows = try connection.query(
+            "SELECT sluice.trim_error_history($1, $2)", [keep, batchSize], context: "trimming error histories")
+        return try rows.single().decode(Int.self, at: 0)
+    }
+
+    /// Deletes up to `batchSize` dead letters that died more than `olderThan` seconds ago.
+    @discardableResult
+    public func pruneDeadLetters(olderThan seconds: Double, batchSize: Int = 1000, on connection: PostgresConnection)
+        throws(PostgresError) -> Int
+    {
+        let rows = try connection.query(
+            "SELECT sluice.prune_dead_letters(make_interval(secs => $1), $2)", [seconds, batchSize],
+            context: "pruning old dead letters")
+        return try rows.single().decode(Int.self, at: 0)
+    }
+}

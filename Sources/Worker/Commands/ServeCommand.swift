@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import Jobs
+
+/// `sluice serve`: what systemd runs.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the worker pool, its housekeeping and the admin server (health, readiness, metrics).",
+        discussion: """
+            The one process a deployment needs. It claims jobs from PostgreSQL, runs them, retries failures
+            with backoff, moves jobs that use up their attempts to the dead letters, rescues jobs of workers
+            that died, and serves /healthz, /readyz and /metrics on SLUICE_ADMIN_LISTEN. SIGTERM stops it
+            gracefully (running jobs get SLUICE_SHUTDOWN_SECONDS to finish); a second signal stops it at once.
+            """
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        try await runService(options, runsPool: true)
+    }
+}
+
+/// `sluice work`: more workers on more hosts.
+struct WorkCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "work",
+        abstract: "Run the worker pool only, to add workers on more hosts sharing one database.",
+        discussion: """
+            Same pool and housekeeping as 'serve'. Several 'sluice work' processes on one host can each set
+            SLUICE_ADMIN_LISTEN to a port of its own, to port 0 (a free port, logged at start) or to off.
+            """
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        try await runService(options, runsPool: true)
+    }
+}
+
+/// Loads the configuration (one clear line and exit status 78 when a value is bad) and runs the service.
+func runService(_ options: ConfigurationOptions, runsPool: Bool) async throws {
+    let configuration = try loadConfiguration(options)
+    let runtime = ProcessRuntime.bootstrap(logLevel: configuration.logLevel)
+    runtime.logger.info(
+        "Starting",
+        metadata: [
+            "concurrency": "\(configuration.concurrency)", "queues": "\(configuration.queues)",
+            "lease_s": "\(configuration.leaseSeconds)", "admin": "\(configuration.adminListen)",
+            "test_jobs": "\(configuration.testJobs)",
+        ])
+    try await ServiceRunner(
+        configuration: configuration, runtime: runtime,
+        registry: StandardJobs.registry(testJobs: configuration.testJobs),
+        runsPool: runsPool
+    ).run()
+}
+
+/// The configuration, or exit status 78 (EX_CONFIG, which the unit does not restart on) with one line
+/// naming the variable.
+func loadConfiguration(_ options: ConfigurationOptions) throws -> Configuration {
+    do {
+        return try options.configuration(environment: ProcessInfo.processInfo.environment)
+    } catch {
+        FileHandle.standardError.write(Data("sluice: configuration error: \(error)\n".utf8))
+        throw ExitCode(78)
+    }
+}

@@ -1,0 +1,65 @@
+import Logging
+
+/// Everything a `sluice` process is told, from the environment (systemd's `EnvironmentFile=`) and flags.
+///
+/// Built once at start-up by ``ConfigurationLoader``; a bad value stops start-up with one line that names
+/// the variable and what it expects. Secrets are kept out of `description`.
+struct Configuration: Sendable {
+    /// A libpq URI or conninfo; nil uses libpq's `PG*` variables and defaults.
+    var databaseURL: String?
+    /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
+    var adminListen: ListenAddress
+    /// Jobs running at once in this process, over all queues (`SLUICE_CONCURRENCY`, default 10).
+    var concurrency: Int
+    /// Which queues to work and with how many slots each (`SLUICE_QUEUES`, default all).
+    var queues: QueueSelection
+    /// How long a claim holds a job before the rescuer may take it back (`SLUICE_LEASE_SECONDS`, 30).
+    var leaseSeconds: Double
+    /// How long a graceful stop waits for running jobs (`SLUICE_SHUTDOWN_SECONDS`, 25).
+    var shutdownSeconds: Double
+    /// How long a completed job's unique key absorbs duplicates (`SLUICE_UNIQUE_RETENTION`, 7d).
+    var uniqueRetentionSeconds: Double
+    /// How often an idle worker looks for work when no notification came (`SLUICE_POLL_SECONDS`, 1).
+    var pollSeconds: Double
+    /// Dead letters older than this are deleted (`SLUICE_DEAD_LETTER_RETENTION`; unset keeps them forever).
+    var deadLetterRetentionSeconds: Double?
+    /// Failed attempts kept in a job's `errors` (`SLUICE_ERROR_HISTORY`, 20); older ones are trimmed.
+    var errorHistoryLimit: Int
+    /// `SLUICE_LOG_LEVEL` (trace, debug, info, notice, warning, error, critical; default info).
+    var logLevel: Logger.Level
+    /// `SLUICE_TEST_JOBS=1` enables the crash and test job kinds, for fault tests only.
+    var testJobs: Bool
+}
+
+/// Where a server listens, or that it is off.
+enum ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    case off
+    case address(host: String, port: Int)
+
+    var description: String {
+        switch self {
+        case .off: "off"
+        case .address(let host, let port): "\(host):\(port)"
+        }
+    }
+}
+
+/// The queues a worker claims from.
+enum QueueSelection: Sendable, Equatable, CustomStringConvertible {
+    /// Every queue that has jobs, sharing the process's concurrency.
+    case all
+    /// These queues, each with its own number of slots.
+    case named([NamedQueue])
+
+    struct NamedQueue: Sendable, Equatable {
+        var name: String
+        var concurrency: Int
+    }
+
+    var description: String {
+        switch self {
+        case .all: "all"
+        case .named(let queues): queues.map { "\($0.name):\($0.concurrency)" }.joined(separator: ",")
+        }
+    }
+}

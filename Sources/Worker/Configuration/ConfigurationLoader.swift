@@ -1,0 +1,198 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+/// A bad configuration value: names the variable and says what it expects.
+struct ConfigurationError: Error, CustomStringConvertible {
+    var variable: String
+    var problem: String
+
+    var description: String { "\(variable): \(problem)" }
+}
+
+/// The flags every long-running command shares; each one overrides its environment variable.
+struct ConfigurationOptions: ParsableArguments {
+    @Option(name: .customLong("database-url"), help: "libpq URI or conninfo. Env: DATABASE_URL.")
+    var databaseURL: String?
+
+    @Option(help: "Health and metrics address, host:port, port 0 or 'off'. Env: SLUICE_ADMIN_LISTEN (127.0.0.1:9090).")
+    var adminListen: String?
+
+    @Option(help: "Jobs running at once in this process. Env: SLUICE_CONCURRENCY (10).")
+    var concurrency: String?
+
+    @Option(help: "Queues to work, each optionally name:slots, comma-separated, or 'all'. Env: SLUICE_QUEUES (all).")
+    var queues: String?
+
+    @Option(help: "Seconds a claim holds a job before it may be rescued. Env: SLUICE_LEASE_SECONDS (30).")
+    var leaseSeconds: String?
+
+    @Option(help: "Seconds a graceful stop waits for running jobs. Env: SLUICE_SHUTDOWN_SECONDS (25).")
+    var shutdownSeconds: String?
+
+    @Option(
+        help:
+            "How long a completed job's unique key is remembered (7d, 12h, 30m, 45s). Env: SLUICE_UNIQUE_RETENTION (7d)."
+    )
+    var uniqueRetention: String?
+
+    @Option(help: "Seconds between looks for work when no notification arrives. Env: SLUICE_POLL_SECONDS (1).")
+    var pollSeconds: String?
+
+    @Option(
+        help: "Delete dead letters older than this (30d, 12h, ...). Env: SLUICE_DEAD_LETTER_RETENTION (keep forever).")
+    var deadLetterRetention: String?
+
+    @Option(help: "Failed attempts kept in a job's error history. Env: SLUICE_ERROR_HISTORY (20).")
+    var errorHistory: String?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical. Env: SLUICE_LOG_LEVEL (info).")
+    var logLevel: String?
+
+    /// The configuration from these flags over `environment`.
+    func configuration(environment: [String: String]) throws(ConfigurationError) -> Configuration {
+        var loader = ConfigurationLoader(environment: environment)
+        return try loader.load(self)
+    }
+}
+
+/// Reads each setting from its flag, else its environment variable, else its default, and validates it.
+struct ConfigurationLoader {
+    let environment: [String: String]
+
+    mutating func load(_ flags: ConfigurationOptions) throws(ConfigurationError) -> Configuration {
+        let concurrency = try integer("SLUICE_CONCURRENCY", flags.concurrency, default: 10, range: 1...10_000)
+        return Configuration(
+            databaseURL: value("DATABASE_URL", flags.databaseURL),
+            adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
+            concurrency: concurrency,
+            queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
+            leaseSeconds: try seconds("SLUICE_LEASE_SECONDS", flags.leaseSeconds, default: 30, minimum: 0.5),
+            shutdownSeconds: try seconds("SLUICE_SHUTDOWN_SECONDS", flags.shutdownSeconds, default: 25, minimum: 0),
+            uniqueRetentionSeconds: try duration("SLUICE_UNIQUE_RETENTION", flags.uniqueRetention) ?? 7 * 86_400,
+            pollSeconds: try seconds("SLUICE_POLL_SECONDS", flags.pollSeconds, default: 1, minimum: 0.01),
+            deadLetterRetentionSeconds: try duration("SLUICE_DEAD_LETTER_RETENTION", flags.deadLetterRetention),
+            errorHistoryLimit: try integer("SLUICE_ERROR_HISTORY", flags.errorHistory, default: 20, range: 1...10_000),
+            logLevel: try logLevel("SLUICE_LOG_LEVEL", flags.logLevel),
+            testJobs: value("SLUICE_TEST_JOBS", nil) == "1"
+        )
+    }
+
+    private func value(_ variable: String, _ flag: String?) -> String? {
+        if let flag, !flag.isEmpty { return flag }
+        if let set = environment[variable], !set.isEmpty { return set }
+        return nil
+    }
+
+    private func integer(
+        _ variable: String, _ flag: String?, default fallback: Int, range: ClosedRange<Int>
+    ) throws(ConfigurationError) -> Int {
+        guard let text = value(variable, flag) else { return fallback }
+        guard let number = Int(text), range.contains(number) else {
+            throw ConfigurationError(
+                variable: variable,
+                problem: "expected a whole number from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+        }
+        return number
+    }
+
+    private func seconds(
+        _ variable: String, _ flag: String?, default fallback: Double, minimum: Double
+    ) throws(ConfigurationError) -> Double {
+        guard let text = value(variable, flag) else { return fallback }
+        guard let number = Double(text), number.isFinite, number >= minimum else {
+            throw ConfigurationError(
+                variable: variable, problem: "expected seconds, at least \(minimum), got \"\(text)\"")
+        }
+        return number
+    }
+
+    /// Reads `7d`, `12h`, `30m`, `45s`, `250ms` or plain seconds.
+    private func duration(_ variable: String, _ flag: String?) throws(ConfigurationError) -> Double? {
+        guard let text = value(variable, flag) else { return nil }
+        guard let parsed = Self.parseDuration(text), parsed >= 0 else {
+            throw ConfigurationError(
+                variable: variable, problem: "expected a duration such as 7d, 12h, 30m, 45s or 250ms, got \"\(text)\"")
+        }
+        return parsed
+    }
+
+    static func parseDuration(_ text: String) -> Double? {
+        let units: [(suffix: String, seconds: Double)] = [
+            ("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86_400), ("w", 604_800),
+        ]
+        for unit in units where text.hasSuffix(unit.suffix) {
+            let number = text.dropLast(unit.suffix.count)
+            // "5ms" must not be read as 5m followed by "s".
+            if unit.suffix == "s", number.hasSuffix("m") { continue }
+            if let value = Double(number) { return value * unit.seconds }
+        }
+        return Double(text)
+    }
+
+    private func listenAddress(
+        _ variable: String, _ flag: String?, default fallback: String
+    ) throws(ConfigurationError) -> ListenAddress {
+        let text = value(variable, flag) ?? fallback
+        if text == "off" { return .off }
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65_535).contains(port)
+        else {
+            throw ConfigurationError(
+                variable: variable, problem: "expected host:port (port 0 picks a free one) or off, got \"\(text)\"")
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty { host = "0.0.0.0" }
+        return .address(host: host, port: port)
+    }
+
+    private func queueSelection(
+        _ variable: String, _ flag: String?, totalConcurrency: Int
+    ) throws(ConfigurationError) -> QueueSelection {
+        guard let text = value(variable, flag), text != "all" else { return .all }
+        var queues: [QueueSelection.NamedQueue] = []
+        for entry in text.split(separator: ",") {
+            let parts = entry.split(separator: ":", omittingEmptySubsequences: false)
+            let name = parts[0].trimmingCharacters(in: .whitespaces)
+            guard !name.isEmpty, parts.count <= 2 else {
+                throw ConfigurationError(
+                    variable: variable,
+                    problem: "expected name[:slots],... such as webhooks:5,default:5, got \"\(text)\"")
+            }
+            var slots = 0
+            if parts.count == 2 {
+                guard let number = Int(parts[1].trimmingCharacters(in: .whitespaces)), number >= 1 else {
+                    throw ConfigurationError(
+                        variable: variable, problem: "queue \(name): slots must be a whole number of at least 1")
+                }
+                slots = number
+            }
+            guard !queues.contains(where: { $0.name == name }) else {
+                throw ConfigurationError(variable: variable, problem: "queue \(name) is listed twice")
+            }
+            queues.append(.init(name: name, concurrency: slots))
+        }
+        guard !queues.isEmpty else {
+            throw ConfigurationError(variable: variable, problem: "names no queue; leave it unset to work all queues")
+        }
+        // Queues without a number share what SLUICE_CONCURRENCY leaves over, at least one slot each.
+        let unsized = queues.filter { $0.concurrency == 0 }.count
+        if unsized > 0 {
+            let sized = queues.reduce(0) { $0 + $1.concurrency }
+            let share = max(1, (totalConcurrency - sized) / unsized)
+            for index in queues.indices where queues[index].concurrency == 0 { queues[index].concurrency = share }
+        }
+        return .named(queues)
+    }
+
+    private func logLevel(_ variable: String, _ flag: String?) throws(ConfigurationError) -> Logger.Level {
+        guard let text = value(variable, flag) else { return .info }
+        guard let level = Logger.Level(rawValue: text.lowercased()) else {
+            throw ConfigurationError(
+                variable: variable,
+                problem: "expected trace, debug, info, notice, warning, error or critical, got \"\(text)\"")
+        }
+        return level
+    }
+}

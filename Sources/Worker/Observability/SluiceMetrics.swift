@@ -1,0 +1,112 @@
+import Metrics
+import PGQueue
+import Synchronization
+
+/// The Prometheus metrics a `sluice` process records, made from a `MetricsFactory` so tests can pass
+/// their own. Metric objects are cached per label set, so the hot path does a dictionary lookup, not a
+/// factory call.
+final class SluiceMetrics: Sendable {
+    private let factory: any MetricsFactory
+    private let counters = Mutex<[String: Counter]>([:])
+    private let timers = Mutex<[String: Metrics.Timer]>([:])
+    private let gauges = Mutex<[String: Gauge]>([:])
+    private let knownQueues = Mutex<Set<String>>([])
+
+    init(factory: any MetricsFactory) {
+        self.factory = factory
+    }
+
+    func enqueued(queue: String, kind: String) {
+        counter("sluice_jobs_enqueued_total", queue: queue, kind: kind).increment()
+    }
+
+    func completed(queue: String, kind: String, count: Int) {
+        counter("sluice_jobs_completed_total", queue: queue, kind: kind).increment(by: count)
+    }
+
+    /// An attempt failed and the job will be retried.
+    func failed(queue: String, kind: String) {
+        counter("sluice_jobs_failed_total", queue: queue, kind: kind).increment()
+    }
+
+    func deadLettered(queue: String, kind: String) {
+        counter("sluice_jobs_dead_lettered_total", queue: queue, kind: kind).increment()
+    }
+
+    func timedOut(queue: String, kind: String) {
+        counter("sluice_jobs_timed_out_total", queue: queue, kind: kind).increment()
+    }
+
+    func rescued(_ count: Int) {
+        counter("sluice_jobs_rescued_total", dimensions: []).increment(by: count)
+    }
+
+    /// The handler-duration histogram of a kind; callers cache it.
+    func durationTimer(kind: String) -> Metrics.Timer {
+        timers.withLock { timers in
+            if let timer = timers[kind] { return timer }
+            let timer = Metrics.Timer(
+                label: "sluice_job_duration_seconds", dimensions: [("kind", kind)], factory: factory)
+            timers[kind] = timer
+            return timer
+        }
+    }
+
+    /// Pool occupancy: slots running a handler, and slots free.
+    func pool(busy: Int, free: Int) {
+        gauge("sluice_pool_busy_slots", dimensions: []).record(busy)
+        gauge("sluice_pool_free_slots", dimensions: []).record(free)
+    }
+
+    /// Queue depth and age from `sluice.queue_stats`; queues that emptied out drop to zero.
+    func queues(_ stats: [QueueStats]) {
+        let seen = Set(stats.map(\.queue))
+        let gone = knownQueues.withLock { known in
+            let gone = known.subtracting(seen)
+            known = seen
+            return gone
+        }
+        for stat in stats {
+            let queue = [("queue", stat.queue)]
+            gauge("sluice_queue_available", dimensions: queue).record(stat.available)
+            gauge("sluice_queue_scheduled", dimensions: queue).record(stat.scheduled)
+            gauge("sluice_queue_running", dimensions: queue).record(stat.running)
+            gauge("sluice_queue_dead", dimensions: queue).record(stat.dead)
+            gauge("sluice_queue_paused", dimensions: queue).record(stat.paused ? 1 : 0)
+            gauge("sluice_queue_oldest_available_seconds", dimensions: queue).record(stat.oldestAvailableAge ?? 0)
+        }
+        for queue in gone {
+            for name in [
+                "sluice_queue_available", "sluice_queue_scheduled", "sluice_queue_running", "sluice_queue_dead",
+                "sluice_queue_paused", "sluice_queue_oldest_available_seconds",
+            ] {
+                gauge(name, dimensions: [("queue", queue)]).record(0)
+            }
+        }
+    }
+
+    /// A counter of webhook outcomes, for the receiver.
+    func counter(_ label: String, dimensions: [(String, String)]) -> Counter {
+        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+        return counters.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = Counter(label: label, dimensions: dimensions, factory: factory)
+            counters[key] = counter
+            return counter
+        }
+    }
+
+    private func counter(_ label: String, queue: String, kind: String) -> Counter {
+        counter(label, dimensions: [("queue", queue), ("kind", kind)])
+    }
+
+    private func gauge(_ label: String, dimensions: [(String, String)]) -> Gauge {
+        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+        return gauges.withLock { gauges in
+            if let gauge = gauges[key] { return gauge }
+            let gauge = Gauge(label: label, dimensions: dimensions, factory: factory)
+            gauges[key] = gauge
+            return gauge
+        }
+    }
+}

@@ -1,0 +1,186 @@
+import Foundation
+import Jobs
+import Logging
+import PGQueue
+import Synchronization
+
+/// The pool's background duties, on one thread with one connection:
+/// - heartbeat: extend the leases of running jobs (every third of the lease);
+/// - timeouts: record a timeout failure for a job past its kind's execution timeout and stop extending it;
+/// - rescue: return expired leases of dead workers to the queue (one rescuer per database at a time);
+/// - housekeeping: prune expired unique keys and old dead letters, trim long error histories (every minute);
+/// - queue statistics for the metrics, and per-kind settings from `sluice.kinds` (every 10 s / minute).
+final class PoolMaintenance: Sendable {
+    private let settings: PoolSettings
+    private let queue: JobQueue
+    private let registry: JobRegistry
+    private let state: PoolStateStore
+    private let flusher: OutcomeFlusher
+    private let metrics: SluiceMetrics
+    private let logger: Logger
+    private let isStopped = Atomic<Bool>(false)
+    private let wake = WakeSignal()
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(
+        settings: PoolSettings, queue: JobQueue, registry: JobRegistry, state: PoolStateStore,
+        flusher: OutcomeFlusher, metrics: SluiceMetrics, logger: Logger
+    ) {
+        self.settings = settings
+        self.queue = queue
+        self.registry = registry
+        self.state = state
+        self.flusher = flusher
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            run()
+            finished.signal()
+        }
+        thread.name = "sluice.maintenance"
+        thread.start()
+    }
+
+    func stop() {
+        isStopped.store(true, ordering: .releasing)
+        wake.signal()
+        finished.wait()
+    }
+
+    private func run() {
+        let lease = settings.leaseSeconds
+        let heartbeatEvery = Duration.milliseconds(Int(lease * 1000 / 3))
+        let rescueEvery = Duration.milliseconds(Int(max(0.5, lease / 2) * 1000))
+        let tick = min(1.0, lease / 6)
+        var connection: PostgresConnection?
+        var nextHeartbeat = ContinuousClock.now
+        var nextRescue = ContinuousClock.now
+        var nextStats = ContinuousClock.now
+        var nextHousekeeping = ContinuousClock.now
+
+        while !isStopped.load(ordering: .acquiring) {
+            let now = ContinuousClock.now
+            recordTimeouts(now: now)
+            do {
+                let open =
+                    try connection ?? PostgresConnection(connectionString: settings.connectionString, logger: logger)
+                connection = open
+                if now >= nextHeartbeat {
+                    try heartbeat(on: open)
+                    nextHeartbeat = now + heartbeatEvery
+                }
+                if now >= nextRescue {
+                    try rescue(on: open)
+                    nextRescue = now + rescueEvery
+                }
+                if now >= nextStats {
+                    metrics.queues(try queue.stats(on: open))
+                    nextStats = now + .seconds(10)
+                }
+                if now >= nextHousekeeping {
+                    try housekeeping(on: open)
+                    nextHousekeeping = now + .seconds(60)
+                }
+            } catch {
+                logger.warning("Pool maintenance failed; retrying", metadata: ["error": "\(error)"])
+            }
+            wake.wait(timeout: tick)
+        }
+        connection?.close()
+    }
+
+    private func recordTimeouts(now: ContinuousClock.Instant) {
+        let expired = state.withLock { state -> [HeldJob] in
+            var expired: [HeldJob] = []
+            for (id, held) in state.held where !held.timedOut && !held.finished {
+                guard let deadline = held.deadline, now >= deadline else { continue }
+                state.held[id]?.timedOut = true
+                expired.append(held)
+            }
+            return expired
+        }
+        for held in expired {
+            let job = held.job
+            let timeout = Double(((held.deadline ?? now) - (held.startedAt ?? now)).nanoseconds) / 1e9
+            let backoff = registry.handler(for: job.kind)?.backoff ?? .standard
+            logger.warning(
+                "Job ran past its timeout; recording a failure (its slot stays busy until the handler returns)",
+                metadata: [
+                    "job.id": "\(job.id)", "job.kind": "\(job.kind)", "job.queue": "\(job.queue)",
+                    "job.attempt": "\(job.attempt)", "timeout_s": "\(timeout)",
+                ])
+            metrics.timedOut(queue: job.queue, kind: job.kind)
+            flusher.fail(
+                .init(
+                    failure: JobFailure(
+                        lease: job.lease, kind: .timeout, message: "ran past its \(timeout) s timeout",
+                        retryIn: backoff.delay(afterAttempt: job.attempt)),
+                    queue: job.queue, kind: job.kind))
+        }
+    }
+
+    private func heartbeat(on connection: PostgresConnection) throws(PostgresError) {
+        let leases = state.withLock { state in
+            state.held.values.filter { !$0.timedOut && !$0.leaseLost && !$0.finished }.map(\.job.lease)
+        }
+        guard !leases.isEmpty else { return }
+        let extended = try queue.heartbeat(leases, on: connection)
+        // A job that finished meanwhile was completed, not lost.
+        let lost = state.withLock { state in
+            leases.filter { lease in
+                guard !extended.contains(lease.id), let held = state.held[lease.id], held.job.attempt == lease.attempt,
+                    !held.finished
+                else { return false }
+                state.held[lease.id]?.leaseLost = true
+                return true
+            }
+        }
+        guard !lost.isEmpty else { return }
+        for lease in lost {
+            logger.warning(
+                "Lease lost: the job was rescued while it ran here; its result will be fenced off",
+                metadata: ["job.id": "\(lease.id)", "job.attempt": "\(lease.attempt)"])
+        }
+    }
+
+    private func rescue(on connection: PostgresConnection) throws(PostgresError) {
+        let report = try queue.rescueExpired(on: connection)
+        guard !report.rescued.isEmpty || !report.dead.isEmpty else { return }
+        metrics.rescued(report.rescued.count + report.dead.count)
+        logger.info(
+            "Rescued jobs whose worker stopped renewing their lease",
+            metadata: ["rescued.count": "\(report.rescued.count)", "dead.count": "\(report.dead.count)"])
+    }
+
+    private func housekeeping(on connection: PostgresConnection) throws(PostgresError) {
+        // Bounded batches: a backlog is worked off over several rounds instead of in one long transaction.
+        var pruned = 0
+        for _ in 0..<10 {
+            let count = try queue.pruneUniqueKeys(batchSize: 1000, on: connection)
+            pruned += count
+            if count < 1000 { break }
+        }
+        var deadPruned = 0
+        if let retention = settings.deadLetterRetentionSeconds {
+            for _ in 0..<10 {
+                let count = try queue.pruneDeadLetters(olderThan: retention, batchSize: 1000, on: connection)
+                deadPruned += count
+                if count < 1000 { break }
+            }
+        }
+        let trimmed = try queue.trimErrorHistory(keep: settings.errorHistoryLimit, batchSize: 1000, on: connection)
+        let timeouts = try queue.kindTimeouts(on: connection)
+        state.withLock { $0.kindTimeouts = timeouts }
+        if pruned + deadPruned + trimmed > 0 {
+            logger.info(
+                "Housekeeping",
+                metadata: [
+                    "unique_keys.pruned": "\(pruned)", "dead_letters.pruned": "\(deadPruned)",
+                    "error_histories.trimmed": "\(trimmed)",
+                ])
+        }
+    }
+}
