@@ -4,6 +4,7 @@
 #   scripts/postgres.sh run CMD...   run CMD with DATABASE_URL set: the caller's own if already set,
 #                                    otherwise a new cluster on a free port, removed when CMD ends
 #   scripts/postgres.sh start DIR    start a new cluster in DIR (a new empty folder) and print its URL
+#   scripts/postgres.sh restart DIR  restart the cluster in DIR (fast: connections are cut)
 #   scripts/postgres.sh stop DIR     stop the cluster in DIR and delete DIR
 #
 # PostgreSQL refuses to run as root, so as root the server runs as the 'postgres' user.
@@ -58,6 +59,12 @@ start() {
     echo "postgresql://postgres@127.0.0.1:$port/postgres"
 }
 
+restart() {
+    local dir=$1
+    as_owner "$(bindir)/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --mode=fast --wait --timeout=60 \
+        restart >/dev/null
+}
+
 stop() {
     local dir=$1
     if [ -d "$dir/data" ]; then
@@ -81,9 +88,10 @@ run)
     "$@"
     ;;
 start) start "$2" ;;
+restart) restart "$2" ;;
 stop) stop "$2" ;;
 *)
-    echo "usage: scripts/postgres.sh run CMD... | start DIR | stop DIR" >&2
+    echo "usage: scripts/postgres.sh run CMD... | start DIR | restart DIR | stop DIR" >&2
     exit 2
     ;;
 esac

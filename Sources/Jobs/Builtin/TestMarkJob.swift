@@ -1,8 +1,9 @@
 import Foundation
 public import PGQueue
 
-/// `sluice.test.mark`, registered only with `SLUICE_TEST_JOBS=1`: sleeps `sleep_ms`, then inserts
-/// `(job_id, attempt)` into `sluice_test.marks` in the job's own transaction.
+/// `sluice.test.mark`, registered only with `SLUICE_TEST_JOBS=1`: sleeps `sleep_ms` (only on attempts up
+/// to `sleep_attempts`, when given), then inserts `(job_id, attempt)` into `sluice_test.marks` in the job's
+/// own transaction.
 ///
 /// Fault tests count the marks: exactly one per job proves that completion and the handler's writes
 /// commit together, and that an attempt whose lease was lost (a hung or stopped worker) left nothing.
@@ -14,15 +15,17 @@ public struct TestMarkJob: JobHandler {
 
     struct Payload: Decodable {
         var sleepMilliseconds: Int?
+        var sleepAttempts: Int?
 
         enum CodingKeys: String, CodingKey {
             case sleepMilliseconds = "sleep_ms"
+            case sleepAttempts = "sleep_attempts"
         }
     }
 
     public func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
         let payload = try JSONDecoder().decode(Payload.self, from: Data(job.payload.utf8))
-        if let sleep = payload.sleepMilliseconds, sleep > 0 {
+        if let sleep = payload.sleepMilliseconds, sleep > 0, job.attempt <= payload.sleepAttempts ?? .max {
             Thread.sleep(forTimeInterval: Double(sleep) / 1000)
         }
         try context.connection().query(

@@ -118,7 +118,13 @@ public final class PostgresConnection {
         context: String,
         _ body: (PostgresConnection) throws -> Result
     ) throws -> Result {
-        try run(script: "BEGIN", context: context)
+        do {
+            try run(script: "BEGIN", context: context)
+        } catch  where error.code == .connectionLost {
+            // Nothing ran yet, so beginning again on a fresh connection is safe: an idle connection that
+            // the server closed (restart, idle timeout, pg_terminate_backend) should not fail the work.
+            try run(script: "BEGIN", context: context)
+        }
         let result: Result
         do {
             result = try body(self)

@@ -33,11 +33,11 @@ extension JobQueue {
                         'error', 'lease expired: worker ' || e.locked_by || ' stopped renewing it')
                 FROM expired e
                 WHERE j.id = e.id AND NOT e.dies
-                RETURNING j.id
+                RETURNING j.id, j.queue
             )
-            SELECT id, 'dead' FROM dead
+            SELECT id, 'dead', queue FROM dead
             UNION ALL
-            SELECT id, 'rescued' FROM rescued
+            SELECT id, 'rescued', queue FROM rescued
             """
     )
 
@@ -45,19 +45,27 @@ extension JobQueue {
     /// those that were on their last attempt to the dead letters.
     ///
     /// Safe to call from every worker: one at a time wins an advisory lock, the others do nothing.
+    /// Rescued jobs are announced on `sluice_jobs`, so idle workers take them without waiting for a poll.
     @discardableResult
     public func rescueExpired(limit: Int = 1000, on connection: PostgresConnection) throws(PostgresError)
         -> RescueReport
     {
         let rows = try connection.execute(Self.rescueStatement, [limit], context: "rescuing expired leases")
         var report = RescueReport()
+        var queues = Set<String>()
         for row in rows {
             let id = try row.decode(Int64.self, at: 0)
             if try row.decode(String.self, at: 1) == "dead" {
                 report.dead.append(id)
             } else {
                 report.rescued.append(id)
+                queues.insert(try row.decode(String.self, at: 2))
             }
+        }
+        if !queues.isEmpty {
+            try connection.query(
+                "SELECT pg_notify($1, queue) FROM unnest($2::text[]) AS queue",
+                [Self.notificationChannel, Array(queues)], context: "announcing rescued jobs")
         }
         return report
     }

@@ -44,11 +44,18 @@ final class OutcomeFlusher: Sendable {
     private let metrics: SluiceMetrics
     private let logger: Logger
 
-    init(queue: JobQueue, connectionString: String?, metrics: SluiceMetrics, logger: Logger) {
+    /// Called with the delay of the soonest retry or snooze a flush recorded, counted from the flush.
+    private let onScheduled: @Sendable (Double) -> Void
+
+    init(
+        queue: JobQueue, connectionString: String?, metrics: SluiceMetrics, logger: Logger,
+        onScheduled: @escaping @Sendable (Double) -> Void
+    ) {
         self.queue = queue
         self.connectionString = connectionString
         self.metrics = metrics
         self.logger = logger
+        self.onScheduled = onScheduled
     }
 
     func start() {
@@ -177,6 +184,8 @@ final class OutcomeFlusher: Sendable {
         if !batch.failures.isEmpty {
             let outcomes = try queue.fail(batch.failures.map(\.failure), on: connection)
             let byID = Dictionary(outcomes.map { ($0.id, $0.result) }, uniquingKeysWith: { first, _ in first })
+            let soonest = batch.failures.filter { byID[$0.failure.lease.id] == .retried }.map(\.failure.retryIn).min()
+            if let soonest { onScheduled(soonest) }
             for failure in batch.failures {
                 switch byID[failure.failure.lease.id] {
                 case .retried:
@@ -199,6 +208,7 @@ final class OutcomeFlusher: Sendable {
         }
         if !batch.snoozes.isEmpty {
             try queue.release(batch.snoozes.map(\.lease), delays: batch.snoozes.map(\.delay), on: connection)
+            if let soonest = batch.snoozes.map(\.delay).min() { onScheduled(soonest) }
         }
     }
 }

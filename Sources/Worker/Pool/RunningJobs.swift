@@ -43,6 +43,15 @@ struct PoolState: Sendable {
     var kindTimeouts: [String: Double] = [:]
     var isStopping = false
     var lastFetcherTick = ContinuousClock.now
+    /// The earliest time a retry or snooze recorded by this worker becomes due, so an idle fetcher wakes
+    /// for it instead of waiting out a long poll interval.
+    var nextDue: ContinuousClock.Instant?
+
+    /// Notes that a job will be due again after `seconds`.
+    mutating func scheduleWake(in seconds: Double) {
+        let due = ContinuousClock.now + .milliseconds(Int(seconds * 1000) + 5)
+        if nextDue.map({ due < $0 }) ?? true { nextDue = due }
+    }
 
     var freeSlotCount: Int { lanes.reduce(0) { $0 + $1.freeSlots.count } }
     var slotCount: Int { lanes.reduce(0) { $0 + $1.slots.count } }

@@ -61,13 +61,18 @@ final class WorkerPool: Sendable {
         self.slots = slots
         let state = PoolStateStore(PoolState(lanes: lanes))
         self.state = state
+        let wake = self.wake
         self.flusher = OutcomeFlusher(
-            queue: queue, connectionString: settings.connectionString, metrics: metrics, logger: logger)
+            queue: queue, connectionString: settings.connectionString, metrics: metrics, logger: logger
+        ) { delay in
+            // A retry or snooze this worker recorded: wake the fetcher when it is due.
+            state.withLock { $0.scheduleWake(in: delay) }
+            wake.signal()
+        }
         self.maintenance = PoolMaintenance(
             settings: settings, queue: queue, registry: registry, state: state, flusher: flusher, metrics: metrics,
             logger: logger)
 
-        let wake = self.wake
         let watchesAllQueues = lanes.contains { $0.queue == nil }
         let laneQueues = Set(lanes.compactMap(\.queue))
         self.listener = PostgresListener(
@@ -193,16 +198,29 @@ final class WorkerPool: Sendable {
             if elapsed >= 0.05 { lastSample = now }
             guard let plan else { break }
             guard !plan.isEmpty else {
-                wake.wait(timeout: settings.pollSeconds)
+                wake.wait(timeout: idleWait())
                 continue
             }
             var completions: [OutcomeFlusher.Completion] = []
             do {
-                let open =
-                    try connection ?? PostgresConnection(connectionString: settings.connectionString, logger: logger)
-                connection = open
+                let open: PostgresConnection
+                if let connection, connection.isConnected {
+                    open = connection
+                } else {
+                    open =
+                        try connection
+                        ?? PostgresConnection(connectionString: settings.connectionString, logger: logger)
+                    connection = open
+                    // Per-kind timeouts before the first claim, so no job starts with the default by mistake.
+                    let timeouts = try queue.kindTimeouts(on: open)
+                    state.withLock { $0.kindTimeouts = timeouts }
+                }
+                // A lane of every queue looks for queues with waiting jobs when it knows of none (a retry may
+                // have come due in a queue it dropped after finding it empty), and at least once a second.
+                let knowsNoQueue = state.withLock { $0.knownQueues.isEmpty }
                 if plan.contains(where: { $0.queue == nil }),
-                    ContinuousClock.now - lastDiscovery > .milliseconds(Int(settings.pollSeconds * 1000))
+                    knowsNoQueue
+                        || ContinuousClock.now - lastDiscovery > .milliseconds(Int(min(settings.pollSeconds, 1) * 1000))
                 {
                     let active = try queue.activeQueues(on: open)
                     state.withLock { $0.knownQueues.formUnion(active) }
@@ -242,7 +260,7 @@ final class WorkerPool: Sendable {
                     }
                 }
                 retryDelay = 0.05
-                if !claimedAny { wake.wait(timeout: settings.pollSeconds) }
+                if !claimedAny { wake.wait(timeout: idleWait()) }
             } catch {
                 // Completions taken for this statement were not recorded; give them back.
                 flusher.giveBack(completions)
@@ -254,6 +272,19 @@ final class WorkerPool: Sendable {
             }
         }
         connection?.close()
+    }
+
+    /// How long an idle fetcher waits: the poll interval, or less when a retry it knows of is due sooner.
+    private func idleWait() -> Double {
+        state.withLock { state in
+            guard let due = state.nextDue else { return settings.pollSeconds }
+            let now = ContinuousClock.now
+            if due <= now {
+                state.nextDue = nil
+                return 0.001
+            }
+            return min(settings.pollSeconds, Double((due - now).nanoseconds) / 1e9)
+        }
     }
 
     /// Buffers newly claimed jobs and starts as many as there are free slots.
@@ -295,7 +326,8 @@ final class WorkerPool: Sendable {
                     accepted.reserveCapacity(results.count)
                     for (job, result) in zip(chunk, results) {
                         // The timeout check already failed this attempt: the late result is dropped.
-                        if state.held.removeValue(forKey: job.id)?.timedOut != true { accepted.append(result) }
+                        guard state.held.removeValue(forKey: job.id)?.timedOut != true else { continue }
+                        accepted.append(result)
                     }
                     var next: [ClaimedJob] = []
                     if !state.isStopping {

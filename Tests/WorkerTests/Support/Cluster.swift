@@ -1,0 +1,65 @@
+import Foundation
+import PGQueue
+
+/// A PostgreSQL cluster of the test's own, started with scripts/postgres.sh, so that stopping or
+/// restarting it disturbs no other test. Stopped and deleted when the value goes away.
+final class Cluster: Sendable {
+    let directory: String
+    let url: String
+
+    init() throws {
+        directory = NSTemporaryDirectory() + "sluice-fault-\(UInt32.random(in: 0...UInt32.max))"
+        url = try Self.script(["start", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
+        let connection = try PostgresConnection(connectionString: url)
+        try Schema.apply(on: connection)
+        try connection.run(
+            script: """
+                CREATE SCHEMA sluice_test;
+                CREATE TABLE sluice_test.marks (job_id bigint NOT NULL, attempt integer NOT NULL, at timestamptz DEFAULT now());
+                """,
+            context: "creating the marks table")
+    }
+
+    deinit {
+        _ = try? Self.script(["stop", directory])
+    }
+
+    /// Restarts the server, cutting every connection.
+    func restart() throws {
+        _ = try Self.script(["restart", directory])
+    }
+
+    func connect() throws -> PostgresConnection {
+        try PostgresConnection(connectionString: url)
+    }
+
+    /// Runs a query on a new connection and returns the first column of the first row as an integer.
+    func count(_ sql: String, _ bindings: [(any PostgresBindable)?] = []) throws -> Int {
+        let connection = try connect()
+        return try connection.query(sql, bindings, context: "counting").single().decode(Int.self, at: 0)
+    }
+
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    private static func script(_ arguments: [String]) throws -> String {
+        let outputPath = NSTemporaryDirectory() + "sluice-script-\(UInt32.random(in: 0...UInt32.max)).out"
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let child = try ChildProcess(
+            path: "/bin/bash",
+            arguments: [repositoryRoot.appendingPathComponent("scripts/postgres.sh").path] + arguments,
+            environment: ProcessInfo.processInfo.environment, outputPath: outputPath)
+        let status = child.wait(timeout: 120)
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        guard status == 0 else {
+            throw ScriptFailure(description: "postgres.sh \(arguments.joined(separator: " ")) failed: \(output)")
+        }
+        // 'start' prints the URL as its last line; anything before it is the server's chatter.
+        return output.split(separator: "\n").last.map(String.init) ?? ""
+    }
+}
+
+struct ScriptFailure: Error, CustomStringConvertible {
+    var description: String
+}
