@@ -21,11 +21,14 @@ run: release
 	scripts/postgres.sh run scripts/run-service.sh
 
 test: deps
+	SLUICE_NEEDS_SYSTEMD=1 scripts/install-deps.sh
 	$(SWIFT) build --build-tests
+	scripts/verify-unit.sh
 	scripts/postgres.sh run $(SWIFT) test --skip-build
 
 bench: deps
 	$(SWIFT) build -c release --product SluiceBench
+	$(SWIFT) build -c release --product sluice
 	scripts/postgres.sh run .build/release/SluiceBench
 
 soundness:

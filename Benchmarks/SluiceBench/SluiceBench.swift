@@ -93,6 +93,30 @@ struct SluiceBench {
         let (bare, wake) = try measureLatencies(database, queue: queue, samples: settings.latencySamples)
         report.latency("bare LISTEN/NOTIFY round trip", bare)
         report.latency("enqueue to claim, idle claimer woken by NOTIFY", wake, reference: bare)
+
+        // End to end through the real pool: `sluice work`, concurrency 10.
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("sluice").path
+        var plainPool: [Double] = []
+        var pool: [Double] = []
+        var peakRSS = 0
+        for _ in 0..<settings.poolRounds {
+            try reset(setup)
+            try fill(plain: true, count: settings.poolJobs, queue: queue, on: setup)
+            plainPool.append(try rate(settings.poolJobs) { try plainBurnDown(database, threads: 10) })
+            try fill(plain: false, count: settings.poolJobs, queue: queue, on: setup)
+            let run = try PoolRun.burnDown(binary: binary, databaseURL: database.url, on: setup)
+            pool.append(Double(settings.poolJobs) / run.seconds)
+            peakRSS = max(peakRSS, run.peakRSSKiB)
+        }
+        report.rate(
+            "sluice work burn-down of \(settings.poolJobs.formatted()) jobs, concurrency 10", pool, ceiling: plainPool,
+            note: "plain SKIP LOCKED + DELETE of 50, 10 clients")
+        report.value("peak RSS of sluice work during the burn-down", "\(peakRSS / 1024) MiB")
+        try reset(setup)
+        let starts = try PoolRun.enqueueToStart(
+            binary: binary, databaseURL: database.url, samples: settings.latencySamples, on: setup)
+        report.latency("enqueue to start, sluice work idle", starts, reference: bare)
         report.footer()
     }
 
@@ -220,6 +244,8 @@ struct Settings {
     var threads: Int
     var batch: Int
     var latencySamples: Int
+    var poolJobs: Int
+    var poolRounds: Int
 
     init(_ environment: [String: String]) {
         func number(_ name: String, _ fallback: Int) -> Int {
@@ -234,5 +260,7 @@ struct Settings {
         threads = number("SLUICE_BENCH_THREADS", 10)
         batch = number("SLUICE_BENCH_BATCH", 1000)
         latencySamples = number("SLUICE_BENCH_LATENCY_SAMPLES", 500)
+        poolJobs = number("SLUICE_BENCH_POOL_JOBS", 100_000)
+        poolRounds = number("SLUICE_BENCH_POOL_ROUNDS", 5)
     }
 }

@@ -93,6 +93,10 @@ final class Report {
                 + String(format: "%.2fx", value / reference) + "  (ceiling: \(note))")
     }
 
+    func value(_ name: String, _ text: String) {
+        emit(pad(name, 56) + text)
+    }
+
     func latency(_ name: String, _ samples: [Double], reference: [Double]? = nil) {
         let p50 = percentile(samples, 0.50)
         let p99 = percentile(samples, 0.99)

@@ -15,7 +15,9 @@ final class Cluster: Sendable {
         try connection.run(
             script: """
                 CREATE SCHEMA sluice_test;
-                CREATE TABLE sluice_test.marks (job_id bigint NOT NULL, attempt integer NOT NULL, at timestamptz DEFAULT now());
+                CREATE TABLE sluice_test.marks (
+                    job_id bigint NOT NULL, attempt integer NOT NULL, enqueued_at timestamptz, started_at timestamptz
+                );
                 """,
             context: "creating the marks table")
     }
