@@ -34,7 +34,7 @@ extension JobQueue {
     )
 
     // Completing the last batch and claiming the next in one statement halves the transactions (and WAL
-    // flushes) of a busy worker. The completion CTE matches completeStatement.
+    // flushes) of a busy worker; its completion is completeStatement's.
     //
     // The gate makes the whole DELETE finish before the claim locks anything. Without it, two workers can
     // deadlock: a claim may lock (and then pass over) a row that another worker claimed a moment ago,
@@ -44,17 +44,8 @@ extension JobQueue {
     static let completeAndClaimStatement = PreparedStatement(
         name: "sluice_complete_and_claim",
         sql: """
-            WITH done AS (
-                DELETE FROM sluice.jobs j
-                USING unnest($5::bigint[], $6::integer[]) AS c(id, attempt)
-                WHERE j.id = c.id AND j.attempt = c.attempt AND j.locked_by = $3 AND j.state = 'running'
-                RETURNING j.id, j.unique_key
-            ), remembered AS (
-                UPDATE sluice.unique_keys u
-                SET expires_at = now() + make_interval(secs => $7::double precision)
-                FROM done
-                WHERE u.key = done.unique_key AND u.job_id = done.id
-            ), \(pickAndLease(after: " AND (SELECT count(*) FROM done) >= 0"))
+            WITH \(completionCTEs(ids: "$5", attempts: "$6", worker: "$3", retention: "$7"))
+            , \(pickAndLease(after: " AND (SELECT count(*) FROM done) >= 0"))
             SELECT 'claimed', * FROM claimed
             UNION ALL
             SELECT 'completed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done

@@ -1,22 +1,27 @@
 extension JobQueue {
-    // Completed jobs leave the hot table here; a unique key starts its retention period instead of
-    // being deleted, so a redelivery soon after completion is still absorbed.
+    /// The CTEs `done` and `remembered` that complete leases: completed jobs leave the hot table, and a
+    /// unique key starts its retention period instead of being deleted, so a redelivery soon after
+    /// completion is still absorbed. The placeholders name the parameters that carry ids, attempts, the
+    /// worker and the retention in seconds.
+    static func completionCTEs(ids: String, attempts: String, worker: String, retention: String) -> String {
+        """
+        done AS (
+            DELETE FROM sluice.jobs j
+            USING unnest(\(ids)::bigint[], \(attempts)::integer[]) AS c(id, attempt)
+            WHERE j.id = c.id AND j.attempt = c.attempt AND j.locked_by = \(worker) AND j.state = 'running'
+            RETURNING j.id, j.unique_key
+        ), remembered AS (
+            UPDATE sluice.unique_keys u
+            SET expires_at = now() + make_interval(secs => \(retention)::double precision)
+            FROM done
+            WHERE u.key = done.unique_key AND u.job_id = done.id
+        )
+        """
+    }
+
     static let completeStatement = PreparedStatement(
         name: "sluice_complete",
-        sql: """
-            WITH done AS (
-                DELETE FROM sluice.jobs j
-                USING unnest($1::bigint[], $2::integer[]) AS c(id, attempt)
-                WHERE j.id = c.id AND j.attempt = c.attempt AND j.locked_by = $3 AND j.state = 'running'
-                RETURNING j.id, j.unique_key
-            ), remembered AS (
-                UPDATE sluice.unique_keys u
-                SET expires_at = now() + make_interval(secs => $4::double precision)
-                FROM done
-                WHERE u.key = done.unique_key AND u.job_id = done.id
-            )
-            SELECT id FROM done
-            """
+        sql: "WITH \(completionCTEs(ids: "$1", attempts: "$2", worker: "$3", retention: "$4")) SELECT id FROM done"
     )
 
     /// Completes jobs this worker holds, in one statement, and returns the ids that were completed.

@@ -1,4 +1,16 @@
 extension JobQueue {
+    /// The CTEs that move the rows of a `dead` CTE (shaped like `sluice.dead_letters`) to the dead letters
+    /// and free their unique keys; failures and the rescuer both end jobs this way.
+    static let buryCTEs = """
+        buried AS (
+            INSERT INTO sluice.dead_letters
+                (id, queue, kind, payload, priority, attempt, max_attempts, errors, reason, unique_key, created_at)
+            SELECT * FROM dead
+        ), freed AS (
+            DELETE FROM sluice.unique_keys u USING dead d WHERE u.key = d.unique_key AND u.job_id = d.id
+        )
+        """
+
     // One statement for a batch of failures: jobs with attempts left go back with their backoff, the
     // others move to the dead letters (freeing their unique key). Each failure is appended to `errors`.
     static let failStatement = PreparedStatement(
@@ -23,13 +35,7 @@ extension JobQueue {
                           CASE WHEN h.error_kind = 'permanent' THEN 'permanent_failure'
                                ELSE 'attempts_exhausted' END AS reason,
                           j.unique_key, j.created_at
-            ), buried AS (
-                INSERT INTO sluice.dead_letters
-                    (id, queue, kind, payload, priority, attempt, max_attempts, errors, reason, unique_key, created_at)
-                SELECT * FROM dead
-            ), freed AS (
-                DELETE FROM sluice.unique_keys u USING dead d WHERE u.key = d.unique_key AND u.job_id = d.id
-            ), retried AS (
+            ), \(buryCTEs), retried AS (
                 UPDATE sluice.jobs j
                 SET state = 'available', locked_by = NULL, locked_until = NULL,
                     run_at = now() + make_interval(secs => h.retry_in),

@@ -20,13 +20,7 @@ extension JobQueue {
                           j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'kind', 'lease_expired',
                               'error', 'lease expired: worker ' || e.locked_by || ' stopped renewing it') AS errors,
                           'lease_expired' AS reason, j.unique_key, j.created_at
-            ), buried AS (
-                INSERT INTO sluice.dead_letters
-                    (id, queue, kind, payload, priority, attempt, max_attempts, errors, reason, unique_key, created_at)
-                SELECT * FROM dead
-            ), freed AS (
-                DELETE FROM sluice.unique_keys u USING dead d WHERE u.key = d.unique_key AND u.job_id = d.id
-            ), rescued AS (
+            ), \(buryCTEs), rescued AS (
                 UPDATE sluice.jobs j
                 SET state = 'available', locked_by = NULL, locked_until = NULL, run_at = now(),
                     errors = j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'kind', 'lease_expired',

@@ -87,7 +87,7 @@ final class SluiceMetrics: Sendable {
 
     /// A counter of webhook outcomes, for the receiver.
     func counter(_ label: String, dimensions: [(String, String)]) -> Counter {
-        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+        let key = Self.key(label, dimensions)
         return counters.withLock { counters in
             if let counter = counters[key] { return counter }
             let counter = Counter(label: label, dimensions: dimensions, factory: factory)
@@ -101,12 +101,16 @@ final class SluiceMetrics: Sendable {
     }
 
     private func gauge(_ label: String, dimensions: [(String, String)]) -> Gauge {
-        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+        let key = Self.key(label, dimensions)
         return gauges.withLock { gauges in
             if let gauge = gauges[key] { return gauge }
             let gauge = Gauge(label: label, dimensions: dimensions, factory: factory)
             gauges[key] = gauge
             return gauge
         }
+    }
+
+    private static func key(_ label: String, _ dimensions: [(String, String)]) -> String {
+        ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
     }
 }
