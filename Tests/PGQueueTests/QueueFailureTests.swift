@@ -145,3 +145,45 @@ struct QueueFailureTests {
         #expect(try queue.deadLetter(id: first, on: connection) != nil)
     }
 }
+
+@Suite("housekeeping")
+struct HousekeepingTests {
+    @Test("long error histories are trimmed to their last entries")
+    func trimErrorHistory() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue()
+        let id = try queue.enqueue(NewJob(kind: "k", maxAttempts: 50), on: connection)
+        for attempt in 1...6 {
+            let job = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+            try queue.fail(
+                [JobFailure(lease: job.lease, kind: .error, message: "failure \(attempt)", retryIn: 0)], on: connection)
+        }
+        #expect(try queue.trimErrorHistory(keep: 2, on: connection) == 1)
+        let kept = try connection.query(
+            "SELECT e ->> 'error' FROM sluice.jobs, jsonb_array_elements(errors) AS e WHERE id = $1", [id],
+            context: "read"
+        ).map { try $0.decode(String.self, at: 0) }
+        #expect(kept == ["failure 5", "failure 6"])
+        #expect(try queue.trimErrorHistory(keep: 2, on: connection) == 0)
+    }
+
+    @Test("dead letters older than the retention are pruned in batches; newer ones stay")
+    func pruneDeadLetters() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue()
+        for _ in 0..<5 {
+            _ = try queue.enqueue(NewJob(kind: "k", maxAttempts: 1), on: connection)
+            let job = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+            try queue.fail([JobFailure(lease: job.lease, kind: .error, message: "x", retryIn: 0)], on: connection)
+        }
+        try connection.query(
+            "UPDATE sluice.dead_letters SET died_at = now() - interval '40 days' WHERE id IN (SELECT id FROM sluice.dead_letters ORDER BY id LIMIT 3)",
+            context: "age")
+        #expect(try queue.pruneDeadLetters(olderThan: 30 * 86_400, batchSize: 2, on: connection) == 2)
+        #expect(try queue.pruneDeadLetters(olderThan: 30 * 86_400, batchSize: 2, on: connection) == 1)
+        #expect(try queue.pruneDeadLetters(olderThan: 30 * 86_400, batchSize: 2, on: connection) == 0)
+        #expect(try queue.deadLetters(on: connection).count == 2)
+    }
+}

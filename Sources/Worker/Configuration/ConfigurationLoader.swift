@@ -164,7 +164,8 @@ struct ConfigurationLoader {
             if parts.count == 2 {
                 guard let number = Int(parts[1].trimmingCharacters(in: .whitespaces)), number >= 1 else {
                     throw ConfigurationError(
-                        variable: variable, problem: "queue \(name): slots must be a whole number of at least 1")
+                        variable: variable,
+                        problem: "queue \(name): slots must be a whole number of at least 1, got \"\(text)\"")
                 }
                 slots = number
             }
