@@ -44,12 +44,12 @@ final class OutcomeFlusher: Sendable {
     private let metrics: SluiceMetrics
     private let logger: Logger
 
-    /// Called with the delay of the soonest retry or snooze a flush recorded, counted from the flush.
-    private let onScheduled: @Sendable (Double) -> Void
+    /// Called with the delays of the retries and snoozes a flush recorded, counted from the flush.
+    private let onScheduled: @Sendable ([Double]) -> Void
 
     init(
         queue: JobQueue, connectionString: String?, metrics: SluiceMetrics, logger: Logger,
-        onScheduled: @escaping @Sendable (Double) -> Void
+        onScheduled: @escaping @Sendable ([Double]) -> Void
     ) {
         self.queue = queue
         self.connectionString = connectionString
@@ -184,8 +184,8 @@ final class OutcomeFlusher: Sendable {
         if !batch.failures.isEmpty {
             let outcomes = try queue.fail(batch.failures.map(\.failure), on: connection)
             let byID = Dictionary(outcomes.map { ($0.id, $0.result) }, uniquingKeysWith: { first, _ in first })
-            let soonest = batch.failures.filter { byID[$0.failure.lease.id] == .retried }.map(\.failure.retryIn).min()
-            if let soonest { onScheduled(soonest) }
+            let retries = batch.failures.filter { byID[$0.failure.lease.id] == .retried }.map(\.failure.retryIn)
+            if !retries.isEmpty { onScheduled(retries) }
             for failure in batch.failures {
                 switch byID[failure.failure.lease.id] {
                 case .retried:
@@ -208,7 +208,7 @@ final class OutcomeFlusher: Sendable {
         }
         if !batch.snoozes.isEmpty {
             try queue.release(batch.snoozes.map(\.lease), delays: batch.snoozes.map(\.delay), on: connection)
-            if let soonest = batch.snoozes.map(\.delay).min() { onScheduled(soonest) }
+            onScheduled(batch.snoozes.map(\.delay))
         }
     }
 }

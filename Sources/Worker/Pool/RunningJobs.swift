@@ -43,14 +43,16 @@ struct PoolState: Sendable {
     var kindTimeouts: [String: Double] = [:]
     var isStopping = false
     var lastFetcherTick = ContinuousClock.now
-    /// The earliest time a retry or snooze recorded by this worker becomes due, so an idle fetcher wakes
-    /// for it instead of waiting out a long poll interval.
-    var nextDue: ContinuousClock.Instant?
+    /// When retries and snoozes recorded by this worker become due, soonest first, so an idle fetcher
+    /// wakes for each instead of waiting out a long poll interval. Capped: the poll covers the rest.
+    var dueTimes: [ContinuousClock.Instant] = []
 
-    /// Notes that a job will be due again after `seconds`.
-    mutating func scheduleWake(in seconds: Double) {
-        let due = ContinuousClock.now + .milliseconds(Int(seconds * 1000) + 5)
-        if nextDue.map({ due < $0 }) ?? true { nextDue = due }
+    /// Notes that jobs will be due again after these delays (seconds).
+    mutating func scheduleWakes(in delays: [Double]) {
+        let now = ContinuousClock.now
+        dueTimes += delays.map { now + .milliseconds(Int($0 * 1000) + 5) }
+        dueTimes.sort()
+        if dueTimes.count > 1000 { dueTimes.removeLast(dueTimes.count - 1000) }
     }
 
     var freeSlotCount: Int { lanes.reduce(0) { $0 + $1.freeSlots.count } }

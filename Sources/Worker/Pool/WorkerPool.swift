@@ -64,9 +64,9 @@ final class WorkerPool: Sendable {
         let wake = self.wake
         self.flusher = OutcomeFlusher(
             queue: queue, connectionString: settings.connectionString, metrics: metrics, logger: logger
-        ) { delay in
-            // A retry or snooze this worker recorded: wake the fetcher when it is due.
-            state.withLock { $0.scheduleWake(in: delay) }
+        ) { delays in
+            // Retries and snoozes this worker recorded: wake the fetcher when each is due.
+            state.withLock { $0.scheduleWakes(in: delays) }
             wake.signal()
         }
         self.maintenance = PoolMaintenance(
@@ -198,7 +198,11 @@ final class WorkerPool: Sendable {
             if elapsed >= 0.05 { lastSample = now }
             guard let plan else { break }
             guard !plan.isEmpty else {
-                wake.wait(timeout: idleWait())
+                let wait = idleWait()
+                if logger.logLevel <= .trace {
+                    logger.trace("Fetcher waiting: no slot or buffer wants jobs", metadata: ["wait_s": "\(wait)"])
+                }
+                wake.wait(timeout: wait)
                 continue
             }
             var completions: [OutcomeFlusher.Completion] = []
@@ -260,7 +264,13 @@ final class WorkerPool: Sendable {
                     }
                 }
                 retryDelay = 0.05
-                if !claimedAny { wake.wait(timeout: idleWait()) }
+                if !claimedAny {
+                    let wait = idleWait()
+                    if logger.logLevel <= .trace {
+                        logger.trace("Fetcher waiting: nothing to claim", metadata: ["wait_s": "\(wait)"])
+                    }
+                    wake.wait(timeout: wait)
+                }
             } catch {
                 // Completions taken for this statement were not recorded; give them back.
                 flusher.giveBack(completions)
@@ -277,13 +287,14 @@ final class WorkerPool: Sendable {
     /// How long an idle fetcher waits: the poll interval, or less when a retry it knows of is due sooner.
     private func idleWait() -> Double {
         state.withLock { state in
-            guard let due = state.nextDue else { return settings.pollSeconds }
             let now = ContinuousClock.now
-            if due <= now {
-                state.nextDue = nil
+            let passed = state.dueTimes.prefix { $0 <= now }.count
+            if passed > 0 {
+                state.dueTimes.removeFirst(passed)
                 return 0.001
             }
-            return min(settings.pollSeconds, Double((due - now).nanoseconds) / 1e9)
+            guard let next = state.dueTimes.first else { return settings.pollSeconds }
+            return min(settings.pollSeconds, Double((next - now).nanoseconds) / 1e9)
         }
     }
 
