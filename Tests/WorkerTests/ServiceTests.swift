@@ -58,6 +58,36 @@ struct ServiceTests {
         }
     }
 
+    @Test("WATCHDOG=1 pings at half the watchdog interval while the pool runs")
+    func watchdogPings() throws {
+        let cluster = try Cluster()
+        let socket = try NotifySocket()
+        let worker = try SluiceProcess(
+            databaseURL: cluster.url, environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "1000000"])
+        #expect(eventually(timeout: 20) { socket.received.filter { $0 == "WATCHDOG=1" }.count >= 3 }, "\(worker.log)")
+        worker.signal(SIGTERM)
+        #expect(worker.waitForExit(timeout: 10) == 0)
+    }
+
+    @Test("a second SIGTERM stops at once without waiting for running jobs; their leases are left to expire")
+    func secondSignal() throws {
+        let cluster = try Cluster()
+        let worker = try SluiceProcess(
+            databaseURL: cluster.url, environment: ["SLUICE_SHUTDOWN_SECONDS": "25", "SLUICE_LEASE_SECONDS": "30"])
+        _ = try JobQueue().enqueue(NewJob(kind: "sluice.noop", payload: #"{"sleep_ms": 20000}"#), on: cluster.connect())
+        #expect(
+            eventually(timeout: 10) {
+                (try? cluster.count("SELECT count(*) FROM sluice.jobs WHERE state = 'running'")) == 1
+            })
+        worker.signal(SIGTERM)
+        #expect(eventually(timeout: 5) { worker.log.contains("Stopping gracefully") })
+        let signalled = Date()
+        worker.signal(SIGTERM)
+        #expect(worker.waitForExit(timeout: 10) == 1)
+        #expect(Date().timeIntervalSince(signalled) < 5)
+        #expect(try cluster.count("SELECT count(*) FROM sluice.jobs WHERE state = 'running'") == 1)
+    }
+
     static func adminPort(in log: String) -> Int? {
         guard let range = log.range(of: "Admin server listening address=127.0.0.1:") else { return nil }
         return Int(log[range.upperBound...].prefix { $0.isNumber })
