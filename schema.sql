@@ -164,7 +164,7 @@ COMMENT ON TABLE sluice.paused_queues IS
 CREATE TABLE IF NOT EXISTS sluice.kinds (
     kind            text             PRIMARY KEY,
     max_attempts    integer          CHECK (max_attempts >= 1),
-    timeout_seconds double precision CHECK (timeout_seconds > 0)
+    timeout_seconds double precision CHECK (timeout_seconds > 0 AND timeout_seconds < 'Infinity')
 );
 COMMENT ON TABLE sluice.kinds IS
     'Per-kind settings that operators may set; a NULL or a kind not listed takes the default. Workers re-read '

@@ -76,3 +76,22 @@ struct SchemaTests {
         #expect(message.isEmpty, "psql printed: \(message)")
     }
 }
+
+@Suite("operator settings")
+struct KindSettingsTests {
+    @Test("sluice.kinds refuses timeouts that are not a positive finite number of seconds")
+    func timeoutsMustBeFinite() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        for bad in ["0", "-1", "Infinity", "NaN"] {
+            let error = try #require(throws: PostgresError.self) {
+                try connection.query(
+                    "INSERT INTO sluice.kinds (kind, timeout_seconds) VALUES ('k', $1::float8)", [bad],
+                    context: "insert")
+            }
+            #expect(error.sqlState == "23514")
+        }
+        try connection.query("INSERT INTO sluice.kinds (kind, timeout_seconds) VALUES ('k', 2.5)", context: "insert")
+        #expect(try JobQueue().kindTimeouts(on: connection) == ["k": 2.5])
+    }
+}

@@ -69,7 +69,7 @@ extension JobQueue {
                 workerID,
                 failures.map(\.kind.rawValue),
                 failures.map(\.message),
-                failures.map { max(0, $0.retryIn) },
+                failures.map { Self.clampedDelay($0.retryIn) },
             ],
             context: "recording \(failures.count) failed jobs"
         )

@@ -1,6 +1,12 @@
 public import Foundation
 
 extension JobQueue {
+    /// A delay PostgreSQL can add to now(): not negative, not NaN or infinite, at most ten years.
+    static func clampedDelay(_ seconds: Double) -> Double {
+        guard seconds.isFinite else { return seconds > 0 ? 315_360_000 : 0 }
+        return min(max(0, seconds), 315_360_000)
+    }
+
     static let heartbeatStatement = PreparedStatement(
         name: "sluice_heartbeat",
         sql: """
@@ -68,7 +74,7 @@ extension JobQueue {
         guard !leases.isEmpty else { return [] }
         let rows = try connection.execute(
             Self.releaseStatement,
-            [leases.map(\.id), leases.map(\.attempt), workerID, delays],
+            [leases.map(\.id), leases.map(\.attempt), workerID, delays.map(Self.clampedDelay)],
             context: "releasing \(leases.count) jobs"
         )
         return try rows.map { row throws(PostgresError) in try row.decode(Int64.self, at: 0) }

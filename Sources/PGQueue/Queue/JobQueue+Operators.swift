@@ -185,7 +185,10 @@ extension JobQueue {
             context: "reading per-kind timeouts")
         var timeouts: [String: Double] = [:]
         for row in rows {
-            timeouts[try row.decode(String.self, at: 0)] = try row.decode(Double.self, at: 1)
+            let seconds = try row.decode(Double.self, at: 1)
+            // The table's check refuses these; a value from an older schema is ignored, not trusted.
+            guard seconds.isFinite, seconds > 0 else { continue }
+            timeouts[try row.decode(String.self, at: 0)] = seconds
         }
         return timeouts
     }

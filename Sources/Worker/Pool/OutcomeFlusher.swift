@@ -157,6 +157,16 @@ final class OutcomeFlusher: Sendable {
                 connection = open
                 try flush(batch, on: open)
                 retryDelay = 0.05
+            } catch let error as PostgresError where !error.isTransient {
+                // PostgreSQL refused the statement itself; sending it again would fail again and block
+                // every later outcome. The leases of these jobs expire and the rescuer returns them, so
+                // they run again rather than vanish.
+                logger.error(
+                    "Could not record job outcomes; dropping this batch, its jobs will be rescued when their leases expire",
+                    metadata: [
+                        "error": "\(error.debugDescription)", "completions.count": "\(batch.completions.count)",
+                        "failures.count": "\(batch.failures.count)", "snoozes.count": "\(batch.snoozes.count)",
+                    ])
             } catch {
                 // Put the batch back in front of anything newer and try again shortly.
                 pending.withLock { pending in

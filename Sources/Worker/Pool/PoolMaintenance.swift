@@ -123,8 +123,14 @@ final class PoolMaintenance: Sendable {
     }
 
     private func heartbeat(on connection: PostgresConnection) throws(PostgresError) {
+        // A claimed job still waiting for a slot after two leases (every slot of its lane is stuck) is let
+        // go: its lease runs out and another worker takes it; a slot that reaches it later skips it.
+        let stale = ContinuousClock.now - .milliseconds(Int(settings.leaseSeconds * 2000))
         let leases = state.withLock { state in
-            state.held.values.filter { !$0.timedOut && !$0.leaseLost && !$0.finished }.map(\.job.lease)
+            for (id, held) in state.held where held.startedAt == nil && held.claimedAt < stale {
+                state.held[id]?.leaseLost = true
+            }
+            return state.held.values.filter { !$0.timedOut && !$0.leaseLost && !$0.finished }.map(\.job.lease)
         }
         guard !leases.isEmpty else { return }
         let extended = try queue.heartbeat(leases, on: connection)

@@ -7,6 +7,8 @@ import Synchronization
 struct HeldJob: Sendable {
     var job: ClaimedJob
     var lane: Int
+    /// When this worker claimed it.
+    var claimedAt = ContinuousClock.now
     /// Set when a slot starts it.
     var startedAt: ContinuousClock.Instant?
     var deadline: ContinuousClock.Instant?

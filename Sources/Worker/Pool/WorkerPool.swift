@@ -330,14 +330,27 @@ final class WorkerPool: Sendable {
             var results: [AttemptResult] = []
             while true {
                 results.removeAll(keepingCapacity: true)
-                for job in chunk { results.append(execute(job, on: slot)) }
+                var leftForStop = Set<Int64>()
+                for job in chunk {
+                    switch beginAttempt(job) {
+                    case .run: results.append(execute(job, on: slot))
+                    case .skip: results.append(.recorded)
+                    case .leaveForStop:
+                        leftForStop.insert(job.id)
+                        results.append(.recorded)
+                    }
+                }
                 let (next, refill, accepted) = state.withLock {
                     state -> (next: [ClaimedJob], refill: Bool, accepted: [AttemptResult]) in
                     var accepted: [AttemptResult] = []
                     accepted.reserveCapacity(results.count)
-                    for (job, result) in zip(chunk, results) {
+                    for (job, result) in zip(chunk, results) where !leftForStop.contains(job.id) {
+                        // Only this attempt's entry: a newer attempt of the same job may be held by now
+                        // (this one timed out or lost its lease, and the job was claimed again).
+                        guard let held = state.held[job.id], held.job.attempt == job.attempt else { continue }
+                        state.held[job.id] = nil
                         // The timeout check already failed this attempt: the late result is dropped.
-                        guard state.held.removeValue(forKey: job.id)?.timedOut != true else { continue }
+                        guard !held.timedOut else { continue }
                         accepted.append(result)
                     }
                     var next: [ClaimedJob] = []
@@ -363,12 +376,32 @@ final class WorkerPool: Sendable {
         }
     }
 
+    /// Counts a job taken from the buffer by a slot, for the prefetch rate.
     private func markStarted(_ job: ClaimedJob, in state: inout PoolState) {
-        let handlerTimeout = registry.handler(for: job.kind)?.timeoutSeconds ?? 300
-        let timeout = state.kindTimeouts[job.kind] ?? handlerTimeout
-        let now = ContinuousClock.now
-        state.held[job.id]?.startedAt = now
-        state.held[job.id]?.deadline = now + .milliseconds(Int(timeout * 1000))
         if let lane = state.held[job.id]?.lane { state.lanes[lane].startedSinceSample += 1 }
+    }
+
+    enum AttemptStart {
+        case run
+        /// The attempt is no longer ours (timed out, lease lost, or superseded): do not run it.
+        case skip
+        /// A graceful stop began: leave the job held so the stop releases it.
+        case leaveForStop
+    }
+
+    /// Starts the attempt's clock when the slot actually begins it (not when it was taken from the
+    /// buffer, so jobs waiting behind a slow one in a chunk are not timed out unstarted).
+    func beginAttempt(_ job: ClaimedJob) -> AttemptStart {
+        let handlerTimeout = registry.handler(for: job.kind)?.timeoutSeconds ?? 300
+        return state.withLock { state in
+            guard let held = state.held[job.id], held.job.attempt == job.attempt, !held.timedOut, !held.leaseLost
+            else { return .skip }
+            if state.isStopping { return .leaveForStop }
+            let timeout = state.kindTimeouts[job.kind] ?? handlerTimeout
+            let now = ContinuousClock.now
+            state.held[job.id]?.startedAt = now
+            state.held[job.id]?.deadline = now + .milliseconds(Int(min(max(timeout, 0.001), 10_000_000) * 1000))
+            return .run
+        }
     }
 }
