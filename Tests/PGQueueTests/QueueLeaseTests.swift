@@ -30,6 +30,26 @@ struct QueueLeaseTests {
         #expect(try fresh.complete([newJob.lease], on: connection) == [id])
     }
 
+    @Test("a worker that claims a job again after a snooze cannot apply an outcome of its earlier claim")
+    func fencingAcrossClaimsOfOneWorker() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue(workerID: "w")
+        let id = try queue.enqueue(NewJob(kind: "k"), on: connection)
+        let first = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+        #expect(try queue.snooze(first.lease, for: 0, on: connection))
+        let second = try #require(try queue.claim(from: "default", limit: 1, on: connection).first)
+        // The snooze gave the attempt back, so both claims are attempt 1 of the same worker.
+        #expect(second.attempt == first.attempt)
+        #expect(second.holder != first.holder)
+        #expect(
+            try queue.fail(
+                [JobFailure(lease: first.lease, kind: .timeout, message: "late", retryIn: 0)], on: connection
+            ).isEmpty)
+        #expect(try queue.complete([first.lease], on: connection).isEmpty)
+        #expect(try queue.complete([second.lease], on: connection) == [id])
+    }
+
     @Test("the rescuer returns expired leases with an error entry and dead-letters jobs on their last attempt")
     func rescue() throws {
         let database = try TestDatabase()
@@ -95,7 +115,7 @@ struct CompleteAndClaimTests {
         let ids = try queue.enqueue((0..<5).map { _ in NewJob(kind: "k") }, on: connection)
         let first = try queue.claim(from: "default", limit: 2, on: connection)
         #expect(first.map(\.id) == Array(ids[0..<2]))
-        let stale = JobLease(id: ids[0], attempt: 7)
+        let stale = JobLease(id: ids[0], attempt: 7, holder: first[0].holder)
         let next = try queue.claim(from: "default", limit: 2, completing: [first[1].lease, stale], on: connection)
         #expect(next.completed == [ids[1]])
         #expect(next.claimed.map(\.id) == Array(ids[2..<4]))

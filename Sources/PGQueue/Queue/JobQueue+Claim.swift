@@ -44,7 +44,7 @@ extension JobQueue {
     static let completeAndClaimStatement = PreparedStatement(
         name: "sluice_complete_and_claim",
         sql: """
-            WITH \(completionCTEs(ids: "$5", attempts: "$6", worker: "$3", retention: "$7"))
+            WITH \(completionCTEs(ids: "$5", attempts: "$6", holders: "$8", retention: "$7"))
             , \(pickAndLease(after: " AND (SELECT count(*) FROM done) >= 0"))
             SELECT 'claimed', * FROM claimed
             UNION ALL
@@ -59,12 +59,13 @@ extension JobQueue {
     public func claim(from queue: String, limit: Int, on connection: PostgresConnection) throws(PostgresError)
         -> [ClaimedJob]
     {
+        let holder = nextHolder()
         let rows = try connection.execute(
             Self.claimStatement,
-            [queue, limit, workerID, leaseSeconds],
+            [queue, limit, holder, leaseSeconds],
             context: "claiming jobs from queue \(queue)"
         )
-        return try Self.decodeClaim(rows).claimed
+        return try Self.decodeClaim(rows, holder: holder).claimed
     }
 
     /// Completes jobs this worker holds and claims the next ones, in one statement and one transaction.
@@ -80,18 +81,19 @@ extension JobQueue {
         guard !leases.isEmpty else {
             return (try claim(from: queue, limit: limit, on: connection), [])
         }
+        let holder = nextHolder()
         let rows = try connection.execute(
             Self.completeAndClaimStatement,
             [
-                queue, limit, workerID, leaseSeconds, leases.map(\.id), leases.map(\.attempt),
-                uniqueRetentionSeconds,
+                queue, limit, holder, leaseSeconds, leases.map(\.id), leases.map(\.attempt),
+                uniqueRetentionSeconds, leases.map(\.holder),
             ],
             context: "completing \(leases.count) jobs and claiming from queue \(queue)"
         )
-        return try Self.decodeClaim(rows)
+        return try Self.decodeClaim(rows, holder: holder)
     }
 
-    private static func decodeClaim(_ rows: PostgresRows) throws(PostgresError) -> (
+    private static func decodeClaim(_ rows: PostgresRows, holder: String) throws(PostgresError) -> (
         claimed: [ClaimedJob], completed: [Int64]
     ) {
         var jobs: [ClaimedJob] = []
@@ -114,7 +116,8 @@ extension JobQueue {
                     maxAttempts: try row.decode(Int.self, at: 7),
                     uniqueKey: try row.decode(String?.self, at: 8),
                     runAt: try row.decode(Date.self, at: 9),
-                    createdAt: try row.decode(Date.self, at: 10)
+                    createdAt: try row.decode(Date.self, at: 10),
+                    holder: holder
                 )
             )
         }

@@ -2,13 +2,13 @@ extension JobQueue {
     /// The CTEs `done` and `remembered` that complete leases: completed jobs leave the hot table, and a
     /// unique key starts its retention period instead of being deleted, so a redelivery soon after
     /// completion is still absorbed. The placeholders name the parameters that carry ids, attempts, the
-    /// worker and the retention in seconds.
-    static func completionCTEs(ids: String, attempts: String, worker: String, retention: String) -> String {
+    /// claims' holder tokens and the retention in seconds.
+    static func completionCTEs(ids: String, attempts: String, holders: String, retention: String) -> String {
         """
         done AS (
             DELETE FROM sluice.jobs j
-            USING unnest(\(ids)::bigint[], \(attempts)::integer[]) AS c(id, attempt)
-            WHERE j.id = c.id AND j.attempt = c.attempt AND j.locked_by = \(worker) AND j.state = 'running'
+            USING unnest(\(ids)::bigint[], \(attempts)::integer[], \(holders)::text[]) AS c(id, attempt, holder)
+            WHERE j.id = c.id AND j.attempt = c.attempt AND j.locked_by = c.holder AND j.state = 'running'
             RETURNING j.id, j.unique_key
         ), remembered AS (
             UPDATE sluice.unique_keys u
@@ -21,7 +21,7 @@ extension JobQueue {
 
     static let completeStatement = PreparedStatement(
         name: "sluice_complete",
-        sql: "WITH \(completionCTEs(ids: "$1", attempts: "$2", worker: "$3", retention: "$4")) SELECT id FROM done"
+        sql: "WITH \(completionCTEs(ids: "$1", attempts: "$2", holders: "$3", retention: "$4")) SELECT id FROM done"
     )
 
     /// Completes jobs this worker holds, in one statement, and returns the ids that were completed.
@@ -33,7 +33,7 @@ extension JobQueue {
         guard !leases.isEmpty else { return [] }
         let rows = try connection.execute(
             Self.completeStatement,
-            [leases.map(\.id), leases.map(\.attempt), workerID, uniqueRetentionSeconds],
+            [leases.map(\.id), leases.map(\.attempt), leases.map(\.holder), uniqueRetentionSeconds],
             context: "completing \(leases.count) jobs"
         )
         return try rows.map { row throws(PostgresError) in try row.decode(Int64.self, at: 0) }

@@ -17,14 +17,14 @@ extension JobQueue {
         name: "sluice_fail",
         sql: """
             WITH input AS (
-                SELECT * FROM unnest($1::bigint[], $2::integer[], $4::text[], $5::text[], $6::double precision[])
-                    AS f(id, attempt, error_kind, message, retry_in)
+                SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::double precision[])
+                    AS f(id, attempt, holder, error_kind, message, retry_in)
             ), held AS (
                 SELECT j.id, f.error_kind, f.message, f.retry_in,
                        (f.error_kind = 'permanent' OR j.attempt >= j.max_attempts) AS dies
                 FROM sluice.jobs j
                 JOIN input f ON j.id = f.id AND j.attempt = f.attempt
-                WHERE j.locked_by = $3 AND j.state = 'running'
+                WHERE j.locked_by = f.holder AND j.state = 'running'
                 FOR UPDATE OF j
             ), dead AS (
                 DELETE FROM sluice.jobs j USING held h
@@ -66,7 +66,7 @@ extension JobQueue {
             [
                 failures.map(\.lease.id),
                 failures.map(\.lease.attempt),
-                workerID,
+                failures.map(\.lease.holder),
                 failures.map(\.kind.rawValue),
                 failures.map(\.message),
                 failures.map { Self.clampedDelay($0.retryIn) },

@@ -12,8 +12,8 @@ extension JobQueue {
         sql: """
             UPDATE sluice.jobs j
             SET locked_until = now() + make_interval(secs => $4)
-            FROM unnest($1::bigint[], $2::integer[]) AS h(id, attempt)
-            WHERE j.id = h.id AND j.attempt = h.attempt AND j.locked_by = $3 AND j.state = 'running'
+            FROM unnest($1::bigint[], $2::integer[], $3::text[]) AS h(id, attempt, holder)
+            WHERE j.id = h.id AND j.attempt = h.attempt AND j.locked_by = h.holder AND j.state = 'running'
             RETURNING j.id
             """
     )
@@ -25,8 +25,8 @@ extension JobQueue {
             UPDATE sluice.jobs j
             SET state = 'available', attempt = j.attempt - 1, locked_by = NULL, locked_until = NULL,
                 run_at = now() + make_interval(secs => r.delay)
-            FROM unnest($1::bigint[], $2::integer[], $4::double precision[]) AS r(id, attempt, delay)
-            WHERE j.id = r.id AND j.attempt = r.attempt AND j.locked_by = $3 AND j.state = 'running'
+            FROM unnest($1::bigint[], $2::integer[], $4::double precision[], $3::text[]) AS r(id, attempt, delay, holder)
+            WHERE j.id = r.id AND j.attempt = r.attempt AND j.locked_by = r.holder AND j.state = 'running'
             RETURNING j.id
             """
     )
@@ -39,7 +39,7 @@ extension JobQueue {
         guard !leases.isEmpty else { return [] }
         let rows = try connection.execute(
             Self.heartbeatStatement,
-            [leases.map(\.id), leases.map(\.attempt), workerID, leaseSeconds],
+            [leases.map(\.id), leases.map(\.attempt), leases.map(\.holder), leaseSeconds],
             context: "extending \(leases.count) leases"
         )
         var held = Set<Int64>()
@@ -74,7 +74,7 @@ extension JobQueue {
         guard !leases.isEmpty else { return [] }
         let rows = try connection.execute(
             Self.releaseStatement,
-            [leases.map(\.id), leases.map(\.attempt), workerID, delays.map(Self.clampedDelay)],
+            [leases.map(\.id), leases.map(\.attempt), leases.map(\.holder), delays.map(Self.clampedDelay)],
             context: "releasing \(leases.count) jobs"
         )
         return try rows.map { row throws(PostgresError) in try row.decode(Int64.self, at: 0) }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The queue operations of Sluice, run on a connection the caller owns.
 ///
@@ -33,6 +34,14 @@ public struct JobQueue: Sendable {
         self.uniqueRetentionSeconds = uniqueRetentionSeconds
     }
 
+    /// Numbers this process's claims, so each claim's `locked_by` token is unique.
+    private let claimSequence = ClaimSequence()
+
+    /// The `locked_by` token for the next claim: the worker id and a number that only grows.
+    func nextHolder() -> String {
+        "\(workerID)/\(claimSequence.next())"
+    }
+
     /// `host:pid:nonce`, readable in `sluice.jobs.locked_by` and unique per process start.
     public static func makeWorkerID() -> String {
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
@@ -42,4 +51,13 @@ public struct JobQueue: Sendable {
 
     /// The channel `sluice.enqueue` notifies, with the queue's name as payload.
     public static let notificationChannel = "sluice_jobs"
+}
+
+/// A counter shared by every copy of a `JobQueue`.
+final class ClaimSequence: Sendable {
+    private let value = Atomic<Int>(0)
+
+    func next() -> Int {
+        value.add(1, ordering: .relaxed).newValue
+    }
 }

@@ -137,7 +137,7 @@ final class PoolMaintenance: Sendable {
         // A job that finished meanwhile was completed, not lost.
         let lost = state.withLock { state in
             leases.filter { lease in
-                guard !extended.contains(lease.id), let held = state.held[lease.id], held.job.attempt == lease.attempt,
+                guard !extended.contains(lease.id), let held = state.held[lease.id], held.job.lease == lease,
                     !held.finished
                 else { return false }
                 state.held[lease.id]?.leaseLost = true

@@ -308,9 +308,8 @@ final class WorkerPool: Sendable {
             }
             var starts: [(slot: Int, job: ClaimedJob)] = []
             while !state.lanes[lane].freeSlots.isEmpty, let job = state.lanes[lane].buffer.popFirst() {
-                let slot = state.lanes[lane].freeSlots.removeLast()
-                markStarted(job, in: &state)
-                starts.append((slot, job))
+                guard markStarted(job, position: 0, in: &state) else { continue }
+                starts.append((state.lanes[lane].freeSlots.removeLast(), job))
             }
             return starts
         }
@@ -330,24 +329,15 @@ final class WorkerPool: Sendable {
             var results: [AttemptResult] = []
             while true {
                 results.removeAll(keepingCapacity: true)
-                var leftForStop = Set<Int64>()
-                for job in chunk {
-                    switch beginAttempt(job) {
-                    case .run: results.append(execute(job, on: slot))
-                    case .skip: results.append(.recorded)
-                    case .leaveForStop:
-                        leftForStop.insert(job.id)
-                        results.append(.recorded)
-                    }
-                }
+                for job in chunk { results.append(execute(job, on: slot)) }
                 let (next, refill, accepted) = state.withLock {
                     state -> (next: [ClaimedJob], refill: Bool, accepted: [AttemptResult]) in
                     var accepted: [AttemptResult] = []
                     accepted.reserveCapacity(results.count)
-                    for (job, result) in zip(chunk, results) where !leftForStop.contains(job.id) {
+                    for (job, result) in zip(chunk, results) {
                         // Only this attempt's entry: a newer attempt of the same job may be held by now
                         // (this one timed out or lost its lease, and the job was claimed again).
-                        guard let held = state.held[job.id], held.job.attempt == job.attempt else { continue }
+                        guard let held = state.held[job.id], held.job.lease == job.lease else { continue }
                         state.held[job.id] = nil
                         // The timeout check already failed this attempt: the late result is dropped.
                         guard !held.timedOut else { continue }
@@ -358,8 +348,7 @@ final class WorkerPool: Sendable {
                         let size = max(
                             1, min(32, state.lanes[lane].buffer.count / max(1, state.lanes[lane].slots.count)))
                         while next.count < size, let job = state.lanes[lane].buffer.popFirst() {
-                            markStarted(job, in: &state)
-                            next.append(job)
+                            if markStarted(job, position: next.count, in: &state) { next.append(job) }
                         }
                     }
                     if next.isEmpty { state.lanes[lane].freeSlots.append(slot.index) }
@@ -376,32 +365,22 @@ final class WorkerPool: Sendable {
         }
     }
 
-    /// Counts a job taken from the buffer by a slot, for the prefetch rate.
-    private func markStarted(_ job: ClaimedJob, in state: inout PoolState) {
-        if let lane = state.held[job.id]?.lane { state.lanes[lane].startedSinceSample += 1 }
-    }
-
-    enum AttemptStart {
-        case run
-        /// The attempt is no longer ours (timed out, lease lost, or superseded): do not run it.
-        case skip
-        /// A graceful stop began: leave the job held so the stop releases it.
-        case leaveForStop
-    }
-
-    /// Starts the attempt's clock when the slot actually begins it (not when it was taken from the
-    /// buffer, so jobs waiting behind a slow one in a chunk are not timed out unstarted).
-    func beginAttempt(_ job: ClaimedJob) -> AttemptStart {
-        let handlerTimeout = registry.handler(for: job.kind)?.timeoutSeconds ?? 300
-        return state.withLock { state in
-            guard let held = state.held[job.id], held.job.attempt == job.attempt, !held.timedOut, !held.leaseLost
-            else { return .skip }
-            if state.isStopping { return .leaveForStop }
-            let timeout = state.kindTimeouts[job.kind] ?? handlerTimeout
-            let now = ContinuousClock.now
-            state.held[job.id]?.startedAt = now
-            state.held[job.id]?.deadline = now + .milliseconds(Int(min(max(timeout, 0.001), 10_000_000) * 1000))
-            return .run
+    /// Takes a job from the buffer for a slot: false (and the job dropped) when the attempt is no longer
+    /// this worker's (its lease was lost while it waited). The timeout clock starts now, scaled by the
+    /// job's position in its slot's chunk, so jobs waiting behind others in a chunk are not timed out
+    /// before they start; a chunk only forms for jobs that take milliseconds.
+    private func markStarted(_ job: ClaimedJob, position: Int, in state: inout PoolState) -> Bool {
+        guard let held = state.held[job.id], held.job.lease == job.lease else { return false }
+        guard !held.timedOut, !held.leaseLost else {
+            state.held[job.id] = nil
+            return false
         }
+        let timeout = state.kindTimeouts[job.kind] ?? registry.handler(for: job.kind)?.timeoutSeconds ?? 300
+        let now = ContinuousClock.now
+        let seconds = min(max(timeout, 0.001), 10_000_000) * Double(position + 1)
+        state.held[job.id]?.startedAt = now
+        state.held[job.id]?.deadline = now + .milliseconds(Int(seconds * 1000))
+        state.lanes[held.lane].startedSinceSample += 1
+        return true
     }
 }
