@@ -16,10 +16,6 @@ final class SluiceMetrics: Sendable {
         self.factory = factory
     }
 
-    func enqueued(queue: String, kind: String) {
-        counter("sluice_jobs_enqueued_total", queue: queue, kind: kind).increment()
-    }
-
     func completed(queue: String, kind: String, count: Int) {
         counter("sluice_jobs_completed_total", queue: queue, kind: kind).increment(by: count)
     }
@@ -87,13 +83,7 @@ final class SluiceMetrics: Sendable {
 
     /// A counter of webhook outcomes, for the receiver.
     func counter(_ label: String, dimensions: [(String, String)]) -> Counter {
-        let key = Self.key(label, dimensions)
-        return counters.withLock { counters in
-            if let counter = counters[key] { return counter }
-            let counter = Counter(label: label, dimensions: dimensions, factory: factory)
-            counters[key] = counter
-            return counter
-        }
+        Self.cached(label, dimensions, in: counters) { Counter(label: label, dimensions: dimensions, factory: factory) }
     }
 
     private func counter(_ label: String, queue: String, kind: String) -> Counter {
@@ -101,16 +91,20 @@ final class SluiceMetrics: Sendable {
     }
 
     private func gauge(_ label: String, dimensions: [(String, String)]) -> Gauge {
-        let key = Self.key(label, dimensions)
-        return gauges.withLock { gauges in
-            if let gauge = gauges[key] { return gauge }
-            let gauge = Gauge(label: label, dimensions: dimensions, factory: factory)
-            gauges[key] = gauge
-            return gauge
-        }
+        Self.cached(label, dimensions, in: gauges) { Gauge(label: label, dimensions: dimensions, factory: factory) }
     }
 
-    private static func key(_ label: String, _ dimensions: [(String, String)]) -> String {
-        ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+    /// The metric for a label and dimensions from `cache`, made by `make` the first time.
+    private static func cached<Metric: Sendable>(
+        _ label: String, _ dimensions: [(String, String)], in cache: borrowing Mutex<[String: Metric]>,
+        make: () -> Metric
+    ) -> Metric {
+        let key = ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "|")
+        return cache.withLock { metrics in
+            if let metric = metrics[key] { return metric }
+            let metric = make()
+            metrics[key] = metric
+            return metric
+        }
     }
 }

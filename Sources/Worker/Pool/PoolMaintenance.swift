@@ -95,7 +95,7 @@ final class PoolMaintenance: Sendable {
     private func recordTimeouts(now: ContinuousClock.Instant) {
         let expired = state.withLock { state -> [HeldJob] in
             var expired: [HeldJob] = []
-            for (id, held) in state.held where !held.timedOut && !held.finished {
+            for (id, held) in state.held where !held.timedOut {
                 guard let deadline = held.deadline, now >= deadline else { continue }
                 state.held[id]?.timedOut = true
                 expired.append(held)
@@ -130,15 +130,14 @@ final class PoolMaintenance: Sendable {
             for (id, held) in state.held where held.startedAt == nil && held.claimedAt < stale {
                 state.held[id]?.leaseLost = true
             }
-            return state.held.values.filter { !$0.timedOut && !$0.leaseLost && !$0.finished }.map(\.job.lease)
+            return state.held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease)
         }
         guard !leases.isEmpty else { return }
         let extended = try queue.heartbeat(leases, on: connection)
-        // A job that finished meanwhile was completed, not lost.
+        // A job that finished meanwhile has left `held`: it was completed, not lost.
         let lost = state.withLock { state in
             leases.filter { lease in
-                guard !extended.contains(lease.id), let held = state.held[lease.id], held.job.lease == lease,
-                    !held.finished
+                guard !extended.contains(lease.id), let held = state.held[lease.id], held.job.lease == lease
                 else { return false }
                 state.held[lease.id]?.leaseLost = true
                 return true

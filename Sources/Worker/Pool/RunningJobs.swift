@@ -12,8 +12,6 @@ struct HeldJob: Sendable {
     /// Set when a slot starts it.
     var startedAt: ContinuousClock.Instant?
     var deadline: ContinuousClock.Instant?
-    /// The handler returned and its outcome went to the flusher; no more heartbeats or timeouts.
-    var finished = false
     /// The timeout check recorded a failure for this attempt; whatever the handler returns later is dropped.
     var timedOut = false
     /// A heartbeat found the lease gone (rescued); the result will be fenced off by PostgreSQL anyway.
@@ -59,7 +57,7 @@ struct PoolState: Sendable {
 
     var freeSlotCount: Int { lanes.reduce(0) { $0 + $1.freeSlots.count } }
     var slotCount: Int { lanes.reduce(0) { $0 + $1.slots.count } }
-    var runningCount: Int { held.values.reduce(0) { $0 + ($1.startedAt != nil && !$1.finished ? 1 : 0) } }
+    var runningCount: Int { held.values.reduce(0) { $0 + ($1.startedAt != nil ? 1 : 0) } }
 }
 
 /// The pool's state behind one lock, shared by the fetcher, the slots, maintenance and the stop.

@@ -43,10 +43,4 @@ final class Slot: @unchecked Sendable {
         durationTimers[kind] = timer
         timer.recordNanoseconds(nanoseconds)
     }
-
-    /// Closes the connection; call only on `queue`.
-    func closeConnection() {
-        connection?.close()
-        connection = nil
-    }
 }

@@ -147,7 +147,7 @@ final class WorkerPool: Sendable {
             running = state.withLock { $0.runningCount }
         }
         let unfinished = state.withLock { state in
-            state.held.values.filter { !$0.timedOut && !$0.leaseLost && !$0.finished }.map(\.job.lease)
+            state.held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease)
         }
         maintenance.stop()
         flusher.stop(releasing: buffered + unfinished, timeout: 3)
