@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .systemLibrary(
@@ -50,12 +52,18 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .executableTarget(
             name: "SluiceBench",
-            dependencies: ["PGQueue"],
+            dependencies: [
+                "PGQueue",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Benchmarks/SluiceBench"
         ),
         .executableTarget(name: "SchemaEmbedder"),
@@ -64,16 +72,22 @@ let package = Package(
             capability: .buildTool(),
             dependencies: ["SchemaEmbedder"]
         ),
+        .target(
+            name: "TestKit",
+            path: "Tests/TestKit"
+        ),
         .testTarget(
             name: "PGQueueTests",
-            dependencies: ["PGQueue"]
+            dependencies: ["PGQueue", "TestKit"]
         ),
         .testTarget(
             name: "WorkerTests",
             dependencies: [
                 "PGQueue",
+                "TestKit",
                 "Jobs",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
     ]

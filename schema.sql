@@ -1,6 +1,6 @@
 -- Sluice: the whole database schema, and the operators' manual for it.
 --
--- schema-version: 1
+-- schema-version: 2
 --
 -- Apply with `psql -v ON_ERROR_STOP=1 -f schema.sql` or `sluice migrate`. Applying it again is safe:
 -- every object is created only if missing or replaced in place, and a database of an older version is
@@ -49,8 +49,8 @@ DECLARE
     found_version integer;
 BEGIN
     SELECT version INTO found_version FROM sluice.schema_version;
-    IF found_version > 1 THEN
-        RAISE EXCEPTION 'sluice schema: this database is at version %, newer than this schema.sql (version 1)', found_version
+    IF found_version > 2 THEN
+        RAISE EXCEPTION 'sluice schema: this database is at version %, newer than this schema.sql (version 2)', found_version
             USING HINT = 'Apply the schema.sql of the newest Sluice release instead.';
     END IF;
 END
@@ -187,7 +187,7 @@ CREATE OR REPLACE FUNCTION sluice.enqueue(
     unique_key   text        DEFAULT NULL,
     notify       boolean     DEFAULT true
 ) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id     bigint;
     holder_id  bigint;
@@ -274,7 +274,7 @@ CREATE OR REPLACE FUNCTION sluice.enqueue_many(
     unique_keys   text[]        DEFAULT NULL,
     notify        boolean       DEFAULT true
 ) RETURNS SETOF bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n integer := coalesce(cardinality(kinds), 0);
     job record;
@@ -331,6 +331,134 @@ $$;
 COMMENT ON FUNCTION sluice.enqueue_many(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], boolean) IS
     'Adds many jobs in one statement and returns their ids in order. Arrays are parallel, one element per job; '
     'the optional ones may be NULL (defaults as in sluice.enqueue). One NOTIFY per queue, not per job.';
+
+CREATE OR REPLACE FUNCTION sluice.enqueue_unique(
+    kinds       text[],
+    payloads    jsonb[],
+    unique_keys  text[],
+    queues       text[]        DEFAULT NULL,
+    priorities   integer[]     DEFAULT NULL,
+    run_ats      timestamptz[] DEFAULT NULL,
+    max_attempts integer[]     DEFAULT NULL,
+    notify       boolean       DEFAULT true
+) RETURNS TABLE (ordinal integer, job_id bigint, enqueued boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n          integer := coalesce(cardinality(kinds), 0);
+    pending    text[];           -- distinct keys not settled yet, in lock order
+    new_keys   text[] := '{}';
+    new_ids    bigint[] := '{}';
+    held_keys  text[] := '{}';
+    held_ids   bigint[] := '{}';
+    step_keys  text[];
+    step_ids   bigint[];
+BEGIN
+    IF cardinality(payloads) IS DISTINCT FROM n OR cardinality(unique_keys) IS DISTINCT FROM n
+        OR (queues IS NOT NULL AND cardinality(queues) <> n)
+        OR (priorities IS NOT NULL AND cardinality(priorities) <> n)
+        OR (run_ats IS NOT NULL AND cardinality(run_ats) <> n)
+        OR (enqueue_unique.max_attempts IS NOT NULL AND cardinality(enqueue_unique.max_attempts) <> n) THEN
+        RAISE EXCEPTION 'sluice.enqueue_unique: every array given must have one element per job (% kinds)', n
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF n = 0 THEN
+        RETURN;
+    END IF;
+    IF EXISTS (SELECT 1
+               FROM unnest(kinds, payloads, unique_keys, queues, enqueue_unique.max_attempts)
+                   AS j(kind, payload, key, queue, max_attempts)
+               WHERE j.kind IS NULL OR j.kind = '' OR j.key IS NULL OR j.key = '' OR j.queue = ''
+                  OR j.payload IS NULL OR jsonb_typeof(j.payload) <> 'object' OR j.max_attempts < 1) THEN
+        RAISE EXCEPTION 'sluice.enqueue_unique: every kind and unique key must be a non-empty text, every payload a '
+                        'JSON object, every max_attempts at least 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    SELECT array_agg(DISTINCT k ORDER BY k) INTO pending FROM unnest(unique_keys) AS k;
+
+    -- The protocol of sluice.enqueue, for a whole batch per statement. Keys are claimed in sorted order, so
+    -- two batches that share keys wait for each other in one direction only and cannot deadlock.
+    FOR round IN 1..3 LOOP
+        WITH firsts AS (
+            SELECT DISTINCT ON (j.key) j.key, j.kind, j.payload, coalesce(j.queue, 'default') AS queue,
+                   coalesce(j.priority, 0) AS priority, coalesce(j.run_at, now()) AS run_at, j.max_attempts
+            FROM unnest(unique_keys, kinds, payloads, queues, priorities, run_ats, enqueue_unique.max_attempts)
+                WITH ORDINALITY AS j(key, kind, payload, queue, priority, run_at, max_attempts, position)
+            WHERE j.key = ANY (pending)
+            ORDER BY j.key, j.position
+        ), claimed AS (
+            INSERT INTO sluice.unique_keys AS u (key, job_id)
+            SELECT f.key, nextval('sluice.jobs_id_seq') FROM firsts f ORDER BY f.key
+            ON CONFLICT (key) DO NOTHING
+            RETURNING u.key, u.job_id
+        ), added AS (
+            INSERT INTO sluice.jobs (id, queue, kind, payload, priority, run_at, max_attempts, unique_key)
+            SELECT c.job_id, f.queue, f.kind, f.payload, f.priority, f.run_at, coalesce(f.max_attempts, k.max_attempts, 20),
+                   c.key
+            FROM claimed c
+            JOIN firsts f ON f.key = c.key
+            LEFT JOIN sluice.kinds k ON k.kind = f.kind
+            RETURNING sluice.jobs.unique_key, sluice.jobs.id
+        )
+        SELECT coalesce(array_agg(a.unique_key), '{}'), coalesce(array_agg(a.id), '{}')
+        INTO step_keys, step_ids FROM added a;
+        new_keys := new_keys || step_keys;
+        new_ids := new_ids || step_ids;
+        pending := ARRAY(SELECT k FROM unnest(pending) AS k WHERE k <> ALL (step_keys) ORDER BY k);
+        EXIT WHEN cardinality(pending) = 0;
+
+        -- A new statement, so a new snapshot: it sees holders that committed while the insert waited on them.
+        SELECT coalesce(array_agg(u.key), '{}'), coalesce(array_agg(u.job_id), '{}')
+        INTO step_keys, step_ids
+        FROM sluice.unique_keys u
+        WHERE u.key = ANY (pending) AND (u.expires_at IS NULL OR u.expires_at > now());
+        held_keys := held_keys || step_keys;
+        held_ids := held_ids || step_ids;
+        pending := ARRAY(SELECT k FROM unnest(pending) AS k WHERE k <> ALL (step_keys) ORDER BY k);
+        EXIT WHEN cardinality(pending) = 0;
+
+        -- What is left are keys past their retention: take them over, as sluice.enqueue does.
+        DELETE FROM sluice.unique_keys u WHERE u.key = ANY (pending) AND u.expires_at <= now();
+    END LOOP;
+    IF cardinality(pending) > 0 THEN
+        RAISE EXCEPTION 'sluice.enqueue_unique: unique keys % are contended; retry the call', pending
+            USING ERRCODE = 'serialization_failure';
+    END IF;
+
+    IF notify AND cardinality(new_keys) > 0 THEN
+        PERFORM pg_notify('sluice_jobs', q)
+        FROM (SELECT DISTINCT coalesce(j.queue, 'default') AS q
+              FROM unnest(unique_keys, queues) AS j(key, queue)
+              WHERE j.key = ANY (new_keys)) AS names;
+    END IF;
+
+    RETURN QUERY
+    WITH settled AS (
+        SELECT s.key, s.id, true AS is_new FROM unnest(new_keys, new_ids) AS s(key, id)
+        UNION ALL
+        SELECT s.key, s.id, false FROM unnest(held_keys, held_ids) AS s(key, id)
+    ), positions AS (
+        SELECT j.key, j.position::integer AS position, min(j.position) OVER (PARTITION BY j.key) AS first_position
+        FROM unnest(unique_keys) WITH ORDINALITY AS j(key, position)
+    )
+    SELECT p.position, s.id, s.is_new AND p.position = p.first_position
+    FROM positions p
+    JOIN settled s ON s.key = p.key
+    ORDER BY p.position;
+END
+$$;
+COMMENT ON FUNCTION sluice.enqueue_unique(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[], boolean) IS
+    'Adds a batch of jobs that each carry a unique key, in one statement, with the rules of sluice.enqueue: a key '
+    'held by a live job, or by one that completed within the retention period, adds nothing. Returns one row per '
+    'input position (1-based): the job id, and whether this call added it (false for a key already held, and for '
+    'a repeat of a key earlier in the same batch). The webhook receiver commits each group of requests this way.';
+
+-- Enqueueing runs as the schema's owner (SECURITY DEFINER), so a role may be allowed to add jobs and nothing
+-- else: see deploy/roles.sql. Nobody else may call these until granted.
+REVOKE ALL ON FUNCTION sluice.enqueue(text, jsonb, text, integer, timestamptz, integer, text, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.enqueue_many(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], boolean)
+    FROM PUBLIC;
+REVOKE ALL ON FUNCTION sluice.enqueue_unique(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[], boolean) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Operators: queues, cancelling, dead letters
@@ -545,7 +673,7 @@ COMMENT ON VIEW sluice.dead_letter_summary IS
 -- Record the version last, so a failed run leaves the old version recorded.
 -- ---------------------------------------------------------------------------------------------------
 
-INSERT INTO sluice.schema_version (singleton, version) VALUES (true, 1)
+INSERT INTO sluice.schema_version (singleton, version) VALUES (true, 2)
 ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, applied_at = now();
 
 COMMIT;

@@ -6,6 +6,8 @@
 #   scripts/postgres.sh start DIR    start a new cluster in DIR (a new empty folder) and print its URL
 #   scripts/postgres.sh restart DIR  restart the cluster in DIR (fast: connections are cut)
 #   scripts/postgres.sh stop DIR     stop the cluster in DIR and delete DIR
+#   scripts/postgres.sh pause DIR    stop the server in DIR but keep its data (an outage, for tests)
+#   scripts/postgres.sh resume DIR   start a paused server again, on its port
 #
 # PostgreSQL refuses to run as root, so as root the server runs as the 'postgres' user.
 set -euo pipefail
@@ -52,11 +54,22 @@ start() {
     chmod 700 "$dir"
     as_owner "$bin/initdb" --pgdata="$dir/data" --auth=trust --username=postgres --encoding=UTF8 \
         --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
-    as_owner "$bin/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
-        -o "-c port=$port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir -c max_connections=300" \
-        start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     echo "$port" >"$dir/port"
+    serve "$dir"
     echo "postgresql://postgres@127.0.0.1:$port/postgres"
+}
+
+# Starts the server of the cluster in DIR on the port recorded there.
+serve() {
+    local dir=$1
+    as_owner "$(bindir)/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
+        -o "-c port=$(cat "$dir/port") -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir -c max_connections=300" \
+        start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+}
+
+pause() {
+    local dir=$1
+    as_owner "$(bindir)/pg_ctl" --pgdata="$dir/data" --mode=fast --wait --timeout=60 stop >/dev/null
 }
 
 restart() {
@@ -90,8 +103,10 @@ run)
 start) start "$2" ;;
 restart) restart "$2" ;;
 stop) stop "$2" ;;
+pause) pause "$2" ;;
+resume) serve "$2" ;;
 *)
-    echo "usage: scripts/postgres.sh run CMD... | start DIR | restart DIR | stop DIR" >&2
+    echo "usage: scripts/postgres.sh run CMD... | start DIR | restart DIR | stop DIR | pause DIR | resume DIR" >&2
     exit 2
     ;;
 esac

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PGQueue
+import TestKit
 import Testing
 
 @Suite("libpq layer")

@@ -1,6 +1,7 @@
 import Foundation
 import PGQueue
 import Synchronization
+import TestKit
 import Testing
 
 @Suite("claiming")

@@ -1,5 +1,6 @@
 import Foundation
 import PGQueue
+import TestKit
 import Testing
 
 /// Faults the worker must survive, each against the real `sluice` binary and a PostgreSQL cluster of the

@@ -1,5 +1,6 @@
 import Foundation
 import PGQueue
+import TestKit
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -19,7 +20,7 @@ struct ServiceTests {
             databaseURL: cluster.url,
             environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0", "NOTIFY_SOCKET": socket.path])
         #expect(socket.waitFor("READY=1", timeout: 20), "\(worker.log)")
-        let port = try #require(Self.adminPort(in: worker.log), "\(worker.log)")
+        let port = try #require(worker.listeningPort("Admin server"), "\(worker.log)")
         _ = try JobQueue().enqueue(NewJob(kind: "sluice.noop"), on: cluster.connect())
         #expect(eventually(timeout: 10) { (try? cluster.count("SELECT count(*) FROM sluice.jobs")) == 0 })
 
@@ -86,11 +87,6 @@ struct ServiceTests {
         #expect(worker.waitForExit(timeout: 10) == 1)
         #expect(Date().timeIntervalSince(signalled) < 5)
         #expect(try cluster.count("SELECT count(*) FROM sluice.jobs WHERE state = 'running'") == 1)
-    }
-
-    static func adminPort(in log: String) -> Int? {
-        guard let range = log.range(of: "Admin server listening address=127.0.0.1:") else { return nil }
-        return Int(log[range.upperBound...].prefix { $0.isNumber })
     }
 
     static func get(_ url: String) async throws -> (status: Int, body: String) {

@@ -15,6 +15,15 @@ extension JobQueue {
             """
     )
 
+    static let enqueueUniqueStatement = PreparedStatement(
+        name: "sluice_enqueue_unique",
+        sql: """
+            SELECT ordinal, job_id, enqueued
+            FROM sluice.enqueue_unique($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::integer[],
+                                       $6::timestamptz[], $7::integer[], $8::boolean)
+            """
+    )
+
     /// Adds one job and returns its id (the existing job's id when its unique key is taken).
     ///
     /// - Parameter notify: wake idle workers when the transaction commits; `false` leaves the job to
@@ -65,5 +74,64 @@ extension JobQueue {
             ids.append(try row.decode(Int64.self, at: 0))
         }
         return ids
+    }
+
+    /// Adds many jobs that each carry a unique key, in one statement (one transaction, one commit when the
+    /// connection is not inside a transaction), and says for each whether it was added.
+    ///
+    /// The rules are those of ``enqueue(_:notify:on:)`` with a unique key: a key held by a waiting or running
+    /// job, or by one that completed within the retention period, adds nothing and reports that job's id.
+    /// A key that appears twice in `jobs` adds one job; the later position reports a duplicate. Keys are
+    /// locked in sorted order, so concurrent batches sharing keys do not deadlock with each other.
+    ///
+    /// - Parameter jobs: jobs whose `uniqueKey` is set and not empty.
+    /// - Returns: one result per job, in the order of `jobs`.
+    /// - Throws: `PostgresError` with SQLSTATE `22023` when a job has no unique key, its payload is not a
+    ///   JSON object or another argument is out of range; `40001` in the rare case that a key stayed
+    ///   contended for three rounds (call again).
+    public func enqueueUnique(_ jobs: [NewJob], notify: Bool = true, on connection: PostgresConnection)
+        throws(PostgresError) -> [UniqueEnqueueResult]
+    {
+        guard !jobs.isEmpty else { return [] }
+        let hasQueues = jobs.contains { $0.queue != "default" }
+        let hasPriorities = jobs.contains { $0.priority != 0 }
+        let hasRunAt = jobs.contains { $0.runAt != nil }
+        let hasMaxAttempts = jobs.contains { $0.maxAttempts != nil }
+        let rows = try connection.execute(
+            Self.enqueueUniqueStatement,
+            [
+                jobs.map(\.kind),
+                jobs.map(\.payload),
+                jobs.map(\.uniqueKey),
+                hasQueues ? jobs.map(\.queue) : nil,
+                hasPriorities ? jobs.map(\.priority) : nil,
+                hasRunAt ? jobs.map(\.runAt) : nil,
+                hasMaxAttempts ? jobs.map(\.maxAttempts) : nil,
+                notify,
+            ],
+            context: "enqueueing \(jobs.count) jobs with unique keys"
+        )
+        var results: [UniqueEnqueueResult] = []
+        results.reserveCapacity(jobs.count)
+        for row in rows {
+            let id = try row.decode(Int64.self, at: 1)
+            results.append(try row.decode(Bool.self, at: 2) ? .enqueued(jobID: id) : .duplicate(jobID: id))
+        }
+        return results
+    }
+}
+
+/// What ``JobQueue/enqueueUnique(_:notify:on:)`` did with one job.
+public enum UniqueEnqueueResult: Sendable, Hashable {
+    /// The job was added with this id.
+    case enqueued(jobID: Int64)
+    /// The key was already held; this is the holder's id, and nothing was added.
+    case duplicate(jobID: Int64)
+
+    /// The id of the job that owns the key, added now or before.
+    public var jobID: Int64 {
+        switch self {
+        case .enqueued(let id), .duplicate(let id): id
+        }
     }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Logging
 
 /// Everything a `sluice` process is told, from the environment (systemd's `EnvironmentFile=`) and flags.
@@ -7,6 +8,10 @@ import Logging
 struct Configuration: Sendable {
     /// A libpq URI or conninfo; nil uses libpq's `PG*` variables and defaults.
     var databaseURL: String?
+    /// The webhook receiver's address (`SLUICE_LISTEN`, default 127.0.0.1:8080).
+    var listen: ListenAddress
+    /// Signing secrets of the webhook routes; a source without any answers 404.
+    var webhookSecrets: WebhookSecrets
     /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
     var adminListen: ListenAddress
     /// Jobs running at once in this process, over all queues (`SLUICE_CONCURRENCY`, default 10).
@@ -62,4 +67,22 @@ enum QueueSelection: Sendable, Equatable, CustomStringConvertible {
         case .named(let queues): queues.map { "\($0.name):\($0.concurrency)" }.joined(separator: ",")
         }
     }
+}
+
+/// The webhook signing secrets, kept out of every description so that no log line can show them.
+struct WebhookSecrets: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    /// `STRIPE_WEBHOOK_SECRET`: `whsec_…` strings, each an HMAC key byte for byte.
+    var stripe: [String] = []
+    /// `CLERK_WEBHOOK_SECRET`: the keys decoded from the `whsec_<base64>` secrets.
+    var clerk: [SymmetricKey] = []
+
+    func isConfigured(_ source: WebhookSource) -> Bool {
+        switch source {
+        case .stripe: !stripe.isEmpty
+        case .clerk: !clerk.isEmpty
+        }
+    }
+
+    var description: String { "stripe: \(stripe.count) secret(s), clerk: \(clerk.count) secret(s)" }
+    var debugDescription: String { description }
 }

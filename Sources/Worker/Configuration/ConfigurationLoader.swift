@@ -1,4 +1,5 @@
 import ArgumentParser
+import Crypto
 import Foundation
 import Logging
 
@@ -14,6 +15,20 @@ struct ConfigurationError: Error, CustomStringConvertible {
 struct ConfigurationOptions: ParsableArguments {
     @Option(name: .customLong("database-url"), help: "libpq URI or conninfo. Env: DATABASE_URL.")
     var databaseURL: String?
+
+    @Option(help: "Webhook receiver address, host:port, port 0 or 'off'. Env: SLUICE_LISTEN (127.0.0.1:8080).")
+    var listen: String?
+
+    @Option(
+        help: "Stripe signing secrets (whsec_...), comma-separated; prefer the environment. Env: STRIPE_WEBHOOK_SECRET."
+    )
+    var stripeWebhookSecret: String?
+
+    @Option(
+        help:
+            "Clerk (Svix) signing secrets (whsec_...), comma-separated; prefer the environment. Env: CLERK_WEBHOOK_SECRET."
+    )
+    var clerkWebhookSecret: String?
 
     @Option(help: "Health and metrics address, host:port, port 0 or 'off'. Env: SLUICE_ADMIN_LISTEN (127.0.0.1:9090).")
     var adminListen: String?
@@ -64,6 +79,10 @@ struct ConfigurationLoader {
         let concurrency = try integer("SLUICE_CONCURRENCY", flags.concurrency, default: 10, range: 1...10_000)
         return Configuration(
             databaseURL: value("DATABASE_URL", flags.databaseURL),
+            listen: try listenAddress("SLUICE_LISTEN", flags.listen, default: "127.0.0.1:8080"),
+            webhookSecrets: WebhookSecrets(
+                stripe: try stripeSecrets(WebhookSource.stripe.secretVariable, flags.stripeWebhookSecret),
+                clerk: try clerkKeys(WebhookSource.clerk.secretVariable, flags.clerkWebhookSecret)),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             concurrency: concurrency,
             queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
@@ -185,6 +204,40 @@ struct ConfigurationLoader {
             for index in queues.indices where queues[index].concurrency == 0 { queues[index].concurrency = share }
         }
         return .named(queues)
+    }
+
+    /// Comma-separated secrets, so one can be rotated while the other still signs. Problems name the
+    /// variable and the position, never the secret.
+    private func secrets(_ variable: String, _ flag: String?) -> [String] {
+        guard let text = value(variable, flag) else { return [] }
+        return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    private func stripeSecrets(_ variable: String, _ flag: String?) throws(ConfigurationError) -> [String] {
+        let secrets = secrets(variable, flag)
+        for (index, secret) in secrets.enumerated() where !secret.hasPrefix("whsec_") || secret.count < 10 {
+            throw ConfigurationError(
+                variable: variable,
+                problem: "secret \(index + 1) of \(secrets.count) is not a whsec_... signing secret; copy it from the "
+                    + "endpoint's page in the Stripe dashboard")
+        }
+        return secrets
+    }
+
+    private func clerkKeys(_ variable: String, _ flag: String?) throws(ConfigurationError) -> [SymmetricKey] {
+        let secrets = secrets(variable, flag)
+        var keys: [SymmetricKey] = []
+        for (index, secret) in secrets.enumerated() {
+            switch SvixSignatureVerifier.key(fromSecret: secret) {
+            case .success(let key): keys.append(key)
+            case .failure(let problem):
+                throw ConfigurationError(
+                    variable: variable,
+                    problem: "secret \(index + 1) of \(secrets.count) \(problem.reason); copy the endpoint's signing "
+                        + "secret from the Clerk dashboard")
+            }
+        }
+        return keys
     }
 
     private func logLevel(_ variable: String, _ flag: String?) throws(ConfigurationError) -> Logger.Level {

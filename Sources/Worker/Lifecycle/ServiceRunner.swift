@@ -5,13 +5,19 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// Runs a long-lived `sluice` process: the worker pool (serve, work) and the admin server, with systemd
-/// notification, watchdog pings, and a graceful stop on the first SIGTERM or SIGINT.
+/// Runs a long-lived `sluice` process: the webhook receiver (serve, receive), the worker pool (serve,
+/// work) and the admin server, with systemd notification, watchdog pings, and a graceful stop on the first
+/// SIGTERM or SIGINT.
+///
+/// The stop runs in dependency order: the receiver stops taking requests and answers those in flight,
+/// the group committer commits what is pending, the pool lets running jobs finish, and the admin server
+/// goes last so health and metrics stay visible throughout.
 struct ServiceRunner {
     let configuration: Configuration
     let runtime: ProcessRuntime
     let registry: JobRegistry
     let runsPool: Bool
+    let runsReceiver: Bool
 
     func run() async throws {
         let logger = runtime.logger
@@ -26,59 +32,83 @@ struct ServiceRunner {
             ? WorkerPool(settings: poolSettings, registry: registry, metrics: runtime.metrics, logger: logger) : nil
         pool?.start()
 
-        let adminListening = OneShot<Int>()
-        var services: [any Service] = []
-        if case .address(let host, let port) = configuration.adminListen {
-            let probe = DatabaseProbe(connectionString: configuration.databaseURL, logger: logger)
-            services.append(
-                AdminServer.application(
-                    host: host, port: port, registry: runtime.registry, probe: probe, logger: logger
-                ) { bound in
-                    logger.info("Admin server listening", metadata: ["address": "\(host):\(bound)"])
-                    adminListening.fulfil(bound)
-                })
-        } else {
-            logger.info("Admin server off (SLUICE_ADMIN_LISTEN=off)")
+        var listening: [OneShot<Int>] = []
+        let committer = receiverServer(logger: logger, listening: &listening)
+        let receiver = committer.map { ServerGroup([$0.server], logger: logger) }
+        let admin = adminServer(logger: logger, listening: &listening).map { ServerGroup([$0], logger: logger) }
+
+        for server in listening { _ = await server.value() }
+        notifier.ready(
+            status: [runsReceiver ? "receiving" : nil, runsPool ? "working" : nil].compactMap { $0 }.joined(
+                separator: ", "))
+        logger.info("Ready", metadata: ["pid": "\(getpid())"])
+
+        let watchdog = Task {
+            guard let interval = SystemdNotifier.watchdogInterval() else { return }
+            while !Task.isCancelled {
+                if pool?.isHealthy(within: interval) ?? true { notifier.watchdog() }
+                try? await Task.sleep(for: .milliseconds(Int(interval * 500)))
+            }
         }
-        let group = ServiceGroup(
-            configuration: .init(
-                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], cancellationSignals: [],
-                logger: logger))
 
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask {
-                do {
-                    try await group.run()
-                } catch {
-                    logger.critical("A server failed; exiting", metadata: ["error": "\(error)"])
-                    exit(1)
-                }
-            }
-            if !services.isEmpty { _ = await adminListening.value() }
-            notifier.ready(status: runsPool ? "working" : "serving")
-            logger.info("Ready", metadata: ["pid": "\(getpid())"])
-
-            let watchdog = Task {
-                guard let interval = SystemdNotifier.watchdogInterval() else { return }
-                while !Task.isCancelled {
-                    if pool?.isHealthy(within: interval) ?? true { notifier.watchdog() }
-                    try? await Task.sleep(for: .milliseconds(Int(interval * 500)))
-                }
-            }
-
-            let signal = await signals.firstSignalReceived()
-            logger.info(
-                "Stopping gracefully; a second signal stops at once",
-                metadata: ["signal": "\(signal)", "grace_s": "\(configuration.shutdownSeconds)"])
-            notifier.stopping()
-            if let pool {
-                await stopOnThread(pool, gracePeriod: configuration.shutdownSeconds)
-            }
-            watchdog.cancel()
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
+        let signal = await signals.firstSignalReceived()
+        logger.info(
+            "Stopping gracefully; a second signal stops at once",
+            metadata: ["signal": "\(signal)", "grace_s": "\(configuration.shutdownSeconds)"])
+        notifier.stopping()
+        if let receiver, let committer {
+            await receiver.stop()
+            await onThread { committer.committer.stop() }
         }
+        if let pool {
+            let grace = configuration.shutdownSeconds
+            await onThread { pool.stop(gracePeriod: grace) }
+        }
+        watchdog.cancel()
+        await admin?.stop()
         logger.info("Stopped")
+    }
+
+    /// The webhook receiver and its committer, when this process receives; logs which routes are on.
+    private func receiverServer(
+        logger: Logger, listening: inout [OneShot<Int>]
+    ) -> (server: any Service, committer: GroupCommitter)? {
+        guard runsReceiver, case .address(let host, let port) = configuration.listen else {
+            if runsReceiver { logger.info("Webhook receiver off (SLUICE_LISTEN=off)") }
+            return nil
+        }
+        for source in WebhookSource.allCases where !configuration.webhookSecrets.isConfigured(source) {
+            logger.notice(
+                "Webhook route off: no secret configured; it answers 404",
+                metadata: ["route": "\(source.path)", "variable": "\(source.secretVariable)"])
+        }
+        let committer = GroupCommitter(
+            settings: .init(connectionString: configuration.databaseURL), logger: logger)
+        committer.start()
+        let bound = OneShot<Int>()
+        listening.append(bound)
+        let receiver = WebhookReceiver(
+            secrets: configuration.webhookSecrets, committer: committer, metrics: runtime.metrics, logger: logger)
+        let server = receiver.application(host: host, port: port) { port in
+            logger.info("Webhook receiver listening", metadata: ["address": "\(host):\(port)"])
+            bound.fulfil(port)
+        }
+        return (server, committer)
+    }
+
+    private func adminServer(logger: Logger, listening: inout [OneShot<Int>]) -> (any Service)? {
+        guard case .address(let host, let port) = configuration.adminListen else {
+            logger.info("Admin server off (SLUICE_ADMIN_LISTEN=off)")
+            return nil
+        }
+        let bound = OneShot<Int>()
+        listening.append(bound)
+        let probe = DatabaseProbe(connectionString: configuration.databaseURL, logger: logger)
+        return AdminServer.application(host: host, port: port, registry: runtime.registry, probe: probe, logger: logger)
+        { port in
+            logger.info("Admin server listening", metadata: ["address": "\(host):\(port)"])
+            bound.fulfil(port)
+        }
     }
 
     private var poolSettings: PoolSettings {
@@ -94,14 +124,44 @@ struct ServiceRunner {
         )
     }
 
-    /// The pool's stop blocks on threads and the database; keep it off Swift concurrency's threads.
-    private func stopOnThread(_ pool: WorkerPool, gracePeriod: Double) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                pool.stop(gracePeriod: gracePeriod)
-                continuation.resume()
-            }.start()
+}
+
+/// Blocking work (joining threads, waiting on the database) kept off Swift concurrency's threads.
+private func onThread(_ work: @escaping @Sendable () -> Void) async {
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        Thread {
+            work()
+            continuation.resume()
+        }.start()
+    }
+}
+
+/// Servers run as a `ServiceGroup` of their own, so each group can be stopped at its point in the
+/// shutdown order. A server that fails to run (its port taken) ends the process.
+private struct ServerGroup {
+    private let group: ServiceGroup
+    private let running: Task<Void, Never>
+
+    init(_ services: [any Service], logger: Logger) {
+        let group = ServiceGroup(
+            configuration: .init(
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [], cancellationSignals: [],
+                logger: logger))
+        self.group = group
+        running = Task {
+            do {
+                try await group.run()
+            } catch {
+                logger.critical("A server failed; exiting", metadata: ["error": "\(error)"])
+                exit(1)
+            }
         }
+    }
+
+    /// Stops taking connections, lets requests in flight finish, and returns once the servers have stopped.
+    func stop() async {
+        await group.triggerGracefulShutdown()
+        await running.value
     }
 }
 

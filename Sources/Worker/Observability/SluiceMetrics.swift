@@ -39,13 +39,7 @@ final class SluiceMetrics: Sendable {
 
     /// The handler-duration histogram of a kind; callers cache it.
     func durationTimer(kind: String) -> Metrics.Timer {
-        timers.withLock { timers in
-            if let timer = timers[kind] { return timer }
-            let timer = Metrics.Timer(
-                label: "sluice_job_duration_seconds", dimensions: [("kind", kind)], factory: factory)
-            timers[kind] = timer
-            return timer
-        }
+        timer("sluice_job_duration_seconds", dimensions: [("kind", kind)])
     }
 
     /// Pool occupancy: slots running a handler, and slots free.
@@ -81,13 +75,29 @@ final class SluiceMetrics: Sendable {
         }
     }
 
-    /// A counter of webhook outcomes, for the receiver.
-    func counter(_ label: String, dimensions: [(String, String)]) -> Counter {
+    /// One webhook request and what became of it.
+    func webhook(source: WebhookSource, outcome: WebhookOutcome) {
+        counter("sluice_webhooks_total", dimensions: [("source", source.rawValue), ("outcome", outcome.rawValue)])
+            .increment()
+    }
+
+    /// Time from a webhook request's arrival to its answer, commit included.
+    func webhookDuration(source: WebhookSource) -> Metrics.Timer {
+        timer("sluice_webhook_duration_seconds", dimensions: [("source", source.rawValue)])
+    }
+
+    private func counter(_ label: String, dimensions: [(String, String)]) -> Counter {
         Self.cached(label, dimensions, in: counters) { Counter(label: label, dimensions: dimensions, factory: factory) }
     }
 
     private func counter(_ label: String, queue: String, kind: String) -> Counter {
         counter(label, dimensions: [("queue", queue), ("kind", kind)])
+    }
+
+    private func timer(_ label: String, dimensions: [(String, String)]) -> Metrics.Timer {
+        Self.cached(label, dimensions, in: timers) {
+            Metrics.Timer(label: label, dimensions: dimensions, factory: factory)
+        }
     }
 
     private func gauge(_ label: String, dimensions: [(String, String)]) -> Gauge {

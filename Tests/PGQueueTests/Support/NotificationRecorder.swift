@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PGQueue
 import Synchronization
+import TestKit
 
 /// Listens on `sluice_jobs` and records what arrives, for tests of wake-ups.
 final class NotificationRecorder: Sendable {
@@ -31,7 +32,3 @@ final class NotificationRecorder: Sendable {
 }
 
 /// A shared, lock-protected value.
-final class Box<Value: Sendable>: Sendable {
-    let value: Mutex<Value>
-    init(_ initial: Value) { value = Mutex(initial) }
-}

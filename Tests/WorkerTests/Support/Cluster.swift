@@ -31,6 +31,16 @@ final class Cluster: Sendable {
         _ = try Self.script(["restart", directory])
     }
 
+    /// Stops the server but keeps its data: an outage, until ``resume()``.
+    func pause() throws {
+        _ = try Self.script(["pause", directory])
+    }
+
+    /// Starts a paused server again, on the same port.
+    func resume() throws {
+        _ = try Self.script(["resume", directory])
+    }
+
     func connect() throws -> PostgresConnection {
         try PostgresConnection(connectionString: url)
     }

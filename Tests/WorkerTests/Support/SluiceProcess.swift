@@ -14,7 +14,8 @@ final class SluiceProcess: Sendable {
         return Cluster.repositoryRoot.appendingPathComponent(".build/debug/sluice")
     }()
 
-    /// Starts `sluice <arguments>` with a short lease, test jobs on and the admin server off, plus `environment`.
+    /// Starts `sluice <arguments>` with a short lease, test jobs on, the admin server off and the receiver (if
+    /// any) on a free port, plus `environment`.
     init(_ arguments: [String] = ["work"], databaseURL: String, environment: [String: String] = [:]) throws {
         logPath = NSTemporaryDirectory() + "sluice-test-\(UInt32.random(in: 0...UInt32.max)).log"
         var env = ProcessInfo.processInfo.environment
@@ -22,6 +23,7 @@ final class SluiceProcess: Sendable {
         env["DATABASE_URL"] = databaseURL
         env["SLUICE_LEASE_SECONDS"] = "2"
         env["SLUICE_ADMIN_LISTEN"] = "off"
+        env["SLUICE_LISTEN"] = "127.0.0.1:0"
         env["SLUICE_TEST_JOBS"] = "1"
         env["SLUICE_POLL_SECONDS"] = "0.5"
         env["SLUICE_LOG_LEVEL"] = "info"
@@ -52,14 +54,11 @@ final class SluiceProcess: Sendable {
     var log: String {
         (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
     }
-}
 
-/// Polls `condition` until it holds or `timeout` seconds pass.
-func eventually(timeout: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-    let deadline = Date(timeIntervalSinceNow: timeout)
-    while Date() < deadline {
-        if try condition() { return true }
-        Thread.sleep(forTimeInterval: 0.1)
+    /// The port a server of this process logged that it listens on ("Admin server", "Webhook receiver").
+    func listeningPort(_ server: String) -> Int? {
+        let log = log
+        guard let range = log.range(of: "\(server) listening address=127.0.0.1:") else { return nil }
+        return Int(log[range.upperBound...].prefix { $0.isNumber })
     }
-    return try condition()
 }

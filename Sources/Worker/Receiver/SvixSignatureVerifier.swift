@@ -1,0 +1,110 @@
+import Crypto
+import Foundation
+
+/// Verifies a Svix-signed delivery (Clerk's webhooks), as Svix's own libraries do.
+///
+/// Three headers: `svix-id`, `svix-timestamp` (Unix seconds) and `svix-signature`, a space-separated list
+/// of `v1,<base64>` entries; the Standard Webhooks names `webhook-id`, `webhook-timestamp` and
+/// `webhook-signature` are read when the `svix-` ones are absent. A `v1` is the HMAC-SHA256 of
+/// `"<id>.<timestamp>.<raw body>"` keyed with the base64-decoded part of the secret after `whsec_`. Any
+/// `v1` matching any configured secret passes; other schemes (`v1a`) are ignored. Timestamps more than
+/// five minutes old or ahead are refused, once the signature has proved the delivery genuine.
+struct SvixSignatureVerifier: Sendable {
+    /// The header names of one delivery: Svix's own, or the Standard Webhooks ones.
+    struct HeaderNames: Sendable {
+        var id: String
+        var timestamp: String
+        var signature: String
+
+        static let svix = HeaderNames(id: "svix-id", timestamp: "svix-timestamp", signature: "svix-signature")
+        static let standard = HeaderNames(
+            id: "webhook-id", timestamp: "webhook-timestamp", signature: "webhook-signature")
+    }
+
+    /// The headers of a delivery that passed: its message id (the deduplication key) and what to keep.
+    struct Verified: Sendable {
+        var messageID: String
+        var headers: [(name: String, value: String)]
+    }
+
+    static let toleranceSeconds = 300
+    /// Svix message ids are short; a longer one is not a Svix delivery and would bloat the unique key.
+    static let maxMessageIDLength = 255
+    /// Svix generates 24-byte (192-bit) secrets; anything shorter is a paste error or a weak key.
+    static let minimumKeyBytes = 24
+
+    private let keys: [SymmetricKey]
+
+    /// - Parameter keys: the decoded secrets, from ``key(fromSecret:)``.
+    init(keys: [SymmetricKey]) {
+        self.keys = keys
+    }
+
+    /// The HMAC key in a `whsec_…` secret, or a reason it is unusable (never naming the secret itself).
+    static func key(fromSecret secret: String) -> Result<SymmetricKey, SecretProblem> {
+        var encoded = secret.hasPrefix("whsec_") ? String(secret.dropFirst("whsec_".count)) : secret
+        // Accept the base64 without its trailing padding, as some dashboards copy it.
+        if encoded.count % 4 != 0 { encoded += String(repeating: "=", count: 4 - encoded.count % 4) }
+        guard let bytes = Data(base64Encoded: encoded) else {
+            return .failure(SecretProblem(reason: "is not whsec_ followed by base64"))
+        }
+        guard bytes.count >= minimumKeyBytes else {
+            return .failure(
+                SecretProblem(reason: "decodes to \(bytes.count) bytes, fewer than \(minimumKeyBytes); copy it again"))
+        }
+        return .success(SymmetricKey(data: bytes))
+    }
+
+    struct SecretProblem: Error {
+        var reason: String
+    }
+
+    /// - Parameters:
+    ///   - header: the value of a request header by (lower-case) name, or nil.
+    ///   - now: the current Unix time in seconds.
+    func verify(header: (String) -> String?, body: [UInt8], now: Int) throws(WebhookRejection) -> Verified {
+        let names =
+            header(HeaderNames.svix.id) == nil && header(HeaderNames.standard.id) != nil ? .standard : HeaderNames.svix
+        guard let id = header(names.id), !id.isEmpty else { throw .badSignature("missing \(names.id) header") }
+        guard let timestamp = header(names.timestamp), !timestamp.isEmpty else {
+            throw .badSignature("missing \(names.timestamp) header")
+        }
+        guard let signature = header(names.signature), !signature.isEmpty else {
+            throw .badSignature("missing \(names.signature) header")
+        }
+        guard id.utf8.count <= Self.maxMessageIDLength else {
+            throw .badSignature("\(names.id) is longer than \(Self.maxMessageIDLength) bytes")
+        }
+        guard let seconds = Int(timestamp) else {
+            throw .badSignature("\(names.timestamp) is not Unix seconds")
+        }
+        let candidates = signature.split(separator: " ").compactMap { entry -> Data? in
+            guard entry.hasPrefix("v1,") else { return nil }
+            return Data(base64Encoded: String(entry.dropFirst(3)))
+        }
+        guard !candidates.isEmpty else {
+            throw .badSignature("\(names.signature) has no v1 signature")
+        }
+        let signed = Array("\(id).\(timestamp).".utf8)
+        let matched = keys.contains { key in
+            var mac = HMAC<SHA256>(key: key)
+            mac.update(data: signed)
+            mac.update(data: body)
+            let expected = mac.finalize()
+            return candidates.contains { expected == $0 }
+        }
+        guard matched else {
+            throw .badSignature("no v1 signature matches a configured CLERK_WEBHOOK_SECRET")
+        }
+        let age = now - seconds
+        guard abs(age) <= Self.toleranceSeconds else {
+            throw .stale(
+                age > 0
+                    ? "signature timestamp is \(age) s old, more than \(Self.toleranceSeconds) s"
+                    : "signature timestamp is \(-age) s ahead, more than \(Self.toleranceSeconds) s")
+        }
+        return Verified(
+            messageID: id,
+            headers: [(names.id, id), (names.timestamp, timestamp), (names.signature, signature)])
+    }
+}

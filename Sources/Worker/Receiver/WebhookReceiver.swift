@@ -1,0 +1,176 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import Metrics
+import NIOCore
+import PGQueue
+
+/// `POST /webhooks/stripe` and `POST /webhooks/clerk` on the public address.
+///
+/// Its one job: prove a delivery genuine on its raw bytes, commit it to the queue, answer. `200` only
+/// after the row is committed (also for a redelivery, and for an event type no handler wants: a 4xx for a
+/// genuine event makes Stripe disable the endpoint); `400` for a bad or missing signature, a stale
+/// timestamp or a body that is not a JSON event; `413` above 1 MiB; `503` when the database cannot take
+/// the row, so the sender retries; `404` for a source without a configured secret. Logs carry the event
+/// id, type and outcome, never a secret, a signature or the body.
+struct WebhookReceiver: Sendable {
+    static let maxBodyBytes = 1 << 20
+
+    let secrets: WebhookSecrets
+    let committer: GroupCommitter
+    let metrics: SluiceMetrics
+    let logger: Logger
+
+    private var stripe: StripeSignatureVerifier { StripeSignatureVerifier(secrets: secrets.stripe) }
+    private var clerk: SvixSignatureVerifier { SvixSignatureVerifier(keys: secrets.clerk) }
+
+    /// The HTTP server; `onListening` receives the bound port (useful with port 0).
+    func application(host: String, port: Int, onListening: @escaping @Sendable (Int) -> Void)
+        -> some ApplicationProtocol
+    {
+        let router = Router()
+        let stripe = stripe
+        let clerk = clerk
+        for source in WebhookSource.allCases {
+            router.post(RouterPath(source.path)) { request, _ -> Response in
+                await receive(source, request, stripe: stripe, clerk: clerk)
+            }
+        }
+        let http = HTTP1Channel.Configuration(
+            // Closes connections that send nothing for this long, including ones stalled mid-request.
+            idleTimeout: .seconds(30),
+            httpDecoderConfiguration: .init(
+                maxHeaderFieldSize: 16 << 10, maxHeaderListSize: 64 << 10, maxHeaderFieldCount: 100)
+        )
+        return Application(
+            router: router,
+            server: .http1(configuration: http),
+            configuration: .init(address: .hostname(host, port: port), serverName: "sluice"),
+            onServerRunning: { channel in onListening(channel.localAddress?.port ?? port) },
+            logger: logger
+        )
+    }
+
+    private func receive(
+        _ source: WebhookSource, _ request: Request, stripe: StripeSignatureVerifier, clerk: SvixSignatureVerifier
+    ) async -> Response {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let (outcome, response) = await answer(source, request, stripe: stripe, clerk: clerk)
+        metrics.webhook(source: source, outcome: outcome)
+        metrics.webhookDuration(source: source).recordNanoseconds(
+            Int64(DispatchTime.now().uptimeNanoseconds - started))
+        return response
+    }
+
+    private func answer(
+        _ source: WebhookSource, _ request: Request, stripe: StripeSignatureVerifier, clerk: SvixSignatureVerifier
+    ) async -> (WebhookOutcome, Response) {
+        guard secrets.isConfigured(source) else {
+            return (.notConfigured, Self.text(.notFound, "no \(source.rawValue) webhooks are received here"))
+        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes {
+            return tooLarge(source)
+        }
+        let body: [UInt8]
+        do {
+            body = Array(try await request.body.collect(upTo: Self.maxBodyBytes).readableBytesView)
+        } catch is NIOTooManyBytesError {
+            return tooLarge(source)
+        } catch {
+            return reject(source, .malformed("the request body could not be read: \(error)"))
+        }
+
+        let receivedAt = Date()
+        let now = Int(receivedAt.timeIntervalSince1970)
+        let eventID: String
+        let envelope: WebhookEnvelope
+        let keptHeaders: [(name: String, value: String)]
+        do throws(WebhookRejection) {
+            switch source {
+            case .stripe:
+                let signature = request.headers[Self.stripeSignature]
+                try stripe.verify(header: signature, body: body, now: now)
+                envelope = try WebhookEnvelope.parse(body, requiresID: true)
+                eventID = envelope.id ?? ""
+                keptHeaders = [(StripeSignatureVerifier.headerName, signature ?? "")]
+            case .clerk:
+                let verified = try clerk.verify(
+                    header: { name in HTTPField.Name(name).flatMap { request.headers[$0] } }, body: body, now: now)
+                envelope = try WebhookEnvelope.parse(body, requiresID: false)
+                eventID = verified.messageID
+                keptHeaders = verified.headers
+            }
+        } catch {
+            return reject(source, error)
+        }
+
+        let payload = WebhookJobPayload.make(
+            source: source, eventID: eventID, type: envelope.type, receivedAt: receivedAt, headers: keptHeaders,
+            body: body)
+        let job = NewJob(
+            kind: source.jobKind, payload: payload, queue: WebhookSource.queue, uniqueKey: source.uniqueKey(eventID))
+        var metadata: Logger.Metadata = [
+            "source": "\(source.rawValue)", "event_id": "\(eventID)", "type": "\(envelope.type)",
+        ]
+        switch await committer.submit(job) {
+        case .enqueued(let id):
+            metadata["job_id"] = "\(id)"
+            logger.info("Webhook accepted", metadata: metadata)
+            return (.accepted, Self.text(.ok, "accepted"))
+        case .duplicate(let id):
+            metadata["job_id"] = "\(id)"
+            logger.info("Webhook already received; absorbed", metadata: metadata)
+            return (.duplicate, Self.text(.ok, "already received"))
+        case .unavailable(let reason):
+            // The committer logs the cause once per outage; one line per request would flood the journal.
+            metadata["reason"] = "\(reason)"
+            logger.debug("Webhook not committed; answering 503", metadata: metadata)
+            var response = Self.text(.serviceUnavailable, "the queue's database is unavailable; retry later")
+            response.headers[.retryAfter] = "5"
+            return (.unavailable, response)
+        }
+    }
+
+    private func tooLarge(_ source: WebhookSource) -> (WebhookOutcome, Response) {
+        logger.warning(
+            "Webhook refused", metadata: ["source": "\(source.rawValue)", "outcome": "too_large"])
+        return (.tooLarge, Self.text(.contentTooLarge, "the body is larger than \(Self.maxBodyBytes) bytes"))
+    }
+
+    private func reject(_ source: WebhookSource, _ rejection: WebhookRejection) -> (WebhookOutcome, Response) {
+        logger.warning(
+            "Webhook refused",
+            metadata: [
+                "source": "\(source.rawValue)", "outcome": "\(rejection.outcome.rawValue)", "reason": "\(rejection)",
+            ])
+        let outcome: WebhookOutcome =
+            switch rejection.outcome {
+            case .badSignature: .badSignature
+            case .stale: .stale
+            case .malformed: .malformed
+            }
+        return (outcome, Self.text(.badRequest, rejection.reason))
+    }
+
+    private static let stripeSignature = HTTPField.Name(StripeSignatureVerifier.headerName)!
+
+    private static func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
+    }
+}
+
+/// What became of a webhook request; the `outcome` label of `sluice_webhooks_total`.
+enum WebhookOutcome: String, Sendable, CaseIterable {
+    case accepted
+    case duplicate
+    case badSignature = "bad_signature"
+    case stale
+    case malformed
+    case tooLarge = "too_large"
+    case unavailable
+    case notConfigured = "not_configured"
+}

@@ -1,0 +1,71 @@
+import Foundation
+
+/// What a server answered, as far as the bytes read make sense of it.
+struct HTTPReply: Sendable {
+    /// The status code, or nil when the server closed the connection without a status line.
+    var status: Int?
+    var body: String
+}
+
+/// A deliberately small HTTP/1.1 client over a plain socket, so that tests control every byte sent:
+/// malformed headers, bodies over the limit, random garbage. One request per connection.
+enum RawHTTP {
+    static func post(
+        port: Int, path: String, headers: [(String, String)], body: [UInt8]
+    ) throws -> HTTPReply {
+        var head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n"
+        head += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        head += "\r\n"
+        return try exchange(port: port, request: Array(head.utf8) + body)
+    }
+
+    /// Sends `request` as is and reads until the server closes the connection or `timeout` passes.
+    static func exchange(port: Int, request: [UInt8], timeout: Double = 15) throws -> HTTPReply {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw SocketFailure(description: "socket: errno \(errno)") }
+        defer { close(socket) }
+        var wait = timeval(tv_sec: Int(timeout), tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw SocketFailure(description: "connect to port \(port): errno \(errno)") }
+
+        // A server may answer (413) and close before reading everything: stop sending, still read.
+        var sent = 0
+        while sent < request.count {
+            let count = request[sent...].withUnsafeBytes { send(socket, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if count <= 0 { break }
+            sent += count
+        }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count <= 0 { break }
+            received.append(contentsOf: buffer[..<count])
+        }
+        return parse(received)
+    }
+
+    private static func parse(_ bytes: [UInt8]) -> HTTPReply {
+        let text = String(decoding: bytes, as: UTF8.self)
+        let statusLine = text.prefix { $0 != "\r" && $0 != "\n" }
+        let parts = statusLine.split(separator: " ")
+        let status = parts.count >= 2 && parts[0].hasPrefix("HTTP/") ? Int(parts[1]) : nil
+        let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
+        return HTTPReply(status: status, body: body)
+    }
+}
+
+struct SocketFailure: Error, CustomStringConvertible {
+    var description: String
+}
