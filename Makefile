@@ -26,10 +26,12 @@ test: deps
 	scripts/verify-unit.sh
 	scripts/postgres.sh run $(SWIFT) test --skip-build
 
+# make bench runs every part; make bench BENCH=webhooks (or queue, pool) runs some.
 bench: deps
+	SLUICE_NEEDS_WRK=1 scripts/install-deps.sh
 	$(SWIFT) build -c release --product SluiceBench
 	$(SWIFT) build -c release --product sluice
-	scripts/postgres.sh run .build/release/SluiceBench
+	scripts/postgres.sh run .build/release/SluiceBench $(BENCH)
 
 soundness:
 	scripts/soundness.sh

@@ -9,6 +9,9 @@ command -v psql >/dev/null || missing+=(postgresql-client)
 if [ "${CI:-}" = true ] && ! command -v shellcheck >/dev/null; then
     missing+=(shellcheck)
 fi
+if [ "${SLUICE_NEEDS_WRK:-0}" = 1 ] && ! command -v wrk >/dev/null; then
+    missing+=(wrk)
+fi
 if [ "${SLUICE_NEEDS_SYSTEMD:-0}" = 1 ] && ! command -v systemd-analyze >/dev/null; then
     missing+=(systemd)
 fi

@@ -10,16 +10,23 @@ enum PoolRun {
 
     /// Starts `sluice work` with the queue already full and times it from start to the last committed
     /// completion (the moment sluice.jobs is empty), reading the process's peak RSS before stopping it.
+    private static func workEnvironment(_ databaseURL: String) -> [String: String] {
+        [
+            "DATABASE_URL": databaseURL, "SLUICE_ADMIN_LISTEN": "off", "SLUICE_CONCURRENCY": "10",
+            "SLUICE_TEST_JOBS": "1", "SLUICE_LOG_LEVEL": "warning",
+        ]
+    }
+
     static func burnDown(binary: String, databaseURL: String, on connection: PostgresConnection) throws -> BurnDown {
         let start = ContinuousClock.now
-        let pid = try spawn(binary, databaseURL: databaseURL)
-        defer { stop(pid) }
+        let pid = try ChildProcess.spawn(binary, ["work"], environment: workEnvironment(databaseURL))
+        defer { ChildProcess.stop(pid) }
         let empty = PreparedStatement(name: "bench_empty", sql: "SELECT NOT EXISTS (SELECT 1 FROM sluice.jobs)")
         while try !connection.execute(empty, context: "checking for jobs").single().decode(Bool.self, at: 0) {
             usleep(5_000)
         }
         let seconds = (ContinuousClock.now - start).seconds
-        return BurnDown(seconds: seconds, peakRSSKiB: peakRSS(pid))
+        return BurnDown(seconds: seconds, peakRSSKiB: ChildProcess.peakRSSKiB(pid))
     }
 
     /// With `sluice work` idle, enqueues one `sluice.test.mark` job at a time, 20 ms apart, and returns
@@ -36,8 +43,8 @@ enum PoolRun {
                 TRUNCATE sluice_test.marks;
                 """,
             context: "creating the marks table")
-        let pid = try spawn(binary, databaseURL: databaseURL)
-        defer { stop(pid) }
+        let pid = try ChildProcess.spawn(binary, ["work"], environment: workEnvironment(databaseURL))
+        defer { ChildProcess.stop(pid) }
         Thread.sleep(forTimeInterval: 1)
         let queue = JobQueue()
         for _ in 0..<samples {
@@ -49,42 +56,6 @@ enum PoolRun {
             "SELECT extract(epoch FROM started_at - enqueued_at)::float8 * 1000 FROM sluice_test.marks",
             context: "reading start latencies"
         ).map { try $0.decode(Double.self, at: 0) }
-    }
-
-    private static func spawn(_ binary: String, databaseURL: String) throws -> pid_t {
-        var environment = ProcessInfo.processInfo.environment
-        environment["DATABASE_URL"] = databaseURL
-        environment["SLUICE_ADMIN_LISTEN"] = "off"
-        environment["SLUICE_CONCURRENCY"] = "10"
-        environment["SLUICE_TEST_JOBS"] = "1"
-        environment["SLUICE_LOG_LEVEL"] = "warning"
-        func cString(_ text: String) -> UnsafeMutablePointer<CChar>? { strdup(text) }
-        let argv = [cString(binary), cString("work"), nil]
-        let envp = environment.map { cString("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let result = posix_spawn(&pid, binary, nil, nil, argv, envp)
-        guard result == 0 else {
-            throw BenchFailure("could not start \(binary) (build it with 'swift build -c release --product sluice')")
-        }
-        return pid
-    }
-
-    private static func stop(_ pid: pid_t) {
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        waitpid(pid, &status, 0)
-    }
-
-    private static func peakRSS(_ pid: pid_t) -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-            return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
-        }
-        return 0
     }
 }
 

@@ -19,6 +19,36 @@ struct SluiceBench {
         let report = Report()
         report.header(connection: setup, settings: settings)
         let queue = JobQueue()
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("sluice").path
+        if settings.sections.contains("queue") {
+            try queueFigures(settings: settings, database: database, setup: setup, report: report, queue: queue)
+        }
+        if settings.sections.contains("pool") {
+            try poolFigures(
+                settings: settings, database: database, setup: setup, report: report, queue: queue, binary: binary)
+        }
+        if settings.sections.contains("webhooks") {
+            try reset(setup)
+            let ingest = try WebhookIngest.run(binary: binary, database: database, settings: settings, on: setup)
+            report.rate(
+                "webhook ingest, \(settings.webhookConnections) connections, \(settings.webhookSeconds) s (wrk)",
+                [ingest.requestsPerSecond], ceiling: [ingest.insertCeiling],
+                note: "pgbench 1-row INSERT of the same body, \(settings.webhookConnections) clients")
+            report.value(
+                "  webhook latency, \(ingest.bodyBytes)-byte signed events",
+                String(format: "p50 %.2f ms         p99 %.2f ms", ingest.p50Milliseconds, ingest.p99Milliseconds))
+            report.value(
+                "  requests, errors (non-2xx, socket), jobs committed",
+                "\(ingest.requests.formatted()), \(ingest.errors), \(ingest.jobs.formatted())")
+            report.value("  peak RSS of sluice receive", "\(ingest.receiverPeakRSSKiB / 1024) MiB")
+        }
+        report.footer()
+    }
+
+    static func queueFigures(
+        settings: Settings, database: BenchDatabase, setup: PostgresConnection, report: Report, queue: JobQueue
+    ) throws {
 
         // Enqueue, one job per statement.
         var plainSingle: [Double] = []
@@ -93,10 +123,13 @@ struct SluiceBench {
         let (bare, wake) = try measureLatencies(database, queue: queue, samples: settings.latencySamples)
         report.latency("bare LISTEN/NOTIFY round trip", bare)
         report.latency("enqueue to claim, idle claimer woken by NOTIFY", wake, reference: bare)
+    }
 
-        // End to end through the real pool: `sluice work`, concurrency 10.
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-            .appendingPathComponent("sluice").path
+    /// End to end through the real pool: `sluice work`, concurrency 10.
+    static func poolFigures(
+        settings: Settings, database: BenchDatabase, setup: PostgresConnection, report: Report, queue: JobQueue,
+        binary: String
+    ) throws {
         var plainPool: [Double] = []
         var pool: [Double] = []
         var peakRSS = 0
@@ -116,8 +149,7 @@ struct SluiceBench {
         try reset(setup)
         let starts = try PoolRun.enqueueToStart(
             binary: binary, databaseURL: database.url, samples: settings.latencySamples, on: setup)
-        report.latency("enqueue to start, sluice work idle", starts, reference: bare)
-        report.footer()
+        report.latency("enqueue to start, sluice work idle", starts)
     }
 
     static func reset(_ connection: PostgresConnection) throws {
@@ -246,6 +278,11 @@ struct Settings {
     var latencySamples: Int
     var poolJobs: Int
     var poolRounds: Int
+    var webhookEvents: Int
+    var webhookConnections: Int
+    var webhookSeconds: Int
+    /// Which parts to run: `queue`, `pool`, `webhooks` (the program's arguments; all when none is given).
+    var sections: Set<String>
 
     init(_ environment: [String: String]) {
         func number(_ name: String, _ fallback: Int) -> Int {
@@ -262,5 +299,10 @@ struct Settings {
         latencySamples = number("SLUICE_BENCH_LATENCY_SAMPLES", 500)
         poolJobs = number("SLUICE_BENCH_POOL_JOBS", 100_000)
         poolRounds = number("SLUICE_BENCH_POOL_ROUNDS", 5)
+        webhookEvents = number("SLUICE_BENCH_WEBHOOK_EVENTS", 400_000)
+        webhookConnections = number("SLUICE_BENCH_WEBHOOK_CONNECTIONS", 50)
+        webhookSeconds = number("SLUICE_BENCH_WEBHOOK_SECONDS", 20)
+        let chosen = Set(CommandLine.arguments.dropFirst())
+        sections = chosen.isEmpty ? ["queue", "pool", "webhooks"] : chosen
     }
 }

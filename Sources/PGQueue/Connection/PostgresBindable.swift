@@ -8,18 +8,21 @@ public protocol PostgresBindable: Sendable {
     /// The value in PostgreSQL's text input format.
     var postgresText: String { get }
 
-    /// Appends the value as an element of an array literal; the default quotes and escapes it.
-    func appendArrayElement(to text: inout String)
+    /// Appends the value, as UTF-8, as an element of an array literal; the default quotes and escapes it.
+    func appendArrayElement(to literal: inout [UInt8])
 }
 
 extension PostgresBindable {
-    public func appendArrayElement(to text: inout String) {
-        text += "\""
-        for character in postgresText.unicodeScalars {
-            if character == "\"" || character == "\\" { text += "\\" }
-            text.unicodeScalars.append(character)
+    public func appendArrayElement(to literal: inout [UInt8]) {
+        // Bytes, not characters: array parameters carry whole job payloads, and escaping them one
+        // Unicode scalar at a time into a String cost more than the rest of an enqueue.
+        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+        literal.append(quote)
+        for byte in postgresText.utf8 {
+            if byte == quote || byte == backslash { literal.append(backslash) }
+            literal.append(byte)
         }
-        text += "\""
+        literal.append(quote)
     }
 }
 
@@ -27,8 +30,8 @@ extension PostgresBindable {
 protocol UnquotedArrayElement: PostgresBindable {}
 
 extension UnquotedArrayElement {
-    public func appendArrayElement(to text: inout String) {
-        text += postgresText
+    public func appendArrayElement(to literal: inout [UInt8]) {
+        literal.append(contentsOf: postgresText.utf8)
     }
 }
 
@@ -79,11 +82,11 @@ extension Optional: PostgresBindable where Wrapped: PostgresBindable {
     /// Never called for `nil`: the connection sends SQL NULL for an absent value.
     public var postgresText: String { self?.postgresText ?? "" }
 
-    public func appendArrayElement(to text: inout String) {
+    public func appendArrayElement(to literal: inout [UInt8]) {
         if let self {
-            self.appendArrayElement(to: &text)
+            self.appendArrayElement(to: &literal)
         } else {
-            text += "NULL"
+            literal.append(contentsOf: "NULL".utf8)
         }
     }
 }
@@ -91,14 +94,14 @@ extension Optional: PostgresBindable where Wrapped: PostgresBindable {
 extension Array: PostgresBindable where Element: PostgresBindable {
     /// A one-dimensional array literal (`{"a","b",NULL}`); every element is quoted and escaped.
     public var postgresText: String {
-        var text = "{"
-        text.reserveCapacity(count * 8 + 2)
+        var literal: [UInt8] = [UInt8(ascii: "{")]
+        literal.reserveCapacity(count * 8 + 2)
         for (index, element) in enumerated() {
-            if index > 0 { text += "," }
-            element.appendArrayElement(to: &text)
+            if index > 0 { literal.append(UInt8(ascii: ",")) }
+            element.appendArrayElement(to: &literal)
         }
-        text += "}"
-        return text
+        literal.append(UInt8(ascii: "}"))
+        return String(decoding: literal, as: UTF8.self)
     }
 }
 

@@ -48,24 +48,11 @@ extension JobQueue {
         -> [Int64]
     {
         guard !jobs.isEmpty else { return [] }
-        // Arrays that hold only defaults are sent as NULL: less to encode, send and parse.
-        let hasQueues = jobs.contains { $0.queue != "default" }
-        let hasPriorities = jobs.contains { $0.priority != 0 }
-        let hasRunAt = jobs.contains { $0.runAt != nil }
-        let hasMaxAttempts = jobs.contains { $0.maxAttempts != nil }
         let hasUniqueKeys = jobs.contains { $0.uniqueKey != nil }
         let rows = try connection.execute(
             Self.enqueueManyStatement,
-            [
-                jobs.map(\.kind),
-                jobs.map(\.payload),
-                hasQueues ? jobs.map(\.queue) : nil,
-                hasPriorities ? jobs.map(\.priority) : nil,
-                hasRunAt ? jobs.map(\.runAt) : nil,
-                hasMaxAttempts ? jobs.map(\.maxAttempts) : nil,
-                hasUniqueKeys ? jobs.map(\.uniqueKey) : nil,
-                notify,
-            ],
+            [jobs.map(\.kind), jobs.map(\.payload)] + Self.optionalColumns(jobs)
+                + [hasUniqueKeys ? jobs.map(\.uniqueKey) : nil, notify],
             context: "enqueueing \(jobs.count) jobs"
         )
         var ids: [Int64] = []
@@ -93,22 +80,9 @@ extension JobQueue {
         throws(PostgresError) -> [UniqueEnqueueResult]
     {
         guard !jobs.isEmpty else { return [] }
-        let hasQueues = jobs.contains { $0.queue != "default" }
-        let hasPriorities = jobs.contains { $0.priority != 0 }
-        let hasRunAt = jobs.contains { $0.runAt != nil }
-        let hasMaxAttempts = jobs.contains { $0.maxAttempts != nil }
         let rows = try connection.execute(
             Self.enqueueUniqueStatement,
-            [
-                jobs.map(\.kind),
-                jobs.map(\.payload),
-                jobs.map(\.uniqueKey),
-                hasQueues ? jobs.map(\.queue) : nil,
-                hasPriorities ? jobs.map(\.priority) : nil,
-                hasRunAt ? jobs.map(\.runAt) : nil,
-                hasMaxAttempts ? jobs.map(\.maxAttempts) : nil,
-                notify,
-            ],
+            [jobs.map(\.kind), jobs.map(\.payload), jobs.map(\.uniqueKey)] + Self.optionalColumns(jobs) + [notify],
             context: "enqueueing \(jobs.count) jobs with unique keys"
         )
         var results: [UniqueEnqueueResult] = []
@@ -118,6 +92,17 @@ extension JobQueue {
             results.append(try row.decode(Bool.self, at: 2) ? .enqueued(jobID: id) : .duplicate(jobID: id))
         }
         return results
+    }
+
+    /// The queue, priority, run_at and max_attempts arrays of a batch, in that order; an array that holds
+    /// only defaults is sent as NULL: less to encode, send and parse.
+    private static func optionalColumns(_ jobs: [NewJob]) -> [(any PostgresBindable)?] {
+        [
+            jobs.contains { $0.queue != "default" } ? jobs.map(\.queue) : nil,
+            jobs.contains { $0.priority != 0 } ? jobs.map(\.priority) : nil,
+            jobs.contains { $0.runAt != nil } ? jobs.map(\.runAt) : nil,
+            jobs.contains { $0.maxAttempts != nil } ? jobs.map(\.maxAttempts) : nil,
+        ]
     }
 }
 

@@ -14,7 +14,8 @@ import Synchronization
 /// fails, when it waited `answerTimeout` seconds, or when too much is already pending; the sender then
 /// retries, and the unique key absorbs a retry whose first try did commit.
 final class GroupCommitter: @unchecked Sendable {
-    // Safety: `pending`, `inFlight` and `isStopping` are read and written only with `condition` locked;
+    // Safety: `pending`, `pendingBytes`, `inFlight` and `isStopping` are read and written only with
+    // `condition` locked;
     // each writer's connection is confined to its own thread.
 
     /// How one request's row fared.
@@ -31,8 +32,10 @@ final class GroupCommitter: @unchecked Sendable {
         var writers = 2
         var maxBatchJobs = 1_000
         var maxBatchBytes = 16 << 20
-        /// Requests waiting beyond this are answered `unavailable` at once (bounded memory under overload).
+        /// Requests waiting beyond these are answered `unavailable` at once: memory stays bounded when the
+        /// database falls behind.
         var maxPending = 20_000
+        var maxPendingBytes = 256 << 20
         /// A request not committed within this many seconds is answered `unavailable`.
         var answerTimeout: Double = 10
     }
@@ -48,6 +51,7 @@ final class GroupCommitter: @unchecked Sendable {
     private let queue = JobQueue()
     private let condition = NSCondition()
     private var pending = Deque<Submission>()
+    private var pendingBytes = 0
     private var inFlight: [Int: (startedAt: Double, answers: [Answer])] = [:]
     private var isStopping = false
     private var writers: [Thread] = []
@@ -97,13 +101,14 @@ final class GroupCommitter: @unchecked Sendable {
             let refusal: String? =
                 if isStopping {
                     "shutting down"
-                } else if pending.count >= settings.maxPending {
-                    "\(pending.count) requests already waiting for the database"
+                } else if pending.count >= settings.maxPending || pendingBytes >= settings.maxPendingBytes {
+                    "\(pending.count) requests (\(pendingBytes >> 20) MiB) already waiting for the database"
                 } else {
                     nil
                 }
             if refusal == nil {
                 pending.append(Submission(job: job, answer: answer, submittedAt: Self.now()))
+                pendingBytes += job.payload.utf8.count
                 condition.signal()
             }
             condition.unlock()
@@ -139,6 +144,7 @@ final class GroupCommitter: @unchecked Sendable {
             bytes += next.job.payload.utf8.count
             batch.append(pending.removeFirst())
         }
+        pendingBytes -= bytes
         inFlight[writer] = (Self.now(), batch.map(\.answer))
         // Others waiting means more work than this writer took: let the next writer gather it meanwhile.
         if !pending.isEmpty { condition.signal() }
@@ -188,6 +194,7 @@ final class GroupCommitter: @unchecked Sendable {
         var overdue: [Answer] = []
         condition.lock()
         while let first = pending.first, first.submittedAt < deadline {
+            pendingBytes -= first.job.payload.utf8.count
             overdue.append(pending.removeFirst().answer)
         }
         for (_, batch) in inFlight where batch.startedAt < deadline { overdue.append(contentsOf: batch.answers) }

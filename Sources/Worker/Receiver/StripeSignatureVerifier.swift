@@ -43,15 +43,8 @@ struct StripeSignatureVerifier: Sendable {
         guard !signatures.isEmpty else {
             throw .badSignature("\(Self.headerName) has no v1 signature")
         }
-        let matched = keys.contains { key in
-            var mac = HMAC<SHA256>(key: key)
-            mac.update(data: Array(timestamp.utf8))
-            mac.update(data: [UInt8(ascii: ".")])
-            mac.update(data: body)
-            let expected = mac.finalize()
-            return signatures.contains { expected == $0 }
-        }
-        guard matched else {
+        guard SignatureMatch.any(keys: keys, signed: Array("\(timestamp).".utf8), body: body, candidates: signatures)
+        else {
             throw .badSignature("no v1 signature matches a configured STRIPE_WEBHOOK_SECRET")
         }
         let age = now - seconds

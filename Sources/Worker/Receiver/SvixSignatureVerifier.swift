@@ -86,14 +86,7 @@ struct SvixSignatureVerifier: Sendable {
             throw .badSignature("\(names.signature) has no v1 signature")
         }
         let signed = Array("\(id).\(timestamp).".utf8)
-        let matched = keys.contains { key in
-            var mac = HMAC<SHA256>(key: key)
-            mac.update(data: signed)
-            mac.update(data: body)
-            let expected = mac.finalize()
-            return candidates.contains { expected == $0 }
-        }
-        guard matched else {
+        guard SignatureMatch.any(keys: keys, signed: signed, body: body, candidates: candidates) else {
             throw .badSignature("no v1 signature matches a configured CLERK_WEBHOOK_SECRET")
         }
         let age = now - seconds

@@ -18,24 +18,30 @@ import PGQueue
 struct WebhookReceiver: Sendable {
     static let maxBodyBytes = 1 << 20
 
-    let secrets: WebhookSecrets
-    let committer: GroupCommitter
-    let metrics: SluiceMetrics
-    let logger: Logger
+    /// Nil when `STRIPE_WEBHOOK_SECRET` is unset: the route answers 404.
+    private let stripe: StripeSignatureVerifier?
+    /// Nil when `CLERK_WEBHOOK_SECRET` is unset: the route answers 404.
+    private let clerk: SvixSignatureVerifier?
+    private let committer: GroupCommitter
+    private let metrics: SluiceMetrics
+    private let logger: Logger
 
-    private var stripe: StripeSignatureVerifier { StripeSignatureVerifier(secrets: secrets.stripe) }
-    private var clerk: SvixSignatureVerifier { SvixSignatureVerifier(keys: secrets.clerk) }
+    init(secrets: WebhookSecrets, committer: GroupCommitter, metrics: SluiceMetrics, logger: Logger) {
+        stripe = secrets.stripe.isEmpty ? nil : StripeSignatureVerifier(secrets: secrets.stripe)
+        clerk = secrets.clerk.isEmpty ? nil : SvixSignatureVerifier(keys: secrets.clerk)
+        self.committer = committer
+        self.metrics = metrics
+        self.logger = logger
+    }
 
     /// The HTTP server; `onListening` receives the bound port (useful with port 0).
     func application(host: String, port: Int, onListening: @escaping @Sendable (Int) -> Void)
         -> some ApplicationProtocol
     {
         let router = Router()
-        let stripe = stripe
-        let clerk = clerk
         for source in WebhookSource.allCases {
             router.post(RouterPath(source.path)) { request, _ -> Response in
-                await receive(source, request, stripe: stripe, clerk: clerk)
+                await receive(source, request)
             }
         }
         let http = HTTP1Channel.Configuration(
@@ -53,22 +59,24 @@ struct WebhookReceiver: Sendable {
         )
     }
 
-    private func receive(
-        _ source: WebhookSource, _ request: Request, stripe: StripeSignatureVerifier, clerk: SvixSignatureVerifier
-    ) async -> Response {
+    private func receive(_ source: WebhookSource, _ request: Request) async -> Response {
         let started = DispatchTime.now().uptimeNanoseconds
-        let (outcome, response) = await answer(source, request, stripe: stripe, clerk: clerk)
+        let (outcome, response) = await answer(source, request)
         metrics.webhook(source: source, outcome: outcome)
         metrics.webhookDuration(source: source).recordNanoseconds(
             Int64(DispatchTime.now().uptimeNanoseconds - started))
         return response
     }
 
-    private func answer(
-        _ source: WebhookSource, _ request: Request, stripe: StripeSignatureVerifier, clerk: SvixSignatureVerifier
-    ) async -> (WebhookOutcome, Response) {
-        guard secrets.isConfigured(source) else {
-            return (.notConfigured, Self.text(.notFound, "no \(source.rawValue) webhooks are received here"))
+    private func answer(_ source: WebhookSource, _ request: Request) async -> (WebhookOutcome, Response) {
+        let verifier: Verifier
+        switch source {
+        case .stripe:
+            guard let stripe else { return notConfigured(source) }
+            verifier = .stripe(stripe)
+        case .clerk:
+            guard let clerk else { return notConfigured(source) }
+            verifier = .clerk(clerk)
         }
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes {
             return tooLarge(source)
@@ -88,14 +96,14 @@ struct WebhookReceiver: Sendable {
         let envelope: WebhookEnvelope
         let keptHeaders: [(name: String, value: String)]
         do throws(WebhookRejection) {
-            switch source {
-            case .stripe:
+            switch verifier {
+            case .stripe(let stripe):
                 let signature = request.headers[Self.stripeSignature]
                 try stripe.verify(header: signature, body: body, now: now)
                 envelope = try WebhookEnvelope.parse(body, requiresID: true)
                 eventID = envelope.id ?? ""
                 keptHeaders = [(StripeSignatureVerifier.headerName, signature ?? "")]
-            case .clerk:
+            case .clerk(let clerk):
                 let verified = try clerk.verify(
                     header: { name in HTTPField.Name(name).flatMap { request.headers[$0] } }, body: body, now: now)
                 envelope = try WebhookEnvelope.parse(body, requiresID: false)
@@ -131,6 +139,15 @@ struct WebhookReceiver: Sendable {
             response.headers[.retryAfter] = "5"
             return (.unavailable, response)
         }
+    }
+
+    private enum Verifier {
+        case stripe(StripeSignatureVerifier)
+        case clerk(SvixSignatureVerifier)
+    }
+
+    private func notConfigured(_ source: WebhookSource) -> (WebhookOutcome, Response) {
+        (.notConfigured, Self.text(.notFound, "no \(source.rawValue) webhooks are received here"))
     }
 
     private func tooLarge(_ source: WebhookSource) -> (WebhookOutcome, Response) {

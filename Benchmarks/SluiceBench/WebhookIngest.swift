@@ -1,0 +1,248 @@
+import Crypto
+import Foundation
+import PGQueue
+
+/// Webhook ingest through the real receiver: distinct Stripe events, signed in advance into a file that
+/// `wrk` posts from another process over 50 connections, beside the database's own rate of single-row
+/// INSERTs of the same payload from as many `pgbench` clients, measured in the same run.
+enum WebhookIngest {
+    struct Figures {
+        var requestsPerSecond: Double
+        var p50Milliseconds: Double
+        var p99Milliseconds: Double
+        var requests: Int
+        /// Non-2xx answers and socket errors.
+        var errors: Int
+        /// Jobs in the queue afterwards: one per distinct accepted event.
+        var jobs: Int
+        var insertCeiling: Double
+        var receiverPeakRSSKiB: Int
+        var bodyBytes: Int
+    }
+
+    static let secret = "whsec_bench_5eb0c1d2e3f4a5b6c7d8e9f0"
+    static let repositoryRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func run(binary: String, database: BenchDatabase, settings: Settings, on connection: PostgresConnection)
+        throws -> Figures
+    {
+        let folder = NSTemporaryDirectory() + "sluice-ingest-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+
+        let (prefix, suffix) = try eventTemplate()
+        let eventsPath = folder + "/events.tsv"
+        try writeSignedEvents(count: settings.webhookEvents, prefix: prefix, suffix: suffix, to: eventsPath)
+
+        let logPath = folder + "/receiver.log"
+        let port = try freePort()
+        let receiver = try ChildProcess.spawn(
+            binary, ["receive"],
+            environment: [
+                "DATABASE_URL": database.url, "SLUICE_LISTEN": "127.0.0.1:\(port)", "SLUICE_ADMIN_LISTEN": "off",
+                "STRIPE_WEBHOOK_SECRET": secret,
+                "SLUICE_LOG_LEVEL": ProcessInfo.processInfo.environment["SLUICE_LOG_LEVEL"] ?? "info",
+            ],
+            outputPath: logPath)
+        var stopped = false
+        defer { if !stopped { ChildProcess.stop(receiver) } }
+        try waitUntilListening(port: port, logPath: logPath)
+
+        let threads = 2
+        let wrk = try ChildProcess.run(
+            "wrk",
+            [
+                "-t\(threads)", "-c\(settings.webhookConnections)", "-d\(settings.webhookSeconds)s", "--latency",
+                "-s", repositoryRoot.appendingPathComponent("Benchmarks/wrk/post-events.lua").path,
+                "http://127.0.0.1:\(port)",
+            ],
+            environment: ["SLUICE_BENCH_EVENTS": eventsPath, "WRK_THREADS": "\(threads)"])
+        guard wrk.status == 0 else {
+            throw BenchFailure("wrk failed (is it installed? make bench installs it):\n\(wrk.output)")
+        }
+        let peakRSS = ChildProcess.peakRSSKiB(receiver)
+        ChildProcess.stop(receiver)
+        stopped = true
+        let report = try WrkReport(wrk.output)
+        let jobs = try connection.query(
+            "SELECT count(*) FROM sluice.jobs WHERE kind = 'stripe.event'", context: "counting webhook jobs"
+        ).single().decode(Int.self, at: 0)
+        if report.requests > settings.webhookEvents {
+            FileHandle.standardError.write(
+                Data(
+                    "webhook ingest: \(report.requests) requests for \(settings.webhookEvents) events, so some were duplicates; raise SLUICE_BENCH_WEBHOOK_EVENTS\n"
+                        .utf8))
+        }
+
+        let ceiling = try insertCeiling(
+            database: database, body: prefix + "evt_ceiling" + suffix, clients: settings.webhookConnections,
+            seconds: settings.webhookSeconds, on: connection)
+        return Figures(
+            requestsPerSecond: report.requestsPerSecond, p50Milliseconds: report.p50, p99Milliseconds: report.p99,
+            requests: report.requests, errors: report.errors, jobs: jobs, insertCeiling: ceiling,
+            receiverPeakRSSKiB: peakRSS, bodyBytes: prefix.utf8.count + suffix.utf8.count + 20)
+    }
+
+    /// The `customer.updated` fixture as one line, split around its event id.
+    private static func eventTemplate() throws -> (String, String) {
+        let fixture = repositoryRoot.appendingPathComponent("Tests/Fixtures/stripe/events/customer_updated.json")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: fixture))
+        let line = String(
+            decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+        guard let id = line.range(of: #""id":"evt_1IlZRsJDPojXS6LN2AbFmnR4""#) else {
+            throw BenchFailure("the customer_updated fixture has no event id to replace")
+        }
+        return (String(line[..<id.lowerBound]) + #""id":""#, "\"" + String(line[id.upperBound...]))
+    }
+
+    /// One `"<Stripe-Signature>\t<body>"` line per event, every event id distinct, signed now.
+    private static func writeSignedEvents(count: Int, prefix: String, suffix: String, to path: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil) else {
+            throw BenchFailure("could not create \(path)")
+        }
+        let file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? file.close() }
+        let key = SymmetricKey(data: Array(secret.utf8))
+        let run = UInt32.random(in: 0...UInt32.max)
+        let timestamp = Int(Date().timeIntervalSince1970)
+        var chunk: [UInt8] = []
+        for index in 0..<count {
+            let body = Array((prefix + "evt_bench_\(run)_\(index)" + suffix).utf8)
+            let mac = HMAC<SHA256>.authenticationCode(for: Array("\(timestamp).".utf8) + body, using: key)
+            chunk.append(contentsOf: "t=\(timestamp),v1=".utf8)
+            for byte in mac {
+                chunk.append(hexDigits[Int(byte >> 4)])
+                chunk.append(hexDigits[Int(byte & 0x0f)])
+            }
+            chunk.append(UInt8(ascii: "\t"))
+            chunk.append(contentsOf: body)
+            chunk.append(UInt8(ascii: "\n"))
+            if chunk.count > 4 << 20 {
+                try file.write(contentsOf: chunk)
+                chunk.removeAll(keepingCapacity: true)
+            }
+        }
+        try file.write(contentsOf: chunk)
+    }
+
+    private static let hexDigits = Array("0123456789abcdef".utf8)
+
+    /// A port nobody listens on now (the kernel's pick for port 0), so the receiver's log level is free.
+    private static func freePort() throws -> Int {
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(socket) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0
+            }
+        }
+        guard bound else { throw BenchFailure("could not find a free port: errno \(errno)") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    private static func waitUntilListening(port: Int, logPath: String) throws {
+        for _ in 0..<300 {
+            let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+                }
+            }
+            close(socket)
+            if connected { return }
+            usleep(50_000)
+        }
+        throw BenchFailure(
+            "sluice receive did not start: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
+    }
+
+    /// Single-row INSERTs of the same body as a parameter (`pgbench -M prepared`), from `clients` clients.
+    private static func insertCeiling(
+        database: BenchDatabase, body: String, clients: Int, seconds: Int, on connection: PostgresConnection
+    ) throws -> Double {
+        try connection.run(script: "TRUNCATE bench_plain", context: "emptying the ceiling table")
+        let script = NSTemporaryDirectory() + "sluice-insert-\(UInt32.random(in: 0...UInt32.max)).sql"
+        try "INSERT INTO bench_plain (payload) VALUES (:body);\n".write(
+            toFile: script, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: script) }
+        let pgbench = try postgresProgram("pgbench")
+        let result = try ChildProcess.run(
+            pgbench,
+            [
+                "-n", "-M", "prepared", "-c", "\(clients)", "-j", "2", "-T", "\(seconds)", "-D", "body=\(body)", "-f",
+                script, database.url,
+            ])
+        guard result.status == 0,
+            let line = result.output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
+            let tps = Double(line.dropFirst("tps = ".count).prefix { $0.isNumber || $0 == "." })
+        else {
+            throw BenchFailure("pgbench failed:\n\(result.output)")
+        }
+        return tps
+    }
+
+    private static func postgresProgram(_ name: String) throws -> String {
+        let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
+        for version in versions.sorted(by: { (Int($0) ?? 0) > (Int($1) ?? 0) }) {
+            let path = "/usr/lib/postgresql/\(version)/bin/\(name)"
+            if FileManager.default.isExecutableFile(atPath: path) { return path }
+        }
+        throw BenchFailure("\(name) not found under /usr/lib/postgresql; run 'make deps'")
+    }
+}
+
+/// The figures of a `wrk --latency` run.
+struct WrkReport {
+    var requestsPerSecond: Double
+    var p50: Double
+    var p99: Double
+    var requests: Int
+    var errors: Int
+
+    init(_ output: String) throws {
+        var requestsPerSecond: Double?
+        var p50: Double?
+        var p99: Double?
+        var requests: Int?
+        var errors = 0
+        for line in output.split(separator: "\n").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let words = line.split(separator: " ", omittingEmptySubsequences: true)
+            if line.hasPrefix("Requests/sec:"), words.count >= 2 {
+                requestsPerSecond = Double(words[1])
+            } else if line.hasPrefix("50%"), words.count >= 2 {
+                p50 = Self.milliseconds(words[1])
+            } else if line.hasPrefix("99%"), words.count >= 2 {
+                p99 = Self.milliseconds(words[1])
+            } else if words.count >= 3, words[1] == "requests", words[2] == "in" {
+                requests = Int(words[0])
+            } else if line.hasPrefix("Non-2xx or 3xx responses:"), let count = words.last.flatMap({ Int($0) }) {
+                errors += count
+            } else if line.hasPrefix("Socket errors:") {
+                // "Socket errors: connect 0, read 0, write 0, timeout 0"
+                errors += words.compactMap { Int($0.trimmingCharacters(in: .punctuationCharacters)) }.reduce(0, +)
+            }
+        }
+        guard let requestsPerSecond, let p50, let p99, let requests else {
+            throw BenchFailure("could not read wrk's report:\n\(output)")
+        }
+        (self.requestsPerSecond, self.p50, self.p99, self.requests, self.errors) =
+            (requestsPerSecond, p50, p99, requests, errors)
+    }
+
+    /// wrk prints latencies as `812.00us`, `4.21ms` or `1.02s`.
+    private static func milliseconds(_ text: Substring) -> Double? {
+        for (suffix, scale) in [("us", 0.001), ("ms", 1.0), ("s", 1000.0)] where text.hasSuffix(suffix) {
+            if let value = Double(text.dropLast(suffix.count)) { return value * scale }
+        }
+        return nil
+    }
+}
