@@ -16,6 +16,7 @@
 --   SELECT sluice.discard_dead(42);                          -- forget one
 --   SELECT sluice.pause_queue('webhooks');  SELECT sluice.resume_queue('webhooks');
 --   SELECT sluice.enqueue('sluice.noop', '{}');              -- a smoke test
+--   SELECT * FROM billing.user_access;                       -- who has access, on which plan, and why
 
 BEGIN;
 
@@ -668,6 +669,700 @@ GROUP BY kind
 ORDER BY max(died_at) DESC;
 COMMENT ON VIEW sluice.dead_letter_summary IS
     'One row per job kind with dead letters: how many, the latest error and reason, and when the latest died.';
+
+-- ===================================================================================================
+-- Billing: the local subscription model (schema billing)
+--
+-- Written only by the stripe.event and clerk.event jobs, through billing.apply_stripe_event() and
+-- billing.apply_clerk_event(), each in its job's transaction. Events arrive duplicated and out of order:
+-- billing.processed_events applies each once, and every row keeps the version it was written from
+-- (Stripe: the event's created; Clerk: the user's updated_at, or the deletion's timestamp) and a rank in
+-- its object's lifecycle, so an older event never overwrites a newer state and every order of the same
+-- events ends in the same state. Read it with:
+--   SELECT * FROM billing.user_access WHERE user_id = 'user_...';   -- access, plan, and why
+--   SELECT * FROM billing.audit_log WHERE entity_id = 'sub_...' ORDER BY id;
+-- ===================================================================================================
+
+CREATE SCHEMA IF NOT EXISTS billing;
+COMMENT ON SCHEMA billing IS
+    'Sluice''s local model of users (Clerk) and their subscriptions (Stripe), kept by the stripe.event and '
+    'clerk.event jobs. billing.user_access says who has access and why; billing.audit_log says what changed.';
+
+CREATE TABLE IF NOT EXISTS billing.settings (
+    key         text PRIMARY KEY,
+    value       text NOT NULL,
+    description text NOT NULL
+);
+COMMENT ON TABLE billing.settings IS 'Operator settings of the billing model; change value with UPDATE.';
+INSERT INTO billing.settings (key, value, description) VALUES
+    ('past_due_grace_period', '3 days',
+     'How long a past_due subscription keeps access, counted from when it became past_due (a PostgreSQL interval).')
+ON CONFLICT (key) DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS billing.processed_events (
+    source        text        NOT NULL CHECK (source IN ('stripe', 'clerk')),
+    event_id      text        NOT NULL,
+    type          text        NOT NULL,
+    outcome       text        NOT NULL CHECK (outcome IN ('applied', 'ignored', 'other_mode')),
+    event_created timestamptz,
+    processed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (source, event_id)
+);
+COMMENT ON TABLE billing.processed_events IS
+    'Every event applied, once: a redelivery finds its row and changes nothing. outcome: applied; ignored (a type '
+    'the model does not use); other_mode (a live event to a test deployment, or the reverse, with STRIPE_MODE set).';
+
+CREATE TABLE IF NOT EXISTS billing.audit_log (
+    id          bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    source      text        NOT NULL,
+    event_id    text        NOT NULL,
+    event_type  text        NOT NULL,
+    entity      text        NOT NULL,
+    entity_id   text        NOT NULL,
+    action      text        NOT NULL,
+    before      jsonb,
+    after       jsonb
+);
+COMMENT ON TABLE billing.audit_log IS
+    'Every change to the model: when, from which event, which row, and the row before and after. action: created, '
+    'updated, deleted, linked, upgraded or downgraded (a subscription''s price changed to a dearer or cheaper one, '
+    'before and after holding the prices), price_changed (same amount), erased (user.deleted: personal data removed '
+    'from the user and from these entries).';
+CREATE INDEX IF NOT EXISTS audit_log_entity ON billing.audit_log (entity, entity_id, id);
+COMMENT ON INDEX billing.audit_log_entity IS 'History of one row, and the erasure of a deleted user''s entries.';
+
+CREATE TABLE IF NOT EXISTS billing.users (
+    id         text PRIMARY KEY,
+    email      text,
+    first_name text,
+    last_name  text,
+    created_at timestamptz,
+    deleted_at timestamptz,
+    version    bigint,
+    rank       smallint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.users IS
+    'Clerk users: primary email and names. A deleted user keeps its id and deleted_at; its email and names are erased.';
+COMMENT ON COLUMN billing.users.version IS 'Clerk''s updated_at (ms) of the state written, or the deletion''s timestamp.';
+COMMENT ON COLUMN billing.users.rank IS 'Lifecycle rank that wins a tie of versions: 2 deleted, 1 otherwise.';
+
+CREATE TABLE IF NOT EXISTS billing.customers (
+    id         text PRIMARY KEY,
+    email      text,
+    name       text,
+    livemode   boolean,
+    created_at timestamptz,
+    deleted_at timestamptz,
+    version    bigint,
+    rank       smallint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.customers IS 'Stripe customers. version: the created time (Unix s) of the event written.';
+
+CREATE TABLE IF NOT EXISTS billing.customer_links (
+    customer_id text PRIMARY KEY,
+    user_id     text NOT NULL UNIQUE,
+    linked_by   text NOT NULL,
+    event_id    text NOT NULL,
+    linked_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.customer_links IS
+    'Which Clerk user a Stripe customer belongs to, from whichever says so first: the customer''s metadata '
+    '(clerk_user_id or user_id), a checkout session''s client_reference_id, or the user''s private_metadata.stripe_customer_id.';
+COMMENT ON INDEX billing.customer_links_user_id_key IS 'One customer per user: the first link wins.';
+
+CREATE TABLE IF NOT EXISTS billing.products (
+    id         text PRIMARY KEY,
+    name       text,
+    active     boolean,
+    livemode   boolean,
+    deleted_at timestamptz,
+    version    bigint,
+    rank       smallint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.products IS 'Stripe products.';
+
+CREATE TABLE IF NOT EXISTS billing.prices (
+    id                 text PRIMARY KEY,
+    product_id         text,
+    currency           text,
+    unit_amount        bigint,
+    recurring_interval text,
+    lookup_key         text,
+    active             boolean,
+    livemode           boolean,
+    deleted_at         timestamptz,
+    version            bigint,
+    rank               smallint NOT NULL DEFAULT 0,
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.prices IS 'Stripe prices; unit_amount in the currency''s minor unit (cents).';
+
+CREATE TABLE IF NOT EXISTS billing.subscriptions (
+    id                   text PRIMARY KEY,
+    customer_id          text,
+    status               text,
+    plan                 text,
+    price_id             text,
+    product_id           text,
+    quantity             bigint,
+    amount               bigint,
+    currency             text,
+    items                jsonb NOT NULL DEFAULT '[]',
+    current_period_start timestamptz,
+    current_period_end   timestamptz,
+    trial_start          timestamptz,
+    trial_end            timestamptz,
+    cancel_at_period_end boolean NOT NULL DEFAULT false,
+    cancel_at            timestamptz,
+    canceled_at          timestamptz,
+    ended_at             timestamptz,
+    paused               boolean NOT NULL DEFAULT false,
+    livemode             boolean,
+    version              bigint,
+    rank                 smallint NOT NULL DEFAULT 0,
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.subscriptions IS
+    'Stripe subscriptions, with the status Stripe gives them (trialing, active, past_due, unpaid, canceled, paused, '
+    'incomplete, incomplete_expired). plan: the first item''s price lookup_key, else its product id. amount: the sum '
+    'of unit_amount x quantity over the items, per interval, in minor units. Periods come from the subscription '
+    '(API versions before 2025-03-31) or from its items (later versions).';
+COMMENT ON COLUMN billing.subscriptions.items IS '[{id, price_id, product_id, lookup_key, unit_amount, quantity}] as of version.';
+COMMENT ON COLUMN billing.subscriptions.paused IS 'Payment collection is paused (pause_collection set), or status is paused.';
+CREATE INDEX IF NOT EXISTS subscriptions_by_customer ON billing.subscriptions (customer_id);
+COMMENT ON INDEX billing.subscriptions_by_customer IS 'Serves billing.user_access.';
+
+CREATE TABLE IF NOT EXISTS billing.subscription_status_history (
+    subscription_id text        NOT NULL,
+    event_id        text        NOT NULL,
+    at              timestamptz NOT NULL,
+    status          text        NOT NULL,
+    PRIMARY KEY (subscription_id, event_id)
+);
+COMMENT ON TABLE billing.subscription_status_history IS
+    'The status every subscription event reported, applied or not (an older event still tells when a status began): '
+    'billing.user_access counts the past_due grace period from it, the same in every order of arrival.';
+
+CREATE TABLE IF NOT EXISTS billing.invoices (
+    id                   text PRIMARY KEY,
+    customer_id          text,
+    subscription_id      text,
+    status               text,
+    currency             text,
+    amount_due           bigint,
+    amount_paid          bigint,
+    amount_remaining     bigint,
+    attempt_count        integer,
+    next_payment_attempt timestamptz,
+    billing_reason       text,
+    period_start         timestamptz,
+    period_end           timestamptz,
+    last_event_type      text,
+    livemode             boolean,
+    version              bigint,
+    rank                 smallint NOT NULL DEFAULT 0,
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.invoices IS
+    'Stripe invoices: status (draft, open, paid, void, uncollectible), amounts in minor units, and after a failed '
+    'payment the attempt count and the next retry. last_event_type shows payment_failed or payment_action_required.';
+CREATE INDEX IF NOT EXISTS invoices_by_subscription ON billing.invoices (subscription_id);
+COMMENT ON INDEX billing.invoices_by_subscription IS 'A subscription''s invoices.';
+
+CREATE TABLE IF NOT EXISTS billing.charges (
+    id              text PRIMARY KEY,
+    customer_id     text,
+    invoice_id      text,
+    currency        text,
+    amount          bigint,
+    amount_refunded bigint,
+    refunded        boolean,
+    livemode        boolean,
+    version         bigint,
+    rank            smallint NOT NULL DEFAULT 0,
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.charges IS 'Stripe charges seen through charge.refunded: amounts and refunds, in minor units.';
+
+CREATE TABLE IF NOT EXISTS billing.disputes (
+    id         text PRIMARY KEY,
+    charge_id  text,
+    currency   text,
+    amount     bigint,
+    reason     text,
+    status     text,
+    livemode   boolean,
+    version    bigint,
+    rank       smallint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.disputes IS 'Stripe disputes (charge.dispute.created) of a charge.';
+
+CREATE TABLE IF NOT EXISTS billing.plan_limits (
+    plan             text NOT NULL,
+    feature          text NOT NULL,
+    limit_per_period bigint CHECK (limit_per_period >= 0),
+    PRIMARY KEY (plan, feature)
+);
+COMMENT ON TABLE billing.plan_limits IS
+    'Operator-set: how much of a feature a plan includes per billing period. NULL limit: unlimited; no row: the plan '
+    'does not include the feature. Plan free is what users without a granting subscription get.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Reading events: a missing or wrong-typed field is a data_exception (SQLSTATE 22000) naming the field,
+-- which the job turns into a permanent failure.
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION billing.field(obj jsonb, path text[], expected text, required boolean DEFAULT true)
+RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    value jsonb := obj #> path;
+BEGIN
+    IF value IS NULL OR jsonb_typeof(value) = 'null' THEN
+        IF required THEN
+            RAISE EXCEPTION 'event field % is missing (expected %)', array_to_string(path, '.'), expected
+                USING ERRCODE = 'data_exception';
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF jsonb_typeof(value) <> expected THEN
+        RAISE EXCEPTION 'event field % must be a %, got %', array_to_string(path, '.'), expected, jsonb_typeof(value)
+            USING ERRCODE = 'data_exception';
+    END IF;
+    RETURN value;
+END
+$$;
+COMMENT ON FUNCTION billing.field(jsonb, text[], text, boolean) IS
+    'The value at path if it has the expected JSON type (string, number, boolean, object, array); NULL if absent and '
+    'not required; otherwise raises data_exception (22000) naming the field.';
+
+CREATE OR REPLACE FUNCTION billing.text_at(obj jsonb, path text[], required boolean DEFAULT false) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$ SELECT billing.field(obj, path, 'string', required) #>> '{}' $$;
+COMMENT ON FUNCTION billing.text_at(jsonb, text[], boolean) IS 'A string field, checked (see billing.field).';
+
+CREATE OR REPLACE FUNCTION billing.bigint_at(obj jsonb, path text[], required boolean DEFAULT false) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$ SELECT (billing.field(obj, path, 'number', required) #>> '{}')::numeric::bigint $$;
+COMMENT ON FUNCTION billing.bigint_at(jsonb, text[], boolean) IS 'A whole-number field, checked (see billing.field).';
+
+CREATE OR REPLACE FUNCTION billing.bool_at(obj jsonb, path text[], required boolean DEFAULT false) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$ SELECT (billing.field(obj, path, 'boolean', required) #>> '{}')::boolean $$;
+COMMENT ON FUNCTION billing.bool_at(jsonb, text[], boolean) IS 'A boolean field, checked (see billing.field).';
+
+CREATE OR REPLACE FUNCTION billing.time_at(obj jsonb, path text[]) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE AS $$ SELECT to_timestamp(billing.bigint_at(obj, path)) $$;
+COMMENT ON FUNCTION billing.time_at(jsonb, text[]) IS 'A Unix-seconds field as a timestamp, checked; NULL if absent.';
+
+CREATE OR REPLACE FUNCTION billing.id_at(obj jsonb, path text[], required boolean DEFAULT false) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    -- Stripe sends a related object as its id, or expanded as an object with an id.
+    IF jsonb_typeof(obj #> path) = 'object' THEN
+        RETURN billing.text_at(obj, path || '{id}'::text[], true);
+    END IF;
+    RETURN billing.text_at(obj, path, required);
+END
+$$;
+COMMENT ON FUNCTION billing.id_at(jsonb, text[], boolean) IS 'A reference to another Stripe object: its id, or the id of the expanded object.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Writing rows: one versioned write for every table, with its audit entry.
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION billing.write(
+    entity     text,
+    row_id     text,
+    fields     jsonb,
+    version    bigint,
+    rank       smallint,
+    source     text,
+    event_id   text,
+    event_type text
+) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    before_row jsonb;
+    after_row  jsonb;
+    new_row    jsonb := fields || jsonb_build_object('id', row_id, 'version', version, 'rank', rank, 'updated_at', now());
+    columns    text;
+BEGIN
+    EXECUTE format('SELECT to_jsonb(t) FROM billing.%I t WHERE t.id = $1 FOR UPDATE', entity) INTO before_row USING row_id;
+    IF before_row IS NULL THEN
+        EXECUTE format('INSERT INTO billing.%1$I SELECT * FROM jsonb_populate_record(NULL::billing.%1$I, $1) '
+                       'ON CONFLICT (id) DO NOTHING RETURNING to_jsonb(%1$I)', entity)
+            INTO after_row USING new_row;
+        IF after_row IS NOT NULL THEN
+            INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action, before, after)
+            VALUES (source, event_id, event_type, entity, row_id, 'created', NULL, after_row - 'updated_at');
+            RETURN after_row;
+        END IF;
+        -- A concurrent job inserted it first: update it like any other row.
+        EXECUTE format('SELECT to_jsonb(t) FROM billing.%I t WHERE t.id = $1 FOR UPDATE', entity) INTO before_row USING row_id;
+    END IF;
+
+    -- An older event never overwrites a newer state; on a tie the later lifecycle state wins, and equals go through.
+    IF (before_row ->> 'version') IS NOT NULL AND (
+           version < (before_row ->> 'version')::bigint
+        OR (version = (before_row ->> 'version')::bigint AND rank < (before_row ->> 'rank')::smallint)) THEN
+        RETURN NULL;
+    END IF;
+
+    SELECT string_agg(format('%I = r.%I', key, key), ', ') INTO columns FROM jsonb_object_keys(new_row) AS key;
+    EXECUTE format('UPDATE billing.%1$I AS t SET %2$s FROM jsonb_populate_record(NULL::billing.%1$I, $1) AS r '
+                   'WHERE t.id = $2 RETURNING to_jsonb(t)', entity, columns)
+        INTO after_row USING new_row, row_id;
+    IF (after_row - 'updated_at' - 'version' - 'rank') IS DISTINCT FROM (before_row - 'updated_at' - 'version' - 'rank') THEN
+        INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action, before, after)
+        VALUES (source, event_id, event_type, entity, row_id,
+                CASE WHEN after_row ->> 'deleted_at' IS NOT NULL AND before_row ->> 'deleted_at' IS NULL
+                     THEN 'deleted' ELSE 'updated' END,
+                before_row - 'updated_at', after_row - 'updated_at');
+    END IF;
+    RETURN after_row || jsonb_build_object('_before', before_row);
+END
+$$;
+COMMENT ON FUNCTION billing.write(text, text, jsonb, bigint, smallint, text, text, text) IS
+    'Writes the given columns of one row of billing.<entity> from an event of the given version and lifecycle rank, '
+    'unless the row holds a newer version (or the same version at a later rank); logs the change in audit_log. '
+    'Returns the new row (with _before, the old one), or NULL when the event was older.';
+
+CREATE OR REPLACE FUNCTION billing.link(customer_id text, user_id text, linked_by text, event_id text, event_type text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF customer_id IS NULL OR user_id IS NULL THEN
+        RETURN;
+    END IF;
+    INSERT INTO billing.customer_links (customer_id, user_id, linked_by, event_id)
+    VALUES (link.customer_id, link.user_id, link.linked_by, link.event_id)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action, after)
+        VALUES (CASE WHEN linked_by = 'clerk' THEN 'clerk' ELSE 'stripe' END, link.event_id, event_type,
+                'customer_links', link.customer_id, 'linked',
+                jsonb_build_object('customer_id', link.customer_id, 'user_id', link.user_id, 'linked_by', linked_by));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.link(text, text, text, text, text) IS
+    'Links a Stripe customer and a Clerk user if neither is linked yet: the first source to say so wins.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Applying events
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_event(event jsonb, mode text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql AS $$
+<<apply>>
+DECLARE
+    event_id   text   := billing.text_at(event, '{id}', true);
+    event_type text   := billing.text_at(event, '{type}', true);
+    created    bigint := billing.bigint_at(event, '{created}', true);
+    livemode   boolean := billing.bool_at(event, '{livemode}');
+    obj        jsonb  := billing.field(event, '{data,object}', 'object');
+    object_id  text;
+    items      jsonb;
+    first_item jsonb;
+    status     text;
+    written    jsonb;
+    old_amount bigint;
+    new_amount bigint;
+    problem    text;
+BEGIN
+    INSERT INTO billing.processed_events (source, event_id, type, outcome, event_created)
+    VALUES ('stripe', event_id, event_type, 'applied', to_timestamp(created))
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'duplicate';
+    END IF;
+    IF mode IS NOT NULL AND livemode IS NOT NULL AND livemode <> (mode = 'live') THEN
+        UPDATE billing.processed_events p SET outcome = 'other_mode'
+        WHERE p.source = 'stripe' AND p.event_id = apply.event_id;
+        RETURN 'other_mode';
+    END IF;
+
+    IF event_type IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
+        object_id := billing.text_at(obj, '{id}', true);
+        PERFORM billing.write('customers', object_id,
+            CASE WHEN event_type = 'customer.deleted'
+                 THEN jsonb_build_object('deleted_at', to_timestamp(created))
+                 ELSE jsonb_build_object(
+                    'email', billing.text_at(obj, '{email}'), 'name', billing.text_at(obj, '{name}'),
+                    'livemode', billing.bool_at(obj, '{livemode}'), 'created_at', billing.time_at(obj, '{created}'))
+            END,
+            created, (CASE WHEN event_type = 'customer.deleted' THEN 2 ELSE 1 END)::smallint,
+            'stripe', event_id, event_type);
+        PERFORM billing.link(object_id,
+            coalesce(billing.text_at(obj, '{metadata,clerk_user_id}'), billing.text_at(obj, '{metadata,user_id}')),
+            'stripe_customer_metadata', event_id, event_type);
+
+    ELSIF event_type LIKE 'customer.subscription.%' THEN
+        object_id := billing.text_at(obj, '{id}', true);
+        status := billing.text_at(obj, '{status}', true);
+        items := coalesce(billing.field(obj, '{items,data}', 'array', false), '[]');
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'id', billing.text_at(i, '{id}'),
+                   'price_id', billing.id_at(i, '{price}'),
+                   'product_id', billing.id_at(i, '{price,product}'),
+                   'lookup_key', billing.text_at(i, '{price,lookup_key}'),
+                   'unit_amount', billing.bigint_at(i, '{price,unit_amount}'),
+                   'quantity', coalesce(billing.bigint_at(i, '{quantity}'), 1)) ORDER BY n), '[]')
+        INTO items FROM jsonb_array_elements(items) WITH ORDINALITY AS e(i, n);
+        first_item := items -> 0;
+        INSERT INTO billing.subscription_status_history (subscription_id, event_id, at, status)
+        VALUES (object_id, event_id, to_timestamp(created), status)
+        ON CONFLICT DO NOTHING;
+        written := billing.write('subscriptions', object_id, jsonb_build_object(
+                'customer_id', billing.id_at(obj, '{customer}', true),
+                'status', status,
+                'plan', coalesce(first_item ->> 'lookup_key', first_item ->> 'product_id', first_item ->> 'price_id'),
+                'price_id', first_item ->> 'price_id',
+                'product_id', first_item ->> 'product_id',
+                'quantity', (first_item ->> 'quantity')::bigint,
+                'amount', (SELECT sum((i ->> 'unit_amount')::bigint * (i ->> 'quantity')::bigint) FROM jsonb_array_elements(items) i),
+                'currency', billing.text_at(obj, '{currency}'),
+                'items', items,
+                -- 2020-era payloads put the period on the subscription, current ones on each item.
+                'current_period_start', coalesce(billing.time_at(obj, '{current_period_start}'),
+                    (SELECT min(billing.time_at(i, '{current_period_start}')) FROM jsonb_array_elements(obj -> 'items' -> 'data') i)),
+                'current_period_end', coalesce(billing.time_at(obj, '{current_period_end}'),
+                    (SELECT max(billing.time_at(i, '{current_period_end}')) FROM jsonb_array_elements(obj -> 'items' -> 'data') i)),
+                'trial_start', billing.time_at(obj, '{trial_start}'),
+                'trial_end', billing.time_at(obj, '{trial_end}'),
+                'cancel_at_period_end', coalesce(billing.bool_at(obj, '{cancel_at_period_end}'), false),
+                'cancel_at', billing.time_at(obj, '{cancel_at}'),
+                'canceled_at', billing.time_at(obj, '{canceled_at}'),
+                'ended_at', billing.time_at(obj, '{ended_at}'),
+                'paused', status = 'paused' OR billing.field(obj, '{pause_collection}', 'object', false) IS NOT NULL,
+                'livemode', billing.bool_at(obj, '{livemode}')),
+            created, (CASE WHEN status IN ('canceled', 'incomplete_expired') THEN 2 ELSE 1 END)::smallint,
+            'stripe', event_id, event_type);
+        -- An upgrade or downgrade: the price changed.
+        IF written IS NOT NULL AND written -> '_before' IS NOT NULL
+           AND written ->> 'price_id' IS DISTINCT FROM written -> '_before' ->> 'price_id'
+           AND written -> '_before' ->> 'price_id' IS NOT NULL THEN
+            old_amount := (written -> '_before' ->> 'amount')::bigint;
+            new_amount := (written ->> 'amount')::bigint;
+            INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action, before, after)
+            VALUES ('stripe', event_id, event_type, 'subscriptions', object_id,
+                    CASE WHEN new_amount > old_amount THEN 'upgraded'
+                         WHEN new_amount < old_amount THEN 'downgraded' ELSE 'price_changed' END,
+                    jsonb_build_object('price_id', written -> '_before' ->> 'price_id', 'plan', written -> '_before' ->> 'plan',
+                                       'amount', old_amount),
+                    jsonb_build_object('price_id', written ->> 'price_id', 'plan', written ->> 'plan', 'amount', new_amount));
+        END IF;
+
+    ELSIF event_type IN ('invoice.created', 'invoice.updated', 'invoice.finalized', 'invoice.paid',
+                         'invoice.payment_succeeded', 'invoice.payment_failed', 'invoice.payment_action_required',
+                         'invoice.voided', 'invoice.marked_uncollectible', 'invoice.finalization_failed') THEN
+        object_id := billing.text_at(obj, '{id}', true);
+        status := billing.text_at(obj, '{status}', true);
+        PERFORM billing.write('invoices', object_id, jsonb_build_object(
+                'customer_id', billing.id_at(obj, '{customer}'),
+                'subscription_id', coalesce(billing.id_at(obj, '{subscription}'),
+                                            billing.id_at(obj, '{parent,subscription_details,subscription}')),
+                'status', status,
+                'currency', billing.text_at(obj, '{currency}'),
+                'amount_due', billing.bigint_at(obj, '{amount_due}', true),
+                'amount_paid', billing.bigint_at(obj, '{amount_paid}'),
+                'amount_remaining', billing.bigint_at(obj, '{amount_remaining}'),
+                'attempt_count', billing.bigint_at(obj, '{attempt_count}'),
+                'next_payment_attempt', billing.time_at(obj, '{next_payment_attempt}'),
+                'billing_reason', billing.text_at(obj, '{billing_reason}'),
+                'period_start', billing.time_at(obj, '{period_start}'),
+                'period_end', billing.time_at(obj, '{period_end}'),
+                'last_event_type', event_type,
+                'livemode', billing.bool_at(obj, '{livemode}')),
+            created, (CASE status WHEN 'draft' THEN 0 WHEN 'open' THEN 1 ELSE 2 END)::smallint,
+            'stripe', event_id, event_type);
+
+    ELSIF event_type IN ('product.created', 'product.updated', 'product.deleted') THEN
+        PERFORM billing.write('products', billing.text_at(obj, '{id}', true),
+            jsonb_build_object('name', billing.text_at(obj, '{name}'), 'active', billing.bool_at(obj, '{active}'),
+                               'livemode', billing.bool_at(obj, '{livemode}'),
+                               'deleted_at', CASE WHEN event_type = 'product.deleted' THEN to_timestamp(created) END),
+            created, (CASE WHEN event_type = 'product.deleted' THEN 2 ELSE 1 END)::smallint, 'stripe', event_id, event_type);
+
+    ELSIF event_type IN ('price.created', 'price.updated', 'price.deleted') THEN
+        PERFORM billing.write('prices', billing.text_at(obj, '{id}', true),
+            jsonb_build_object('product_id', billing.id_at(obj, '{product}'), 'currency', billing.text_at(obj, '{currency}'),
+                               'unit_amount', billing.bigint_at(obj, '{unit_amount}'),
+                               'recurring_interval', billing.text_at(obj, '{recurring,interval}'),
+                               'lookup_key', billing.text_at(obj, '{lookup_key}'),
+                               'active', billing.bool_at(obj, '{active}'), 'livemode', billing.bool_at(obj, '{livemode}'),
+                               'deleted_at', CASE WHEN event_type = 'price.deleted' THEN to_timestamp(created) END),
+            created, (CASE WHEN event_type = 'price.deleted' THEN 2 ELSE 1 END)::smallint, 'stripe', event_id, event_type);
+
+    ELSIF event_type = 'checkout.session.completed' THEN
+        PERFORM billing.link(billing.id_at(obj, '{customer}'),
+            coalesce(billing.text_at(obj, '{client_reference_id}'), billing.text_at(obj, '{metadata,clerk_user_id}'),
+                     billing.text_at(obj, '{metadata,user_id}')),
+            'stripe_checkout', event_id, event_type);
+
+    ELSIF event_type = 'charge.refunded' THEN
+        PERFORM billing.write('charges', billing.text_at(obj, '{id}', true), jsonb_build_object(
+                'customer_id', billing.id_at(obj, '{customer}'), 'invoice_id', billing.id_at(obj, '{invoice}'),
+                'currency', billing.text_at(obj, '{currency}'), 'amount', billing.bigint_at(obj, '{amount}', true),
+                'amount_refunded', billing.bigint_at(obj, '{amount_refunded}', true),
+                'refunded', billing.bool_at(obj, '{refunded}'), 'livemode', billing.bool_at(obj, '{livemode}')),
+            created, 1::smallint, 'stripe', event_id, event_type);
+
+    ELSIF event_type = 'charge.dispute.created' THEN
+        PERFORM billing.write('disputes', billing.text_at(obj, '{id}', true), jsonb_build_object(
+                'charge_id', billing.id_at(obj, '{charge}', true), 'currency', billing.text_at(obj, '{currency}'),
+                'amount', billing.bigint_at(obj, '{amount}', true), 'reason', billing.text_at(obj, '{reason}'),
+                'status', billing.text_at(obj, '{status}'), 'livemode', billing.bool_at(obj, '{livemode}')),
+            created, 1::smallint, 'stripe', event_id, event_type);
+
+    ELSE
+        UPDATE billing.processed_events p SET outcome = 'ignored'
+        WHERE p.source = 'stripe' AND p.event_id = apply.event_id;
+        RETURN 'ignored';
+    END IF;
+    RETURN 'applied';
+EXCEPTION WHEN data_exception THEN
+    -- The readers above name fields from data.object (or a subscription item) down; say where that is.
+    GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+    RAISE EXCEPTION 'event %: %', apply.event_id, replace(problem, 'event field ', 'field data.object.')
+        USING ERRCODE = 'data_exception';
+END
+$$;
+COMMENT ON FUNCTION billing.apply_stripe_event(jsonb, text) IS
+    'Applies one Stripe event (the raw body as jsonb) to the model, once; returns applied, ignored (a type the model '
+    'does not use), other_mode (livemode differs from mode, ''live'' or ''test'', when given) or duplicate. '
+    'A missing or wrong-typed field raises data_exception (22000) naming it. The stripe.event job calls it.';
+
+CREATE OR REPLACE FUNCTION billing.apply_clerk_event(event jsonb, event_id text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    event_type text := billing.text_at(event, '{type}', true);
+    data       jsonb := billing.field(event, '{data}', 'object');
+    user_id    text := billing.text_at(data, '{id}', true);
+    primary_id text;
+    stamp      bigint;
+    problem    text;
+BEGIN
+    INSERT INTO billing.processed_events (source, event_id, type, outcome, event_created)
+    VALUES ('clerk', event_id, event_type, 'applied',
+            to_timestamp(billing.bigint_at(event, '{timestamp}') / 1000.0))
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN 'duplicate';
+    END IF;
+
+    IF event_type IN ('user.created', 'user.updated') THEN
+        primary_id := billing.text_at(data, '{primary_email_address_id}');
+        PERFORM billing.write('users', user_id, jsonb_build_object(
+                'email', (SELECT billing.text_at(a, '{email_address}')
+                          FROM jsonb_array_elements(coalesce(billing.field(data, '{email_addresses}', 'array', false), '[]')) a
+                          WHERE a ->> 'id' = primary_id),
+                'first_name', billing.text_at(data, '{first_name}'),
+                'last_name', billing.text_at(data, '{last_name}'),
+                'created_at', to_timestamp(billing.bigint_at(data, '{created_at}') / 1000.0)),
+            billing.bigint_at(data, '{updated_at}', true), 1::smallint, 'clerk', event_id, event_type);
+        PERFORM billing.link(billing.text_at(data, '{private_metadata,stripe_customer_id}'), user_id, 'clerk',
+                             event_id, event_type);
+    ELSIF event_type = 'user.deleted' THEN
+        stamp := billing.bigint_at(event, '{timestamp}', true);
+        PERFORM billing.write('users', user_id, jsonb_build_object(
+                'email', NULL, 'first_name', NULL, 'last_name', NULL, 'deleted_at', to_timestamp(stamp / 1000.0)),
+            stamp, 2::smallint, 'clerk', event_id, event_type);
+        -- Erase the personal data from the history of this user too.
+        UPDATE billing.audit_log a
+        SET before = a.before - '{email,first_name,last_name}'::text[],
+            after = a.after - '{email,first_name,last_name}'::text[]
+        WHERE a.entity = 'users' AND a.entity_id = user_id;
+        INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action)
+        VALUES ('clerk', event_id, event_type, 'users', user_id, 'erased');
+    ELSE
+        UPDATE billing.processed_events p SET outcome = 'ignored'
+        WHERE p.source = 'clerk' AND p.event_id = apply_clerk_event.event_id;
+        RETURN 'ignored';
+    END IF;
+    RETURN 'applied';
+EXCEPTION WHEN data_exception THEN
+    GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+    RAISE EXCEPTION 'event %: %', apply_clerk_event.event_id, replace(problem, 'event field ', 'field data.')
+        USING ERRCODE = 'data_exception';
+END
+$$;
+COMMENT ON FUNCTION billing.apply_clerk_event(jsonb, text) IS
+    'Applies one Clerk event (the body as jsonb; event_id is its svix-id) to billing.users, once: user.created and '
+    'user.updated write the primary email and names (version: updated_at), user.deleted erases them from the user and '
+    'its audit entries. Other types are recorded and ignored. The clerk.event job calls it.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Reading access
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW billing.user_access AS
+WITH grace AS (
+    SELECT coalesce((SELECT value::interval FROM billing.settings WHERE key = 'past_due_grace_period'),
+                    interval '0') AS period
+), people AS (
+    SELECT u.id AS user_id, u.email FROM billing.users u WHERE u.deleted_at IS NULL
+    UNION
+    SELECT l.user_id, NULL FROM billing.customer_links l
+    WHERE NOT EXISTS (SELECT 1 FROM billing.users u WHERE u.id = l.user_id)
+), candidates AS (
+    SELECT l.user_id, s.*,
+           -- When the latest run of past_due began: the earliest past_due report after the last other status.
+           (SELECT min(h.at) FROM billing.subscription_status_history h
+            WHERE h.subscription_id = s.id AND h.status = 'past_due'
+              AND h.at > coalesce((SELECT max(o.at) FROM billing.subscription_status_history o
+                                   WHERE o.subscription_id = s.id AND o.status <> 'past_due'
+                                     AND o.at <= to_timestamp(s.version)), '-infinity')) AS past_due_since
+    FROM billing.customer_links l
+    JOIN billing.subscriptions s ON s.customer_id = l.customer_id
+), judged AS (
+    SELECT c.*,
+           CASE
+               WHEN c.status IN ('active', 'trialing') THEN true
+               WHEN c.status = 'past_due' THEN now() < c.past_due_since + (SELECT period FROM grace)
+               ELSE false
+           END AS grants,
+           CASE
+               WHEN c.status = 'trialing' THEN 'trialing until ' || c.trial_end
+               WHEN c.status = 'active' AND c.cancel_at_period_end THEN 'active; cancels at period end ' || c.current_period_end
+               WHEN c.status = 'active' THEN 'active'
+               WHEN c.status = 'past_due' AND now() < c.past_due_since + (SELECT period FROM grace)
+                   THEN 'past_due since ' || c.past_due_since || '; grace period until '
+                        || (c.past_due_since + (SELECT period FROM grace))
+               WHEN c.status = 'past_due' THEN 'past_due since ' || c.past_due_since || '; grace period over'
+               ELSE 'subscription ' || coalesce(c.status, 'unknown')
+           END AS why
+    FROM candidates c
+), best AS (
+    SELECT DISTINCT ON (j.user_id) j.*
+    FROM judged j
+    ORDER BY j.user_id, j.grants DESC, j.current_period_end DESC NULLS LAST, j.id
+)
+SELECT p.user_id,
+       p.email,
+       coalesce(b.grants, false) AS has_access,
+       CASE WHEN b.grants THEN b.plan ELSE 'free' END AS plan,
+       b.status,
+       b.id AS subscription_id,
+       b.customer_id,
+       CASE
+           WHEN NOT b.grants THEN NULL
+           WHEN b.status = 'past_due' THEN b.past_due_since + (SELECT period FROM grace)
+           WHEN b.status = 'trialing' THEN b.trial_end
+           ELSE b.current_period_end
+       END AS access_until,
+       coalesce(b.why, CASE WHEN EXISTS (SELECT 1 FROM billing.customer_links l WHERE l.user_id = p.user_id)
+                            THEN 'no subscription' ELSE 'no Stripe customer linked' END) AS reason
+FROM people p
+LEFT JOIN best b ON b.user_id = p.user_id;
+COMMENT ON VIEW billing.user_access IS
+    'One row per user (not deleted): has_access, the plan (free without a granting subscription), the subscription '
+    'and status it comes from, until when, and why. active and trialing grant; past_due grants for '
+    'billing.settings past_due_grace_period from when it became past_due; every other status denies. A subscription '
+    'set to cancel at period end stays active, and grants, until Stripe ends it.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Record the version last, so a failed run leaves the old version recorded.

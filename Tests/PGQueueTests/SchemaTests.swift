@@ -44,18 +44,18 @@ struct SchemaTests {
         #expect(error.message.contains("newer than this schema.sql"))
     }
 
-    @Test("every table, view and function in schema sluice has a comment")
+    @Test("every table, view, index and function in schemas sluice and billing has a comment")
     func everythingCommented() throws {
         let database = try TestDatabase()
         let connection = try database.connect()
         let missing = try connection.query(
             """
             SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = 'sluice' AND c.relkind IN ('r', 'v', 'i') AND obj_description(c.oid, 'pg_class') IS NULL
+            WHERE n.nspname IN ('sluice', 'billing') AND c.relkind IN ('r', 'v', 'i') AND obj_description(c.oid, 'pg_class') IS NULL
               AND c.relname NOT LIKE '%_pkey'
             UNION ALL
             SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-            WHERE n.nspname = 'sluice' AND obj_description(p.oid, 'pg_proc') IS NULL
+            WHERE n.nspname IN ('sluice', 'billing') AND obj_description(p.oid, 'pg_proc') IS NULL
             """,
             context: "finding objects without comments"
         ).map { try $0.decode(String.self, at: 0) }

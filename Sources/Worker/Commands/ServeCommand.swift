@@ -82,7 +82,7 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
         ])
     try await ServiceRunner(
         configuration: configuration, runtime: runtime,
-        registry: StandardJobs.registry(testJobs: configuration.testJobs),
+        registry: StandardJobs.registry(testJobs: configuration.testJobs, stripeMode: configuration.stripeMode),
         runsPool: runsPool, runsReceiver: runsReceiver
     ).run()
 }

@@ -12,6 +12,8 @@ struct Configuration: Sendable {
     var listen: ListenAddress
     /// Signing secrets of the webhook routes; a source without any answers 404.
     var webhookSecrets: WebhookSecrets
+    /// `STRIPE_MODE`: `live` or `test` makes the Stripe handler skip events of the other mode; nil applies both.
+    var stripeMode: String?
     /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
     var adminListen: ListenAddress
     /// Jobs running at once in this process, over all queues (`SLUICE_CONCURRENCY`, default 10).

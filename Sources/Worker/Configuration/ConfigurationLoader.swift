@@ -30,6 +30,9 @@ struct ConfigurationOptions: ParsableArguments {
     )
     var clerkWebhookSecret: String?
 
+    @Option(help: "live or test: apply only Stripe events of this mode. Env: STRIPE_MODE (both).")
+    var stripeMode: String?
+
     @Option(help: "Health and metrics address, host:port, port 0 or 'off'. Env: SLUICE_ADMIN_LISTEN (127.0.0.1:9090).")
     var adminListen: String?
 
@@ -83,6 +86,7 @@ struct ConfigurationLoader {
             webhookSecrets: WebhookSecrets(
                 stripe: try stripeSecrets(WebhookSource.stripe.secretVariable, flags.stripeWebhookSecret),
                 clerk: try clerkKeys(WebhookSource.clerk.secretVariable, flags.clerkWebhookSecret)),
+            stripeMode: try stripeMode("STRIPE_MODE", flags.stripeMode),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             concurrency: concurrency,
             queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
@@ -238,6 +242,14 @@ struct ConfigurationLoader {
             }
         }
         return keys
+    }
+
+    private func stripeMode(_ variable: String, _ flag: String?) throws(ConfigurationError) -> String? {
+        guard let text = value(variable, flag) else { return nil }
+        guard text == "live" || text == "test" else {
+            throw ConfigurationError(variable: variable, problem: "expected live or test, got \"\(text)\"")
+        }
+        return text
     }
 
     private func logLevel(_ variable: String, _ flag: String?) throws(ConfigurationError) -> Logger.Level {

@@ -1,0 +1,60 @@
+import Foundation
+public import PGQueue
+
+/// `stripe.event` and `clerk.event`: applies a webhook event to the `billing` model.
+///
+/// The work is one call to `billing.apply_stripe_event` or `billing.apply_clerk_event` (schema.sql), made
+/// inside the job's transaction: the event's writes, its row in `billing.processed_events` and the job's
+/// completion commit together, so an event is applied exactly once however often it is delivered or retried.
+/// The payload is what the receiver stores (the raw body under `body`, the svix-id under `event_id`); a
+/// payload without `body` is taken as the event itself, so an operator can enqueue an event by hand.
+///
+/// An event with a missing or wrong-typed field fails permanently at once, with an error naming the field
+/// (PostgreSQL's data exceptions, SQLSTATE class 22): retrying cannot fix the event, and it rests in the
+/// dead letters while every other event goes on.
+public struct BillingEventJob: JobHandler {
+    public let kind: String
+    public let usesTransaction = true
+    private let statement: PreparedStatement
+    private let bindingsFor: @Sendable (ClaimedJob) -> [(any PostgresBindable)?]
+
+    /// The `stripe.event` handler.
+    /// - Parameter mode: `live` or `test` to record events of the other mode without applying them
+    ///   (`STRIPE_MODE`); nil applies both.
+    public static func stripe(mode: String?) -> BillingEventJob {
+        BillingEventJob(
+            kind: "stripe.event",
+            statement: PreparedStatement(
+                name: "billing_apply_stripe_event",
+                sql: "SELECT billing.apply_stripe_event(\(eventOf("$1")), $2::text)"),
+            bindingsFor: { job in [job.payload, mode] })
+    }
+
+    /// The `clerk.event` handler; the payload's `event_id` (the svix-id) identifies the event.
+    public static let clerk = BillingEventJob(
+        kind: "clerk.event",
+        statement: PreparedStatement(
+            name: "billing_apply_clerk_event",
+            sql: "SELECT billing.apply_clerk_event(\(eventOf("$1")), billing.text_at($1::jsonb, '{event_id}', true))"),
+        bindingsFor: { job in [job.payload] })
+
+    /// The event in a job payload: the raw body the receiver kept, or the payload itself.
+    private static func eventOf(_ parameter: String) -> String {
+        """
+        CASE WHEN jsonb_typeof(\(parameter)::jsonb -> 'body') = 'string'
+             THEN (\(parameter)::jsonb ->> 'body')::jsonb ELSE \(parameter)::jsonb END
+        """
+    }
+
+    public func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
+        do {
+            let outcome = try context.connection().execute(
+                statement, bindingsFor(job), context: "applying a \(kind) job to the billing model"
+            ).single().decode(String.self, at: 0)
+            context.logger.debug("Billing event processed", metadata: ["outcome": "\(outcome)"])
+            return .success
+        } catch let error as PostgresError where error.sqlState?.hasPrefix("22") == true {
+            throw JobError.permanent("the event cannot be applied: \(error.message)")
+        }
+    }
+}
