@@ -104,6 +104,72 @@ struct BillingTests {
                 == "\(deliveries.count - 1)")
     }
 
+    @Test("every handled event type is applied; an unknown type is recorded as ignored")
+    func everyType() throws {
+        let cluster = try Cluster()
+        let run = try BillingRun(cluster: cluster, name: "types")
+        let price = events.price("price_t", amount: 900, lookupKey: "team")
+        var deliveries: [BillingEvents.Delivery] = []
+        var minute = 0
+        func add(_ type: String, _ object: [String: Any]) {
+            minute += 1
+            deliveries.append(events.stripe("t\(minute)", type, at: minute, object))
+        }
+        for type in ["created", "updated", "trial_will_end", "paused", "resumed"] {
+            add(
+                "customer.subscription.\(type)",
+                events.subscription(status: type == "paused" ? "paused" : "trialing", price: price))
+        }
+        for (type, status) in [
+            ("created", "draft"), ("updated", "draft"), ("finalized", "open"), ("payment_failed", "open"),
+            ("payment_action_required", "open"), ("payment_succeeded", "paid"), ("paid", "paid"), ("voided", "void"),
+            ("marked_uncollectible", "uncollectible"),
+        ] {
+            add("invoice.\(type)", events.invoice("in_\(type)", status: status, paid: 0, attempts: 1))
+        }
+        for type in ["created", "updated", "deleted"] {
+            add("customer.\(type)", ["id": "cus_\(type)", "object": "customer", "email": "c@example.com"])
+            add("product.\(type)", ["id": "prod_\(type)", "object": "product", "name": "P"])
+            add("price.\(type)", events.price("price_\(type)", amount: 100, lookupKey: "k"))
+        }
+        add(
+            "checkout.session.completed",
+            ["id": "cs_t", "object": "checkout.session", "customer": "cus_9", "client_reference_id": "user_9"])
+        add(
+            "charge.refunded",
+            [
+                "id": "ch_t", "object": "charge", "amount": 900, "amount_refunded": 900, "refunded": true,
+                "currency": "usd",
+            ])
+        add(
+            "charge.dispute.created",
+            ["id": "dp_t", "object": "dispute", "charge": "ch_t", "amount": 900, "reason": "fraudulent"])
+        add("invoiceitem.created", ["id": "ii_t", "object": "invoiceitem"])
+        try run.process(deliveries)
+        let connection = try run.connect()
+        #expect(
+            try Self.value(
+                connection,
+                "SELECT string_agg(type, ',' ORDER BY type) FROM billing.processed_events WHERE outcome <> 'applied'")
+                == "invoiceitem.created")
+        #expect(
+            try Self.value(connection, "SELECT count(*)::text FROM billing.processed_events") == "\(deliveries.count)")
+        #expect(
+            try Self.value(connection, "SELECT status || ' ' || paused || ' ' || plan FROM billing.subscriptions")
+                == "trialing false team")
+        #expect(
+            try Self.value(connection, "SELECT string_agg(status, ',' ORDER BY id) FROM billing.invoices")
+                == "draft,open,uncollectible,paid,open,open,paid,draft,void")
+        #expect(
+            try Self.value(connection, "SELECT count(*)::text FROM billing.customers WHERE deleted_at IS NOT NULL")
+                == "1")
+        #expect(
+            try Self.value(connection, "SELECT user_id FROM billing.customer_links WHERE customer_id = 'cus_9'")
+                == "user_9")
+        #expect(try Self.value(connection, "SELECT refunded::text FROM billing.charges") == "true")
+        #expect(try Self.value(connection, "SELECT reason FROM billing.disputes") == "fraudulent")
+    }
+
     @Test("a whole lifecycle in order: upgrade logged, payment failure recorded, access follows the status")
     func lifecycle() throws {
         let cluster = try Cluster()
