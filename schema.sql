@@ -811,7 +811,10 @@ CREATE TABLE IF NOT EXISTS billing.subscriptions (
     quantity             bigint,
     amount               bigint,
     currency             text,
+    billing_interval     text,
+    interval_count       integer,
     items                jsonb NOT NULL DEFAULT '[]',
+    created_at           timestamptz,
     current_period_start timestamptz,
     current_period_end   timestamptz,
     trial_start          timestamptz,
@@ -828,10 +831,13 @@ CREATE TABLE IF NOT EXISTS billing.subscriptions (
 );
 COMMENT ON TABLE billing.subscriptions IS
     'Stripe subscriptions, with the status Stripe gives them (trialing, active, past_due, unpaid, canceled, paused, '
-    'incomplete, incomplete_expired). plan: the first item''s price lookup_key, else its product id. amount: the sum '
+    'incomplete, incomplete_expired). plan: the first item''s price lookup_key, else its metadata.plan, else its product '
+    'id. amount: the sum '
     'of unit_amount x quantity over the items, per interval, in minor units. Periods come from the subscription '
     '(API versions before 2025-03-31) or from its items (later versions).';
-COMMENT ON COLUMN billing.subscriptions.items IS '[{id, price_id, product_id, lookup_key, unit_amount, quantity}] as of version.';
+COMMENT ON COLUMN billing.subscriptions.items IS
+    '[{id, price_id, product_id, lookup_key, plan, unit_amount, quantity, interval, interval_count}] as of version.';
+COMMENT ON COLUMN billing.subscriptions.billing_interval IS 'day, week, month or year: what amount is charged per (times interval_count).';
 COMMENT ON COLUMN billing.subscriptions.paused IS 'Payment collection is paused (pause_collection set), or status is paused.';
 CREATE INDEX IF NOT EXISTS subscriptions_by_customer ON billing.subscriptions (customer_id);
 COMMENT ON INDEX billing.subscriptions_by_customer IS 'Serves billing.user_access.';
@@ -862,6 +868,7 @@ CREATE TABLE IF NOT EXISTS billing.invoices (
     period_start         timestamptz,
     period_end           timestamptz,
     last_event_type      text,
+    first_failed_at      timestamptz,
     livemode             boolean,
     version              bigint,
     rank                 smallint NOT NULL DEFAULT 0,
@@ -869,7 +876,8 @@ CREATE TABLE IF NOT EXISTS billing.invoices (
 );
 COMMENT ON TABLE billing.invoices IS
     'Stripe invoices: status (draft, open, paid, void, uncollectible), amounts in minor units, and after a failed '
-    'payment the attempt count and the next retry. last_event_type shows payment_failed or payment_action_required.';
+    'payment the attempt count and the next retry. last_event_type shows payment_failed or payment_action_required; '
+    'first_failed_at is the earliest invoice.payment_failed seen, whatever the order of arrival.';
 CREATE INDEX IF NOT EXISTS invoices_by_subscription ON billing.invoices (subscription_id);
 COMMENT ON INDEX billing.invoices_by_subscription IS 'A subscription''s invoices.';
 
@@ -1109,7 +1117,10 @@ BEGIN
                    'price_id', billing.id_at(i, '{price}'),
                    'product_id', billing.id_at(i, '{price,product}'),
                    'lookup_key', billing.text_at(i, '{price,lookup_key}'),
+                   'plan', billing.text_at(i, '{price,metadata,plan}'),
                    'unit_amount', billing.bigint_at(i, '{price,unit_amount}'),
+                   'interval', billing.text_at(i, '{price,recurring,interval}'),
+                   'interval_count', billing.bigint_at(i, '{price,recurring,interval_count}'),
                    'quantity', coalesce(billing.bigint_at(i, '{quantity}'), 1)) ORDER BY n), '[]')
         INTO items FROM jsonb_array_elements(items) WITH ORDINALITY AS e(i, n);
         first_item := items -> 0;
@@ -1119,12 +1130,16 @@ BEGIN
         written := billing.write('subscriptions', object_id, jsonb_build_object(
                 'customer_id', billing.id_at(obj, '{customer}', true),
                 'status', status,
-                'plan', coalesce(first_item ->> 'lookup_key', first_item ->> 'product_id', first_item ->> 'price_id'),
+                'plan', coalesce(first_item ->> 'lookup_key', first_item ->> 'plan', first_item ->> 'product_id',
+                                 first_item ->> 'price_id'),
                 'price_id', first_item ->> 'price_id',
                 'product_id', first_item ->> 'product_id',
                 'quantity', (first_item ->> 'quantity')::bigint,
                 'amount', (SELECT sum((i ->> 'unit_amount')::bigint * (i ->> 'quantity')::bigint) FROM jsonb_array_elements(items) i),
                 'currency', billing.text_at(obj, '{currency}'),
+                'billing_interval', first_item ->> 'interval',
+                'interval_count', coalesce((first_item ->> 'interval_count')::integer, 1),
+                'created_at', billing.time_at(obj, '{created}'),
                 'items', items,
                 -- 2020-era payloads put the period on the subscription, current ones on each item.
                 'current_period_start', coalesce(billing.time_at(obj, '{current_period_start}'),
@@ -1179,6 +1194,11 @@ BEGIN
                 'livemode', billing.bool_at(obj, '{livemode}')),
             created, (CASE status WHEN 'draft' THEN 0 WHEN 'open' THEN 1 ELSE 2 END)::smallint,
             'stripe', event_id, event_type);
+        IF event_type = 'invoice.payment_failed' THEN
+            -- Outside the version rule on purpose: the earliest failure, whichever event arrives last.
+            UPDATE billing.invoices i SET first_failed_at = least(i.first_failed_at, to_timestamp(created))
+            WHERE i.id = object_id AND i.first_failed_at IS DISTINCT FROM least(i.first_failed_at, to_timestamp(created));
+        END IF;
 
     ELSIF event_type IN ('product.created', 'product.updated', 'product.deleted') THEN
         PERFORM billing.write('products', billing.text_at(obj, '{id}', true),
@@ -1299,70 +1319,306 @@ COMMENT ON FUNCTION billing.apply_clerk_event(jsonb, text) IS
 -- Reading access
 -- ---------------------------------------------------------------------------------------------------
 
+CREATE OR REPLACE FUNCTION billing.access_of(user_id text)
+RETURNS TABLE (
+    has_access      boolean,
+    plan            text,
+    status          text,
+    subscription_id text,
+    customer_id     text,
+    access_until    timestamptz,
+    reason          text,
+    period_start    timestamptz,
+    period_end      timestamptz
+)
+LANGUAGE sql STABLE AS $$
+    WITH grace AS (
+        SELECT coalesce((SELECT value::interval FROM billing.settings WHERE key = 'past_due_grace_period'),
+                        interval '0') AS period
+    ), candidates AS (
+        SELECT s.*,
+               -- When the latest run of past_due began: the earliest past_due report after the last other status.
+               (SELECT min(h.at) FROM billing.subscription_status_history h
+                WHERE h.subscription_id = s.id AND h.status = 'past_due'
+                  AND h.at > coalesce((SELECT max(o.at) FROM billing.subscription_status_history o
+                                       WHERE o.subscription_id = s.id AND o.status <> 'past_due'
+                                         AND o.at <= to_timestamp(s.version)), '-infinity')) AS past_due_since
+        FROM billing.customer_links l
+        JOIN billing.subscriptions s ON s.customer_id = l.customer_id
+        WHERE l.user_id = access_of.user_id
+    ), judged AS (
+        SELECT c.*,
+               CASE
+                   WHEN c.status IN ('active', 'trialing') THEN true
+                   WHEN c.status = 'past_due' THEN now() < c.past_due_since + (SELECT period FROM grace)
+                   ELSE false
+               END AS grants
+        FROM candidates c
+    ), best AS (
+        SELECT * FROM judged j ORDER BY j.grants DESC, j.current_period_end DESC NULLS LAST, j.id LIMIT 1
+    ), month AS (
+        SELECT date_trunc('month', now(), 'UTC') AS start
+    )
+    SELECT coalesce(b.grants, false),
+           CASE WHEN b.grants THEN b.plan ELSE 'free' END,
+           b.status,
+           b.id,
+           b.customer_id,
+           CASE
+               WHEN NOT b.grants THEN NULL
+               WHEN b.status = 'past_due' THEN b.past_due_since + (SELECT period FROM grace)
+               WHEN b.status = 'trialing' THEN b.trial_end
+               ELSE b.current_period_end
+           END,
+           CASE
+               WHEN b.id IS NULL AND EXISTS (SELECT 1 FROM billing.customer_links l WHERE l.user_id = access_of.user_id)
+                   THEN 'no subscription'
+               WHEN b.id IS NULL THEN 'no Stripe customer linked'
+               WHEN b.status = 'trialing' THEN 'trialing until ' || b.trial_end
+               WHEN b.status = 'active' AND b.cancel_at_period_end THEN 'active; cancels at period end ' || b.current_period_end
+               WHEN b.status = 'active' THEN 'active'
+               WHEN b.status = 'past_due' AND b.grants
+                   THEN 'past_due since ' || b.past_due_since || '; grace period until '
+                        || (b.past_due_since + (SELECT period FROM grace))
+               WHEN b.status = 'past_due' THEN 'past_due since ' || b.past_due_since || '; grace period over'
+               ELSE 'subscription ' || coalesce(b.status, 'unknown')
+           END,
+           -- Usage counts per billing period: the granting subscription's, else the calendar month in UTC.
+           CASE WHEN b.grants AND b.current_period_start IS NOT NULL THEN b.current_period_start
+                ELSE (SELECT start FROM month) END,
+           CASE WHEN b.grants AND b.current_period_start IS NOT NULL THEN b.current_period_end
+                ELSE (SELECT start FROM month) + interval '1 month' END
+    FROM (SELECT 1) AS one
+    LEFT JOIN best b ON true
+$$;
+COMMENT ON FUNCTION billing.access_of(text) IS
+    'Access of one user: has_access, plan (free without a granting subscription), the subscription and status it comes '
+    'from, until when, why, and the current usage period. active and trialing grant; past_due grants for '
+    'billing.settings past_due_grace_period from when it became past_due; every other status denies. '
+    'billing.user_access shows it for every user; billing.record_usage reads it for one.';
+
 CREATE OR REPLACE VIEW billing.user_access AS
-WITH grace AS (
-    SELECT coalesce((SELECT value::interval FROM billing.settings WHERE key = 'past_due_grace_period'),
-                    interval '0') AS period
-), people AS (
+WITH people AS (
     SELECT u.id AS user_id, u.email FROM billing.users u WHERE u.deleted_at IS NULL
     UNION
     SELECT l.user_id, NULL FROM billing.customer_links l
     WHERE NOT EXISTS (SELECT 1 FROM billing.users u WHERE u.id = l.user_id)
-), candidates AS (
-    SELECT l.user_id, s.*,
-           -- When the latest run of past_due began: the earliest past_due report after the last other status.
-           (SELECT min(h.at) FROM billing.subscription_status_history h
-            WHERE h.subscription_id = s.id AND h.status = 'past_due'
-              AND h.at > coalesce((SELECT max(o.at) FROM billing.subscription_status_history o
-                                   WHERE o.subscription_id = s.id AND o.status <> 'past_due'
-                                     AND o.at <= to_timestamp(s.version)), '-infinity')) AS past_due_since
-    FROM billing.customer_links l
-    JOIN billing.subscriptions s ON s.customer_id = l.customer_id
-), judged AS (
-    SELECT c.*,
-           CASE
-               WHEN c.status IN ('active', 'trialing') THEN true
-               WHEN c.status = 'past_due' THEN now() < c.past_due_since + (SELECT period FROM grace)
-               ELSE false
-           END AS grants,
-           CASE
-               WHEN c.status = 'trialing' THEN 'trialing until ' || c.trial_end
-               WHEN c.status = 'active' AND c.cancel_at_period_end THEN 'active; cancels at period end ' || c.current_period_end
-               WHEN c.status = 'active' THEN 'active'
-               WHEN c.status = 'past_due' AND now() < c.past_due_since + (SELECT period FROM grace)
-                   THEN 'past_due since ' || c.past_due_since || '; grace period until '
-                        || (c.past_due_since + (SELECT period FROM grace))
-               WHEN c.status = 'past_due' THEN 'past_due since ' || c.past_due_since || '; grace period over'
-               ELSE 'subscription ' || coalesce(c.status, 'unknown')
-           END AS why
-    FROM candidates c
-), best AS (
-    SELECT DISTINCT ON (j.user_id) j.*
-    FROM judged j
-    ORDER BY j.user_id, j.grants DESC, j.current_period_end DESC NULLS LAST, j.id
 )
-SELECT p.user_id,
-       p.email,
-       coalesce(b.grants, false) AS has_access,
-       CASE WHEN b.grants THEN b.plan ELSE 'free' END AS plan,
-       b.status,
-       b.id AS subscription_id,
-       b.customer_id,
-       CASE
-           WHEN NOT b.grants THEN NULL
-           WHEN b.status = 'past_due' THEN b.past_due_since + (SELECT period FROM grace)
-           WHEN b.status = 'trialing' THEN b.trial_end
-           ELSE b.current_period_end
-       END AS access_until,
-       coalesce(b.why, CASE WHEN EXISTS (SELECT 1 FROM billing.customer_links l WHERE l.user_id = p.user_id)
-                            THEN 'no subscription' ELSE 'no Stripe customer linked' END) AS reason
+SELECT p.user_id, p.email, a.has_access, a.plan, a.status, a.subscription_id, a.customer_id, a.access_until, a.reason,
+       a.period_start, a.period_end
 FROM people p
-LEFT JOIN best b ON b.user_id = p.user_id;
+CROSS JOIN LATERAL billing.access_of(p.user_id) a;
 COMMENT ON VIEW billing.user_access IS
     'One row per user (not deleted): has_access, the plan (free without a granting subscription), the subscription '
-    'and status it comes from, until when, and why. active and trialing grant; past_due grants for '
-    'billing.settings past_due_grace_period from when it became past_due; every other status denies. A subscription '
+    'and status it comes from, until when, why, and the current usage period (see billing.access_of). A subscription '
     'set to cancel at period end stays active, and grants, until Stripe ends it.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Usage and limits
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS billing.usage_counters (
+    user_id      text        NOT NULL,
+    feature      text        NOT NULL,
+    period_start timestamptz NOT NULL,
+    period_end   timestamptz NOT NULL,
+    used         bigint      NOT NULL DEFAULT 0 CHECK (used >= 0),
+    PRIMARY KEY (user_id, feature, period_start)
+);
+COMMENT ON TABLE billing.usage_counters IS
+    'How much of a feature a user used in one billing period, counting allowed uses only. The row is also the lock '
+    'that serialises concurrent billing.record_usage calls for one user and feature.';
+
+CREATE TABLE IF NOT EXISTS billing.usage_events (
+    idempotency_key text        PRIMARY KEY,
+    user_id         text        NOT NULL,
+    feature         text        NOT NULL,
+    quantity        bigint      NOT NULL CHECK (quantity > 0),
+    allowed         boolean     NOT NULL,
+    plan            text        NOT NULL,
+    limit_value     bigint,
+    used            bigint      NOT NULL,
+    remaining       bigint,
+    period_start    timestamptz NOT NULL,
+    period_end      timestamptz NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    reported_at     timestamptz
+);
+COMMENT ON TABLE billing.usage_events IS
+    'Every billing.record_usage call, allowed or denied, with the answer it got: a repeated idempotency_key is '
+    'answered from here and counts nothing. reported_at: when the use was reported to Stripe (metered prices).';
+CREATE INDEX IF NOT EXISTS usage_events_by_user ON billing.usage_events (user_id, feature, recorded_at);
+COMMENT ON INDEX billing.usage_events_by_user IS 'A user''s usage history.';
+
+CREATE OR REPLACE FUNCTION billing.record_usage(user_id text, feature text, quantity bigint, idempotency_key text)
+RETURNS TABLE (
+    allowed      boolean,
+    used         bigint,
+    limit_value  bigint,
+    remaining    bigint,
+    plan         text,
+    period_start timestamptz,
+    period_end   timestamptz,
+    repeated     boolean
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    access   record;
+    included boolean := false;
+    cap      bigint;
+    counted  bigint;
+    granted  boolean;
+BEGIN
+    IF coalesce(user_id, '') = '' OR coalesce(feature, '') = '' OR coalesce(idempotency_key, '') = '' THEN
+        RAISE EXCEPTION 'billing.record_usage: user_id, feature and idempotency_key must be non-empty texts'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF quantity IS NULL OR quantity < 1 THEN
+        RAISE EXCEPTION 'billing.record_usage: quantity must be at least 1, got %', quantity
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- A repeated key gets the first answer and counts nothing.
+    RETURN QUERY SELECT e.allowed, e.used, e.limit_value, e.remaining, e.plan, e.period_start, e.period_end, true
+                 FROM billing.usage_events e WHERE e.idempotency_key = record_usage.idempotency_key;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+
+    SELECT * INTO access FROM billing.access_of(record_usage.user_id);
+    SELECT true, l.limit_per_period INTO included, cap
+    FROM billing.plan_limits l WHERE l.plan = access.plan AND l.feature = record_usage.feature;
+    included := coalesce(included, false);
+
+    -- The counter row is the lock: callers for one user and feature take turns from here to commit.
+    INSERT INTO billing.usage_counters AS c (user_id, feature, period_start, period_end)
+    VALUES (record_usage.user_id, record_usage.feature, access.period_start, access.period_end)
+    ON CONFLICT DO NOTHING;
+    SELECT c.used INTO counted FROM billing.usage_counters c
+    WHERE c.user_id = record_usage.user_id AND c.feature = record_usage.feature AND c.period_start = access.period_start
+    FOR UPDATE;
+
+    -- A concurrent call with the same key may have committed while this one waited for the lock.
+    RETURN QUERY SELECT e.allowed, e.used, e.limit_value, e.remaining, e.plan, e.period_start, e.period_end, true
+                 FROM billing.usage_events e WHERE e.idempotency_key = record_usage.idempotency_key;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+
+    -- All or nothing: a use larger than what remains is denied whole.
+    granted := included AND (cap IS NULL OR counted + quantity <= cap);
+    IF granted THEN
+        UPDATE billing.usage_counters c SET used = c.used + quantity
+        WHERE c.user_id = record_usage.user_id AND c.feature = record_usage.feature AND c.period_start = access.period_start;
+        counted := counted + quantity;
+    END IF;
+    allowed := granted;
+    used := counted;
+    limit_value := CASE WHEN included THEN cap ELSE 0 END;
+    remaining := CASE WHEN NOT included THEN 0 WHEN cap IS NULL THEN NULL ELSE greatest(cap - counted, 0) END;
+    plan := access.plan;
+    period_start := access.period_start;
+    period_end := access.period_end;
+    repeated := false;
+    INSERT INTO billing.usage_events (idempotency_key, user_id, feature, quantity, allowed, plan, limit_value, used,
+                                      remaining, period_start, period_end)
+    VALUES (record_usage.idempotency_key, record_usage.user_id, record_usage.feature, record_usage.quantity, allowed,
+            plan, limit_value, used, remaining, period_start, period_end);
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION billing.record_usage(text, text, bigint, text) IS
+    'Records a use of quantity units of a feature by a user, if the user''s plan allows it in the current billing period, '
+    'and returns allowed, used (this period, after the call), limit_value (NULL: unlimited; 0: not in the plan), '
+    'remaining, the plan and the period. All or nothing: a use larger than what remains is denied whole and counts '
+    'nothing. Concurrent calls for one user and feature take turns, so a limit is never exceeded. A repeated '
+    'idempotency_key returns the first answer (repeated = true) and counts nothing.';
+
+CREATE OR REPLACE VIEW billing.entitlements AS
+SELECT a.user_id, a.plan, l.feature, l.limit_per_period AS limit_value, coalesce(c.used, 0) AS used,
+       CASE WHEN l.limit_per_period IS NULL THEN NULL
+            ELSE greatest(l.limit_per_period - coalesce(c.used, 0), 0) END AS remaining,
+       a.period_start, a.period_end
+FROM billing.user_access a
+JOIN billing.plan_limits l ON l.plan = a.plan
+LEFT JOIN billing.usage_counters c
+    ON c.user_id = a.user_id AND c.feature = l.feature AND c.period_start = a.period_start;
+COMMENT ON VIEW billing.entitlements IS
+    'Per user and feature of the user''s plan: the limit (NULL: unlimited), used this period, and what remains. '
+    'After a downgrade, usage already over the new limit leaves 0 remaining until the next period.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Business analytics
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW billing.mrr AS
+SELECT s.plan, s.currency, count(*) AS subscriptions,
+       round(sum(s.amount::numeric * CASE s.billing_interval
+                                        WHEN 'year' THEN 1.0 / 12
+                                        WHEN 'week' THEN 52.0 / 12
+                                        WHEN 'day' THEN 365.0 / 12
+                                        ELSE 1 END
+                 / greatest(coalesce(s.interval_count, 1), 1)))::bigint AS mrr
+FROM billing.subscriptions s
+WHERE s.status IN ('active', 'past_due')
+GROUP BY s.plan, s.currency
+ORDER BY s.currency, mrr DESC;
+COMMENT ON VIEW billing.mrr IS
+    'Monthly recurring revenue by plan and currency, in minor units: active and past_due subscriptions (trials '
+    'excluded), each amount normalised to a month (yearly / 12, weekly x 52 / 12, every N months / N).';
+
+CREATE OR REPLACE VIEW billing.active_subscriptions AS
+SELECT s.plan, s.status, count(*) AS subscriptions
+FROM billing.subscriptions s
+WHERE s.status NOT IN ('canceled', 'incomplete_expired')
+GROUP BY s.plan, s.status
+ORDER BY s.plan, s.status;
+COMMENT ON VIEW billing.active_subscriptions IS 'Subscriptions that have not ended, by plan and status.';
+
+CREATE OR REPLACE VIEW billing.subscription_movements AS
+WITH started AS (
+    SELECT date_trunc('month', s.created_at, 'UTC') AS month, count(*) AS new
+    FROM billing.subscriptions s WHERE s.created_at IS NOT NULL GROUP BY 1
+), ended AS (
+    SELECT date_trunc('month', coalesce(s.ended_at, s.canceled_at), 'UTC') AS month, count(*) AS churned
+    FROM billing.subscriptions s
+    WHERE s.status IN ('canceled', 'incomplete_expired') AND coalesce(s.ended_at, s.canceled_at) IS NOT NULL
+    GROUP BY 1
+)
+SELECT coalesce(st.month, e.month) AS month, coalesce(st.new, 0) AS new, coalesce(e.churned, 0) AS churned,
+       coalesce(st.new, 0) - coalesce(e.churned, 0) AS net
+FROM started st
+FULL JOIN ended e ON e.month = st.month
+ORDER BY 1;
+COMMENT ON VIEW billing.subscription_movements IS
+    'Per calendar month (UTC): subscriptions started (created), ended (canceled, by ended_at or canceled_at), and the net.';
+
+CREATE OR REPLACE VIEW billing.payment_recovery AS
+SELECT date_trunc('month', i.first_failed_at, 'UTC') AS month,
+       count(*) AS failed,
+       count(*) FILTER (WHERE i.status = 'paid') AS recovered,
+       count(*) FILTER (WHERE i.status = 'open') AS still_open,
+       count(*) FILTER (WHERE i.status IN ('void', 'uncollectible')) AS lost,
+       round(count(*) FILTER (WHERE i.status = 'paid')::numeric / count(*), 3) AS recovery_rate
+FROM billing.invoices i
+WHERE i.first_failed_at IS NOT NULL
+GROUP BY 1
+ORDER BY 1;
+COMMENT ON VIEW billing.payment_recovery IS
+    'Invoices whose payment failed, by the month of their first failure: how many were paid later (recovered), are '
+    'still open, or were voided or marked uncollectible, and the recovery rate.';
+
+CREATE OR REPLACE VIEW billing.top_usage AS
+SELECT ranked.feature, ranked.rank, ranked.user_id, ranked.used, ranked.period_start
+FROM (
+    SELECT c.feature, c.user_id, c.used, c.period_start,
+           rank() OVER (PARTITION BY c.feature ORDER BY c.used DESC) AS rank
+    FROM billing.usage_counters c
+    WHERE c.period_start <= now() AND now() < c.period_end AND c.used > 0
+) ranked
+WHERE ranked.rank <= 10
+ORDER BY ranked.feature, ranked.rank, ranked.user_id;
+COMMENT ON VIEW billing.top_usage IS 'Per feature, the ten users who used the most in their current billing period.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Record the version last, so a failed run leaves the old version recorded.

@@ -6,8 +6,12 @@ import PGQueue
 struct StatsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats",
-        abstract: "Show each queue: paused, available, scheduled, running, dead, and the oldest wait.",
-        discussion: "The same figures as SELECT * FROM sluice.queue_stats."
+        abstract: "Show each queue, then a summary of the business: revenue, subscriptions, payments, usage.",
+        discussion: """
+            The queues come from sluice.queue_stats; the summary from the billing views billing.mrr,
+            billing.active_subscriptions, billing.subscription_movements, billing.payment_recovery and
+            billing.top_usage, which psql reads the same way.
+            """
     )
 
     @OptionGroup var database: DatabaseOptions
@@ -15,18 +19,72 @@ struct StatsCommand: ParsableCommand {
     func run() throws {
         let connection = try database.connect()
         let stats = try reportingDatabaseErrors { () throws(PostgresError) in try JobQueue().stats(on: connection) }
-        guard !stats.isEmpty else {
+        if stats.isEmpty {
             print("no queues: nothing waiting, running or dead")
-            return
+        } else {
+            var table = TextTable(["queue", "paused", "available", "scheduled", "running", "dead", "oldest wait"])
+            for row in stats {
+                table.add([
+                    row.queue, row.paused ? "yes" : "no", "\(row.available)", "\(row.scheduled)", "\(row.running)",
+                    "\(row.dead)", row.oldestAvailableAge.map(formatAge) ?? "-",
+                ])
+            }
+            print(table.render(), terminator: "")
         }
-        var table = TextTable(["queue", "paused", "available", "scheduled", "running", "dead", "oldest wait"])
-        for row in stats {
-            table.add([
-                row.queue, row.paused ? "yes" : "no", "\(row.available)", "\(row.scheduled)", "\(row.running)",
-                "\(row.dead)", row.oldestAvailableAge.map(formatAge) ?? "-",
-            ])
+        try printBusinessSummary(connection)
+    }
+
+    /// Each billing view as a table; the columns are cast to text in SQL, so one printer serves them all.
+    private func printBusinessSummary(_ connection: PostgresConnection) throws {
+        let sections: [(title: String, columns: [String], sql: String)] = [
+            (
+                "Monthly recurring revenue (minor units)", ["plan", "currency", "subscriptions", "mrr"],
+                "SELECT plan, currency, subscriptions::text, mrr::text FROM billing.mrr"
+            ),
+            (
+                "Active subscriptions", ["plan", "status", "subscriptions"],
+                "SELECT plan, status, subscriptions::text FROM billing.active_subscriptions"
+            ),
+            (
+                "New and churned, last 6 months", ["month", "new", "churned", "net"],
+                """
+                SELECT to_char(month, 'YYYY-MM'), new::text, churned::text, net::text FROM billing.subscription_movements
+                WHERE month >= date_trunc('month', now(), 'UTC') - interval '5 months'
+                """
+            ),
+            (
+                "Failed payments, last 6 months", ["month", "failed", "recovered", "open", "lost", "recovery rate"],
+                """
+                SELECT to_char(month, 'YYYY-MM'), failed::text, recovered::text, still_open::text, lost::text,
+                       recovery_rate::text
+                FROM billing.payment_recovery WHERE month >= date_trunc('month', now(), 'UTC') - interval '5 months'
+                """
+            ),
+            (
+                "Top usage this period", ["feature", "rank", "user", "used"],
+                "SELECT feature, rank::text, user_id, used::text FROM billing.top_usage WHERE rank <= 3"
+            ),
+        ]
+        let hasBilling = try reportingDatabaseErrors { () throws(PostgresError) in
+            try connection.query("SELECT to_regclass('billing.mrr') IS NOT NULL", context: "looking for billing")
+                .single().decode(Bool.self, at: 0)
         }
-        print(table.render(), terminator: "")
+        guard hasBilling else { return }
+        for section in sections {
+            let rows = try reportingDatabaseErrors { () throws(PostgresError) in
+                try connection.query(section.sql, context: "reading \(section.title.lowercased())")
+            }
+            print("\n\(section.title)")
+            guard !rows.isEmpty else {
+                print("  none")
+                continue
+            }
+            var table = TextTable(section.columns)
+            for row in rows {
+                table.add(try section.columns.indices.map { try row.decode(String?.self, at: $0) ?? "-" })
+            }
+            print(table.render(), terminator: "")
+        }
     }
 }
 

@@ -51,26 +51,28 @@ struct BillingEvents {
         ]
     }
 
-    func price(_ id: String, amount: Int, lookupKey: String) -> [String: Any] {
+    func price(_ id: String, amount: Int, lookupKey: String, interval: String = "month", currency: String = "usd")
+        -> [String: Any]
+    {
         [
-            "id": id, "object": "price", "product": "prod_app", "currency": "usd", "unit_amount": amount,
-            "lookup_key": lookupKey, "active": true, "livemode": false, "recurring": ["interval": "month"],
+            "id": id, "object": "price", "product": "prod_app", "currency": currency, "unit_amount": amount,
+            "lookup_key": lookupKey, "active": true, "livemode": false, "recurring": ["interval": interval],
         ]
     }
 
     /// A subscription with one item; `legacy` puts the period on the subscription (API 2020) instead of the item.
     func subscription(
         status: String, price: [String: Any], cancelAtPeriodEnd: Bool = false, periodMinute: Int = 0,
-        legacy: Bool = false
+        legacy: Bool = false, id: String = "sub_1", customer: String = "cus_1", createdMinute: Int = 0
     ) -> [String: Any] {
         let periodStart = start + periodMinute * 60
         let periodEnd = periodStart + 30 * 86_400
         var item: [String: Any] = ["id": "si_1", "object": "subscription_item", "price": price, "quantity": 1]
         var object: [String: Any] = [
-            "id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status, "currency": "usd",
-            "cancel_at_period_end": cancelAtPeriodEnd, "livemode": false, "created": start,
-            "pause_collection": NSNull(), "trial_start": NSNull(), "trial_end": NSNull(),
-            "canceled_at": status == "canceled" ? periodEnd : NSNull(),
+            "id": id, "object": "subscription", "customer": customer, "status": status,
+            "currency": price["currency"] ?? "usd", "cancel_at_period_end": cancelAtPeriodEnd, "livemode": false,
+            "created": start + createdMinute * 60, "pause_collection": NSNull(), "trial_start": NSNull(),
+            "trial_end": NSNull(), "canceled_at": status == "canceled" ? periodEnd : NSNull(),
         ]
         if legacy {
             object["current_period_start"] = periodStart
@@ -84,7 +86,8 @@ struct BillingEvents {
     }
 
     func invoice(
-        _ id: String, status: String, paid: Int, attempts: Int, nextAttemptMinute: Int? = nil, legacy: Bool = false
+        _ id: String, status: String, paid: Int, attempts: Int, nextAttemptMinute: Int? = nil, legacy: Bool = false,
+        subscription: String = "sub_1"
     ) -> [String: Any] {
         var object: [String: Any] = [
             "id": id, "object": "invoice", "customer": "cus_1", "status": status, "currency": "usd",
@@ -93,9 +96,9 @@ struct BillingEvents {
             "billing_reason": "subscription_cycle", "livemode": false,
         ]
         if legacy {
-            object["subscription"] = "sub_1"
+            object["subscription"] = subscription
         } else {
-            object["parent"] = ["type": "subscription_details", "subscription_details": ["subscription": "sub_1"]]
+            object["parent"] = ["type": "subscription_details", "subscription_details": ["subscription": subscription]]
         }
         return object
     }
@@ -147,6 +150,17 @@ struct BillingEvents {
                 "rename", "user.updated", at: 14,
                 user("user_1", email: "ada@example.org", first: "Ada", last: "Lovelace", updatedMinute: 14)),
         ]
+    }
+
+    /// Applies a delivery straight through the billing functions, without the queue (for SQL-level tests).
+    static func apply(_ delivery: Delivery, on connection: PostgresConnection) throws {
+        let body = String(decoding: delivery.body, as: UTF8.self)
+        if delivery.kind == "stripe.event" {
+            try connection.query("SELECT billing.apply_stripe_event($1::jsonb)", [body], context: "applying")
+        } else {
+            try connection.query(
+                "SELECT billing.apply_clerk_event($1::jsonb, $2)", [body, delivery.eventID], context: "applying")
+        }
     }
 
     static func json(_ object: [String: Any]) -> [UInt8] {
