@@ -1338,11 +1338,13 @@ LANGUAGE sql STABLE AS $$
     ), candidates AS (
         SELECT s.*,
                -- When the latest run of past_due began: the earliest past_due report after the last other status.
-               (SELECT min(h.at) FROM billing.subscription_status_history h
-                WHERE h.subscription_id = s.id AND h.status = 'past_due'
-                  AND h.at > coalesce((SELECT max(o.at) FROM billing.subscription_status_history o
-                                       WHERE o.subscription_id = s.id AND o.status <> 'past_due'
-                                         AND o.at <= to_timestamp(s.version)), '-infinity')) AS past_due_since
+               CASE WHEN s.status = 'past_due' THEN
+                   (SELECT min(h.at) FROM billing.subscription_status_history h
+                    WHERE h.subscription_id = s.id AND h.status = 'past_due'
+                      AND h.at > coalesce((SELECT max(o.at) FROM billing.subscription_status_history o
+                                           WHERE o.subscription_id = s.id AND o.status <> 'past_due'
+                                             AND o.at <= to_timestamp(s.version)), '-infinity'))
+               END AS past_due_since
         FROM billing.customer_links l
         JOIN billing.subscriptions s ON s.customer_id = l.customer_id
         WHERE l.user_id = access_of.user_id
@@ -1478,13 +1480,6 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- A repeated key gets the first answer and counts nothing.
-    RETURN QUERY SELECT e.allowed, e.used, e.limit_value, e.remaining, e.plan, e.period_start, e.period_end, true
-                 FROM billing.usage_events e WHERE e.idempotency_key = record_usage.idempotency_key;
-    IF FOUND THEN
-        RETURN;
-    END IF;
-
     SELECT * INTO access FROM billing.access_of(record_usage.user_id);
     SELECT true, l.limit_per_period INTO included, cap
     FROM billing.plan_limits l WHERE l.plan = access.plan AND l.feature = record_usage.feature;
@@ -1498,7 +1493,8 @@ BEGIN
     WHERE c.user_id = record_usage.user_id AND c.feature = record_usage.feature AND c.period_start = access.period_start
     FOR UPDATE;
 
-    -- A concurrent call with the same key may have committed while this one waited for the lock.
+    -- A repeated key gets the first answer and counts nothing. Checked under the lock, so a concurrent call
+    -- with the same key that committed while this one waited is seen too.
     RETURN QUERY SELECT e.allowed, e.used, e.limit_value, e.remaining, e.plan, e.period_start, e.period_end, true
                  FROM billing.usage_events e WHERE e.idempotency_key = record_usage.idempotency_key;
     IF FOUND THEN

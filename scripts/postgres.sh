@@ -30,10 +30,13 @@ as_owner() {
     fi
 }
 
+# A port below the kernel's ephemeral range, where client connections take their local ports: a port
+# that a client socket holds cannot be bound by a server even though nothing listens on it.
 free_port() {
-    local port
+    local port low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
     for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 30000))
+        port=$((10000 + RANDOM % (low - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0
@@ -54,9 +57,20 @@ start() {
     chmod 700 "$dir"
     as_owner "$bin/initdb" --pgdata="$dir/data" --auth=trust --username=postgres --encoding=UTF8 \
         --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
-    echo "$port" >"$dir/port"
-    serve "$dir"
-    echo "postgresql://postgres@127.0.0.1:$port/postgres"
+    # Another cluster starting at the same moment may take the same port: try a few.
+    for attempt in 1 2 3 4 5; do
+        echo "$port" >"$dir/port"
+        if serve "$dir" 2>"$dir/start.err"; then
+            echo "postgresql://postgres@127.0.0.1:$port/postgres"
+            return 0
+        fi
+        if [ "$attempt" -lt 5 ] && grep -q 'Address already in use' "$dir/server.log" 2>/dev/null; then
+            port=$(free_port)
+            continue
+        fi
+        cat "$dir/start.err" >&2
+        exit 1
+    done
 }
 
 # Starts the server of the cluster in DIR on the port recorded there.
@@ -64,7 +78,7 @@ serve() {
     local dir=$1
     as_owner "$(bindir)/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
         -o "-c port=$(cat "$dir/port") -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir -c max_connections=300" \
-        start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+        start >/dev/null || { cat "$dir/server.log" >&2; return 1; }
 }
 
 pause() {

@@ -28,6 +28,19 @@ struct SluiceBench {
             try poolFigures(
                 settings: settings, database: database, setup: setup, report: report, queue: queue, binary: binary)
         }
+        if settings.sections.contains("usage") {
+            try UsageRecording.seed(on: setup)
+            let spread = try UsageRecording.run(database, clients: 10, calls: settings.usageCalls) { call in
+                // Deterministic scatter over the users, so runs compare.
+                "user_\((call &* 7919) % UsageRecording.users + 1)"
+            }
+            let hot = try UsageRecording.run(database, clients: 10, calls: settings.usageCalls) { _ in "user_1" }
+            report.value(
+                "record_usage, 10 clients, 10,000 users", "\(Int(spread.callsPerSecond).formatted()) calls/s")
+            report.latency("  latency per call, 10,000 users", spread.latencies)
+            report.value("record_usage, 10 clients, one hot user", "\(Int(hot.callsPerSecond).formatted()) calls/s")
+            report.latency("  latency per call, one hot user", hot.latencies)
+        }
         if settings.sections.contains("webhooks") {
             try reset(setup)
             let ingest = try WebhookIngest.run(binary: binary, database: database, settings: settings, on: setup)
@@ -279,9 +292,10 @@ struct Settings {
     var poolJobs: Int
     var poolRounds: Int
     var webhookEvents: Int
+    var usageCalls: Int
     var webhookConnections: Int
     var webhookSeconds: Int
-    /// Which parts to run: `queue`, `pool`, `webhooks` (the program's arguments; all when none is given).
+    /// Which parts to run: `queue`, `pool`, `usage`, `webhooks` (the program's arguments; all when none is given).
     var sections: Set<String>
 
     init(_ environment: [String: String]) {
@@ -300,9 +314,10 @@ struct Settings {
         poolJobs = number("SLUICE_BENCH_POOL_JOBS", 100_000)
         poolRounds = number("SLUICE_BENCH_POOL_ROUNDS", 5)
         webhookEvents = number("SLUICE_BENCH_WEBHOOK_EVENTS", 400_000)
+        usageCalls = number("SLUICE_BENCH_USAGE_CALLS", 50_000)
         webhookConnections = number("SLUICE_BENCH_WEBHOOK_CONNECTIONS", 50)
         webhookSeconds = number("SLUICE_BENCH_WEBHOOK_SECONDS", 20)
         let chosen = Set(CommandLine.arguments.dropFirst())
-        sections = chosen.isEmpty ? ["queue", "pool", "webhooks"] : chosen
+        sections = chosen.isEmpty ? ["queue", "pool", "usage", "webhooks"] : chosen
     }
 }
