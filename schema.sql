@@ -624,6 +624,55 @@ COMMENT ON FUNCTION sluice.trim_error_history(integer, integer) IS
     'many jobs it trimmed. Workers call it periodically (SLUICE_ERROR_HISTORY).';
 
 -- ---------------------------------------------------------------------------------------------------
+-- Job results
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS sluice.job_results (
+    job_id     bigint      PRIMARY KEY,
+    kind       text        NOT NULL,
+    result     jsonb       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sluice.job_results IS
+    'What a job that answers its caller produced (a portal URL, the updated subscription), keyed by the id '
+    'sluice.enqueue returned. Written when the job succeeds, with NOTIFY sluice_job_results (payload: the job id), '
+    'so a caller can LISTEN and then read it with sluice.job_result(id). Kept 7 days.';
+CREATE INDEX IF NOT EXISTS job_results_by_age ON sluice.job_results (created_at);
+COMMENT ON INDEX sluice.job_results_by_age IS 'Serves pruning results past their 7 days.';
+
+CREATE OR REPLACE FUNCTION sluice.job_result(job_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.result FROM sluice.job_results r WHERE r.job_id = job_result.job_id
+$$;
+COMMENT ON FUNCTION sluice.job_result(bigint) IS
+    'The result of a finished job, or NULL while it has none (still waiting or running, or it failed: see '
+    'sluice.dead_letters). Wait with LISTEN sluice_job_results, whose payload is the job id.';
+REVOKE ALL ON FUNCTION sluice.job_result(bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION sluice.record_job_result(job_id bigint, kind text, result jsonb) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO sluice.job_results (job_id, kind, result) VALUES (job_id, kind, result)
+    ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, created_at = now();
+    SELECT pg_notify('sluice_job_results', job_id::text);
+$$;
+COMMENT ON FUNCTION sluice.record_job_result(bigint, text, jsonb) IS
+    'Stores a job''s result (again, for a retried job) and wakes callers listening on sluice_job_results.';
+
+CREATE OR REPLACE FUNCTION sluice.prune_job_results(older_than interval DEFAULT '7 days', batch_size integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH old AS (
+        SELECT r.job_id FROM sluice.job_results r WHERE r.created_at < now() - older_than
+        ORDER BY r.created_at LIMIT batch_size
+    ), gone AS (
+        DELETE FROM sluice.job_results r USING old WHERE r.job_id = old.job_id RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$$;
+COMMENT ON FUNCTION sluice.prune_job_results(interval, integer) IS
+    'Deletes up to batch_size job results older than older_than; returns how many. Workers call it periodically.';
+
+-- ---------------------------------------------------------------------------------------------------
 -- Views for operators
 -- ---------------------------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@
 --                  sluice.enqueue_unique() and read sluice.schema_version (for /readyz), and nothing else.
 --                  It cannot read a job, a payload or a dead letter. Give it a password
 --                  (\password sluice_receiver) or a certificate, then point the receiver's DATABASE_URL at it.
--- sluice_enqueuer  a group role for other services that add jobs with sluice.enqueue() and friends:
---                  GRANT sluice_enqueuer TO your_service;
+-- sluice_enqueuer  a group role for other services that add jobs with sluice.enqueue() and friends, and read
+--                  results with sluice.job_result(): GRANT sluice_enqueuer TO your_service;
 --
 -- The enqueue functions run as the schema's owner (SECURITY DEFINER), which is what lets these roles add
 -- rows to sluice.jobs without holding any privilege on it. `sluice serve` and `sluice work` run as the owner.
@@ -40,7 +40,8 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     sluice.enqueue(text, jsonb, text, integer, timestamptz, integer, text, boolean),
     sluice.enqueue_many(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], boolean),
-    sluice.enqueue_unique(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[], boolean)
+    sluice.enqueue_unique(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[], boolean),
+    sluice.job_result(bigint)
     TO sluice_enqueuer;
 
 COMMIT;

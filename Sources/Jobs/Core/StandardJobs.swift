@@ -1,13 +1,16 @@
 /// The handlers a `sluice` process runs.
 public enum StandardJobs {
     /// Every built-in kind: `sluice.noop`; `stripe.event` and `clerk.event`, which keep the billing
-    /// model; and `usage.record`. `testJobs` adds the crash and mark kinds used by fault tests; `stripeMode` (`live` or `test`)
-    /// makes the Stripe handler record and skip events of the other mode.
-    public static func registry(testJobs: Bool, stripeMode: String? = nil) -> JobRegistry {
+    /// model; `usage.record`; and the Stripe actions (`stripe.change_plan`, `stripe.cancel_subscription`,
+    /// `stripe.resume_subscription`, `stripe.create_portal_session`, `stripe.create_checkout_session`).
+    /// `testJobs` adds the crash and mark kinds used by fault tests; `stripeMode` (`live` or `test`) makes
+    /// the Stripe event handler record and skip events of the other mode.
+    public static func registry(testJobs: Bool, stripeMode: String? = nil, stripe: StripeSettings) -> JobRegistry {
         var registry = JobRegistry([
             NoopJob(allowsCrash: testJobs), BillingEventJob.stripe(mode: stripeMode), BillingEventJob.clerk,
             UsageRecordJob(),
         ])
+        for handler in StripeActionJobs.all(client: StripeClient(settings: stripe)) { registry.register(handler) }
         if testJobs { registry.register(TestMarkJob()) }
         return registry
     }

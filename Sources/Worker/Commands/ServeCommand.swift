@@ -82,7 +82,8 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
         ])
     try await ServiceRunner(
         configuration: configuration, runtime: runtime,
-        registry: StandardJobs.registry(testJobs: configuration.testJobs, stripeMode: configuration.stripeMode),
+        registry: StandardJobs.registry(
+            testJobs: configuration.testJobs, stripeMode: configuration.stripeMode, stripe: configuration.stripe),
         runsPool: runsPool, runsReceiver: runsReceiver
     ).run()
 }

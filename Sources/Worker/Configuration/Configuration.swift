@@ -1,4 +1,5 @@
 import Crypto
+import Jobs
 import Logging
 
 /// Everything a `sluice` process is told, from the environment (systemd's `EnvironmentFile=`) and flags.
@@ -14,6 +15,8 @@ struct Configuration: Sendable {
     var webhookSecrets: WebhookSecrets
     /// `STRIPE_MODE`: `live` or `test` makes the Stripe handler skip events of the other mode; nil applies both.
     var stripeMode: String?
+    /// `STRIPE_API_KEY`, `STRIPE_API_BASE` and `STRIPE_RATE_LIMIT`, for the jobs that call Stripe.
+    var stripe: StripeSettings
     /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
     var adminListen: ListenAddress
     /// Jobs running at once in this process, over all queues (`SLUICE_CONCURRENCY`, default 10).

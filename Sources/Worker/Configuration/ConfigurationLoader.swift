@@ -1,6 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import Jobs
 import Logging
 
 /// A bad configuration value: names the variable and says what it expects.
@@ -32,6 +33,15 @@ struct ConfigurationOptions: ParsableArguments {
 
     @Option(help: "live or test: apply only Stripe events of this mode. Env: STRIPE_MODE (both).")
     var stripeMode: String?
+
+    @Option(help: "Stripe secret key, for the jobs that call Stripe; prefer the environment. Env: STRIPE_API_KEY.")
+    var stripeApiKey: String?
+
+    @Option(help: "Stripe API base URL. Env: STRIPE_API_BASE (https://api.stripe.com).")
+    var stripeApiBase: String?
+
+    @Option(help: "Requests per second to Stripe from this process. Env: STRIPE_RATE_LIMIT (25).")
+    var stripeRateLimit: String?
 
     @Option(help: "Health and metrics address, host:port, port 0 or 'off'. Env: SLUICE_ADMIN_LISTEN (127.0.0.1:9090).")
     var adminListen: String?
@@ -87,6 +97,10 @@ struct ConfigurationLoader {
                 stripe: try stripeSecrets(WebhookSource.stripe.secretVariable, flags.stripeWebhookSecret),
                 clerk: try clerkKeys(WebhookSource.clerk.secretVariable, flags.clerkWebhookSecret)),
             stripeMode: try stripeMode("STRIPE_MODE", flags.stripeMode),
+            stripe: StripeSettings(
+                apiKey: value("STRIPE_API_KEY", flags.stripeApiKey),
+                baseURL: try stripeBase("STRIPE_API_BASE", flags.stripeApiBase),
+                requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             concurrency: concurrency,
             queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
@@ -250,6 +264,15 @@ struct ConfigurationLoader {
             throw ConfigurationError(variable: variable, problem: "expected live or test, got \"\(text)\"")
         }
         return text
+    }
+
+    private func stripeBase(_ variable: String, _ flag: String?) throws(ConfigurationError) -> String {
+        guard let text = value(variable, flag) else { return "https://api.stripe.com" }
+        guard let url = URL(string: text), url.scheme == "https" || url.scheme == "http", url.host != nil else {
+            throw ConfigurationError(
+                variable: variable, problem: "expected an http(s) URL such as https://api.stripe.com, got \"\(text)\"")
+        }
+        return text.hasSuffix("/") ? String(text.dropLast()) : text
     }
 
     private func logLevel(_ variable: String, _ flag: String?) throws(ConfigurationError) -> Logger.Level {

@@ -176,6 +176,7 @@ final class PoolMaintenance: Sendable {
                 if count < 1000 { break }
             }
         }
+        for _ in 0..<10 where try queue.pruneJobResults(batchSize: 1000, on: connection) == 1000 {}
         let trimmed = try queue.trimErrorHistory(keep: settings.errorHistoryLimit, batchSize: 1000, on: connection)
         let timeouts = try queue.kindTimeouts(on: connection)
         state.withLock { $0.kindTimeouts = timeouts }

@@ -1,0 +1,159 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// How Sluice talks to Stripe's API: `STRIPE_API_KEY`, `STRIPE_API_BASE`, `STRIPE_RATE_LIMIT`.
+public struct StripeSettings: Sendable {
+    /// The secret key (`sk_live_…`, `sk_test_…`, or a restricted `rk_…`); nil makes every Stripe job fail
+    /// permanently with a message that says to set it.
+    public var apiKey: String?
+    public var baseURL: String
+    /// Requests per second this process sends at most (Stripe allows 100 in live mode, 25 in test mode).
+    public var requestsPerSecond: Double
+    public var timeoutSeconds: Double
+    /// Pinned, so a change of the account's default version cannot change the shapes the jobs read.
+    public var version: String
+
+    public init(
+        apiKey: String?, baseURL: String = "https://api.stripe.com", requestsPerSecond: Double = 25,
+        timeoutSeconds: Double = 30, version: String = "2025-03-31.basil"
+    ) {
+        self.apiKey = apiKey
+        self.baseURL = baseURL
+        self.requestsPerSecond = requestsPerSecond
+        self.timeoutSeconds = timeoutSeconds
+        self.version = version
+    }
+}
+
+/// A failed Stripe request, sorted by what the job should do about it.
+public struct StripeError: Error, CustomStringConvertible {
+    public enum Action: Sendable, Equatable {
+        /// 429: wait this long, then try again without spending an attempt.
+        case waitAndRetry(seconds: Double)
+        /// 5xx, a timeout or a network error: retry with the queue's backoff.
+        case retry
+        /// Any other 4xx, or no API key: retrying cannot help.
+        case fail
+    }
+
+    public var action: Action
+    public var description: String
+}
+
+/// One answer of Stripe's API: the JSON object, and the server's time (for the model's versions).
+struct StripeResponse {
+    var object: [String: Any]
+    var body: String
+    /// Unix seconds from the `Date` header, else the local clock.
+    var time: Int
+}
+
+/// A small blocking client for Stripe's form-encoded API, made for job handlers, which run on threads of
+/// their own. Requests carry the pinned `Stripe-Version` and, for writes, an `Idempotency-Key` the caller
+/// derives from the job, so a retried job repeats the same request and Stripe answers it once.
+public final class StripeClient: Sendable {
+    public let settings: StripeSettings
+    private let limiter: RateLimiter
+
+    public init(settings: StripeSettings) {
+        self.settings = settings
+        limiter = RateLimiter(perSecond: settings.requestsPerSecond)
+    }
+
+    /// Sends a request and waits for its answer.
+    ///
+    /// - Parameters:
+    ///   - form: `application/x-www-form-urlencoded` pairs, nested keys already flattened
+    ///     (`items[0][price]`); sent as the query of a GET.
+    ///   - idempotencyKey: the same key for every retry of one job's request.
+    func send(
+        _ method: HTTPMethod, _ path: String, form: [(String, String)] = [], idempotencyKey: String? = nil
+    ) throws(StripeError) -> StripeResponse {
+        guard let apiKey = settings.apiKey, !apiKey.isEmpty else {
+            throw StripeError(action: .fail, description: "STRIPE_API_KEY is not set; set it and retry the dead letter")
+        }
+        let encoded = form.map { "\(Self.percentEncode($0.0))=\(Self.percentEncode($0.1))" }.joined(separator: "&")
+        let url = settings.baseURL + path + (method == .GET && !encoded.isEmpty ? "?" + encoded : "")
+        var request: HTTPClient.Request
+        do {
+            request = try HTTPClient.Request(url: url, method: method)
+        } catch {
+            throw StripeError(action: .fail, description: "STRIPE_API_BASE gives a bad URL \(url): \(error)")
+        }
+        request.headers.add(name: "Authorization", value: "Bearer \(apiKey)")
+        request.headers.add(name: "Stripe-Version", value: settings.version)
+        if let idempotencyKey, method != .GET { request.headers.add(name: "Idempotency-Key", value: idempotencyKey) }
+        if method != .GET {
+            request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+            request.body = .string(encoded)
+        }
+
+        limiter.acquire()
+        let response: HTTPClient.Response
+        do {
+            response = try HTTPClient.shared.execute(
+                request: request, deadline: .now() + .milliseconds(Int64(settings.timeoutSeconds * 1000))
+            ).wait()
+        } catch {
+            throw StripeError(action: .retry, description: "Stripe \(method) \(path): \(error)")
+        }
+        let body = response.body.map { String(decoding: $0.readableBytesView, as: UTF8.self) } ?? ""
+        let object = (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:]
+        let status = Int(response.status.code)
+        guard (200..<300).contains(status) else {
+            let error = object["error"] as? [String: Any] ?? [:]
+            let detail = [error["type"], error["code"], error["decline_code"]].compactMap { $0 as? String }
+                .joined(separator: ", ")
+            let message = error["message"] as? String ?? body.prefix(200).description
+            let description = "Stripe \(method) \(path) answered \(status) (\(detail)): \(message)"
+            switch status {
+            case 429:
+                let wait = response.headers.first(name: "Retry-After").flatMap(Double.init) ?? 1
+                throw StripeError(action: .waitAndRetry(seconds: max(wait, 0.1)), description: description)
+            case 500...: throw StripeError(action: .retry, description: description)
+            default: throw StripeError(action: .fail, description: description)
+            }
+        }
+        let time =
+            response.headers.first(name: "Date").flatMap(Self.parseHTTPDate) ?? Int(Date().timeIntervalSince1970)
+        return StripeResponse(object: object, body: body, time: time)
+    }
+
+    /// Form encoding as Stripe reads it: everything but unreserved characters percent-encoded.
+    static func percentEncode(_ text: String) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+
+    private static func parseHTTPDate(_ text: String) -> Int? {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "GMT")
+        formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
+        return formatter.date(from: text).map { Int($0.timeIntervalSince1970) }
+    }
+}
+
+/// Spaces requests out to at most `perSecond`, process-wide, by blocking the caller's thread.
+final class RateLimiter: Sendable {
+    private let interval: Double
+    private let next = Mutex<Double>(0)
+
+    init(perSecond: Double) {
+        interval = perSecond > 0 ? 1 / perSecond : 0
+    }
+
+    func acquire() {
+        let now = ProcessInfo.processInfo.systemUptime
+        let slot = next.withLock { next in
+            let slot = max(next, now)
+            next = slot + interval
+            return slot
+        }
+        if slot > now { Thread.sleep(forTimeInterval: slot - now) }
+    }
+}

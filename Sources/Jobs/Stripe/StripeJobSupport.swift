@@ -1,0 +1,126 @@
+import Foundation
+import PGQueue
+
+/// What every job that calls Stripe shares: reading its payload, finding the subscription or customer
+/// of a user, turning Stripe's answers into outcomes, and writing what Stripe answered.
+struct StripeJobSupport: Sendable {
+    let client: StripeClient
+
+    /// The payload as a JSON object; anything else fails the job permanently.
+    func payload(_ job: ClaimedJob) throws -> [String: Any] {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(job.payload.utf8)) as? [String: Any] else {
+            throw JobError.permanent("the payload is not a JSON object")
+        }
+        return object
+    }
+
+    func string(_ payload: [String: Any], _ key: String) throws -> String? {
+        guard let value = payload[key], !(value is NSNull) else { return nil }
+        guard let text = value as? String, !text.isEmpty else {
+            throw JobError.permanent("payload field \(key) must be a non-empty string")
+        }
+        return text
+    }
+
+    func required(_ payload: [String: Any], _ key: String) throws -> String {
+        guard let text = try string(payload, key) else { throw JobError.permanent("payload field \(key) is missing") }
+        return text
+    }
+
+    /// `subscription_id`, else the subscription that gives `user_id` access (else the user's latest).
+    func subscriptionID(_ payload: [String: Any], on connection: PostgresConnection) throws -> String {
+        if let id = try string(payload, "subscription_id") { return id }
+        guard let user = try string(payload, "user_id") else {
+            throw JobError.permanent("the payload needs subscription_id or user_id")
+        }
+        let row = try connection.query(
+            """
+            SELECT coalesce(a.subscription_id,
+                            (SELECT s.id FROM billing.customer_links l JOIN billing.subscriptions s ON s.customer_id = l.customer_id
+                             WHERE l.user_id = $1 ORDER BY s.version DESC NULLS LAST LIMIT 1))
+            FROM billing.access_of($1) a
+            """, [user], context: "finding the subscription of \(user)"
+        ).single()
+        guard let id = try row.decode(String?.self, at: 0) else {
+            throw JobError.permanent("user \(user) has no subscription")
+        }
+        return id
+    }
+
+    /// `customer_id`, else the customer linked to `user_id`; nil when neither is known and `required` is false.
+    func customerID(_ payload: [String: Any], required: Bool, on connection: PostgresConnection) throws -> String? {
+        if let id = try string(payload, "customer_id") { return id }
+        guard let user = try string(payload, "user_id") else {
+            if required { throw JobError.permanent("the payload needs customer_id or user_id") }
+            return nil
+        }
+        let rows = try connection.query(
+            "SELECT customer_id FROM billing.customer_links WHERE user_id = $1", [user],
+            context: "finding the customer of \(user)")
+        if let row = rows.first { return try row.decode(String.self, at: 0) }
+        if required { throw JobError.permanent("user \(user) has no Stripe customer") }
+        return nil
+    }
+
+    /// Runs `body`, turning a Stripe failure into what the queue should do: a 429 waits out `Retry-After`
+    /// without spending an attempt, a 5xx or network error retries with backoff, any other 4xx dies.
+    func calling(_ body: () throws -> JobOutcome) throws -> JobOutcome {
+        do {
+            return try body()
+        } catch let error as StripeError {
+            switch error.action {
+            case .waitAndRetry(let seconds): return .snooze(seconds: seconds)
+            case .retry: throw JobError.retryable(error.description)
+            case .fail: throw JobError.permanent(error.description)
+            }
+        }
+    }
+
+    /// The idempotency key of one of a job's requests: the same for every retry of the job.
+    func idempotencyKey(_ job: ClaimedJob, _ step: String) -> String {
+        "sluice-\(job.id)-\(job.kind)-\(step)"
+    }
+
+    /// Writes a subscription Stripe returned into the model, at the response's time, so the webhook that
+    /// follows finds nothing newer to apply; and stores the job's result. One transaction.
+    func finish(
+        _ job: ClaimedJob, subscription: StripeResponse?, result: [String: Any], on connection: PostgresConnection
+    ) throws {
+        try connection.transaction(context: "recording the result of \(job.kind) job \(job.id)") { tx in
+            if let subscription {
+                let event: [String: Any] = [
+                    "id": "api:\(job.id):\(job.kind)", "object": "event", "type": "customer.subscription.updated",
+                    "created": subscription.time, "livemode": subscription.object["livemode"] as? Bool ?? false,
+                    "data": ["object": (try? JSONSerialization.jsonObject(with: Data(subscription.body.utf8))) ?? [:]],
+                ]
+                try tx.query(
+                    "SELECT billing.apply_stripe_event($1::jsonb)", [Self.json(event)],
+                    context: "applying the subscription Stripe returned")
+            }
+            try tx.query(
+                "SELECT sluice.record_job_result($1, $2, $3::jsonb)", [job.id, job.kind, Self.json(result)],
+                context: "storing the job result")
+        }
+    }
+
+    static func json(_ object: Any) -> String {
+        String(
+            decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8),
+            as: UTF8.self)
+    }
+
+    /// The fields of a subscription a caller wants back.
+    static func summary(_ subscription: StripeResponse) -> [String: Any] {
+        let object = subscription.object
+        var summary: [String: Any] = [:]
+        for key in ["id", "status", "cancel_at_period_end", "current_period_end", "customer"] {
+            if let value = object[key] { summary[key] = value }
+        }
+        if let items = (object["items"] as? [String: Any])?["data"] as? [[String: Any]],
+            let price = items.first?["price"] as? [String: Any]
+        {
+            summary["price"] = price["id"]
+        }
+        return ["subscription": summary]
+    }
+}
