@@ -1501,6 +1501,19 @@ COMMENT ON TABLE billing.usage_events IS
 CREATE INDEX IF NOT EXISTS usage_events_by_user ON billing.usage_events (user_id, feature, recorded_at);
 COMMENT ON INDEX billing.usage_events_by_user IS 'A user''s usage history.';
 
+CREATE INDEX IF NOT EXISTS usage_events_unreported ON billing.usage_events (recorded_at)
+    WHERE reported_at IS NULL AND allowed;
+COMMENT ON INDEX billing.usage_events_unreported IS 'Serves the stripe.report_usage job: allowed uses not yet reported.';
+
+CREATE TABLE IF NOT EXISTS billing.meters (
+    feature    text PRIMARY KEY,
+    event_name text NOT NULL
+);
+COMMENT ON TABLE billing.meters IS
+    'Operator-set: features billed by metered prices, and the Stripe billing meter event_name each is reported as. '
+    'The stripe.report_usage job sends every allowed use of these features to Stripe once, as a meter event whose '
+    'identifier is the use''s idempotency key, and sets billing.usage_events.reported_at.';
+
 CREATE OR REPLACE FUNCTION billing.record_usage(user_id text, feature text, quantity bigint, idempotency_key text)
 RETURNS TABLE (
     allowed      boolean,

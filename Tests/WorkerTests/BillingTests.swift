@@ -316,7 +316,7 @@ struct BillingTests {
         }
         #expect(
             rows.map(\.0) == [
-                "clerk.event:msg_bad_user", "stripe.event:evt_bad_invoice", "stripe.event:evt_bad_subscription",
+                "clerk:msg_bad_user", "stripe:evt_bad_invoice", "stripe:evt_bad_subscription",
             ])
         #expect(rows.allSatisfy { $0.1 == 1 && $0.2 == "permanent_failure" })
         #expect(rows[0].3.contains("field data.updated_at must be a number"), "\(rows[0].3)")

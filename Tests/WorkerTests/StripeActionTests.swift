@@ -15,7 +15,7 @@ struct StripeActionTests {
         let run = try BillingRun(cluster: cluster, name: name)
         let connection = try run.connect()
         for delivery in events.lifecycle.prefix(9) { try BillingEvents.apply(delivery, on: connection) }
-        let stripe = try await FakeStripe()
+        let stripe = try FakeStripe()
         return (run, stripe, ["STRIPE_API_BASE": stripe.url, "STRIPE_API_KEY": "sk_test_sluice"])
     }
 

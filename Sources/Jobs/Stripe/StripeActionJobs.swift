@@ -6,14 +6,15 @@ import PGQueue
 /// idempotency key derived from the job, writes a returned subscription into the model at once, and
 /// stores its result for `sluice.job_result(job id)` (NOTIFY `sluice_job_results`).
 public enum StripeActionJobs {
-    /// Every action kind, sharing one client (and so one rate limit).
+    /// Every kind that calls Stripe (the actions, and reconcile, report_usage and resync), sharing one
+    /// client and so one rate limit.
     public static func all(client: StripeClient) -> [any JobHandler] {
         let support = StripeJobSupport(client: client)
         return [
             ChangePlanJob(support: support), CancelSubscriptionJob(support: support),
             ResumeSubscriptionJob(support: support), PortalSessionJob(support: support),
             CheckoutSessionJob(support: support),
-        ]
+        ] + StripeSyncJobs.all(support: support)
     }
 }
 

@@ -1,6 +1,7 @@
 import Crypto
 import Jobs
 import Logging
+import PGQueue
 
 /// Everything a `sluice` process is told, from the environment (systemd's `EnvironmentFile=`) and flags.
 ///
@@ -17,6 +18,8 @@ struct Configuration: Sendable {
     var stripeMode: String?
     /// `STRIPE_API_KEY`, `STRIPE_API_BASE` and `STRIPE_RATE_LIMIT`, for the jobs that call Stripe.
     var stripe: StripeSettings
+    /// `SLUICE_PERIODIC`: kinds enqueued once per slot (`stripe.reconcile@15m,stripe.report_usage@1m`).
+    var periodic: [PeriodicSchedule]
     /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
     var adminListen: ListenAddress
     /// Jobs running at once in this process, over all queues (`SLUICE_CONCURRENCY`, default 10).

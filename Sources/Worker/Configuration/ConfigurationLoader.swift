@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Jobs
 import Logging
+import PGQueue
 
 /// A bad configuration value: names the variable and says what it expects.
 struct ConfigurationError: Error, CustomStringConvertible {
@@ -42,6 +43,12 @@ struct ConfigurationOptions: ParsableArguments {
 
     @Option(help: "Requests per second to Stripe from this process. Env: STRIPE_RATE_LIMIT (25).")
     var stripeRateLimit: String?
+
+    @Option(
+        help:
+            "Periodic jobs, kind@interval comma-separated, or off. Env: SLUICE_PERIODIC (stripe.reconcile@15m,stripe.report_usage@1m when STRIPE_API_KEY is set)."
+    )
+    var periodic: String?
 
     @Option(help: "Health and metrics address, host:port, port 0 or 'off'. Env: SLUICE_ADMIN_LISTEN (127.0.0.1:9090).")
     var adminListen: String?
@@ -101,6 +108,8 @@ struct ConfigurationLoader {
                 apiKey: value("STRIPE_API_KEY", flags.stripeApiKey),
                 baseURL: try stripeBase("STRIPE_API_BASE", flags.stripeApiBase),
                 requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
+            periodic: try periodic(
+                "SLUICE_PERIODIC", flags.periodic, stripeConfigured: value("STRIPE_API_KEY", flags.stripeApiKey) != nil),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             concurrency: concurrency,
             queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
@@ -273,6 +282,26 @@ struct ConfigurationLoader {
                 variable: variable, problem: "expected an http(s) URL such as https://api.stripe.com, got \"\(text)\"")
         }
         return text.hasSuffix("/") ? String(text.dropLast()) : text
+    }
+
+    private func periodic(_ variable: String, _ flag: String?, stripeConfigured: Bool) throws(ConfigurationError)
+        -> [PeriodicSchedule]
+    {
+        let text = value(variable, flag) ?? (stripeConfigured ? "stripe.reconcile@15m,stripe.report_usage@1m" : "off")
+        guard text != "off" else { return [] }
+        var schedules: [PeriodicSchedule] = []
+        for entry in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let parts = entry.split(separator: "@", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, let interval = Self.parseDuration(parts[1]), interval >= 1 else {
+                throw ConfigurationError(
+                    variable: variable,
+                    problem:
+                        "expected kind@interval entries such as stripe.reconcile@15m (at least 1s), or off, got \"\(text)\""
+                )
+            }
+            schedules.append(PeriodicSchedule(kind: parts[0], interval: interval))
+        }
+        return schedules
     }
 
     private func logLevel(_ variable: String, _ flag: String?) throws(ConfigurationError) -> Logger.Level {

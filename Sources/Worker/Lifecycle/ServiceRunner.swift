@@ -120,7 +120,8 @@ struct ServiceRunner {
             pollSeconds: configuration.pollSeconds,
             uniqueRetentionSeconds: configuration.uniqueRetentionSeconds,
             deadLetterRetentionSeconds: configuration.deadLetterRetentionSeconds,
-            errorHistoryLimit: configuration.errorHistoryLimit
+            errorHistoryLimit: configuration.errorHistoryLimit,
+            periodic: configuration.periodic
         )
     }
 

@@ -9,7 +9,8 @@ import Synchronization
 /// - timeouts: record a timeout failure for a job past its kind's execution timeout and stop extending it;
 /// - rescue: return expired leases of dead workers to the queue (one rescuer per database at a time);
 /// - housekeeping: prune expired unique keys and old dead letters, trim long error histories (every minute);
-/// - queue statistics for the metrics, and per-kind settings from `sluice.kinds` (every 10 s / minute).
+/// - queue statistics for the metrics, and per-kind settings from `sluice.kinds` (every 10 s / minute);
+/// - periodic jobs: each schedule's job for the current slot (every worker tries; the unique key lets one in).
 final class PoolMaintenance: Sendable {
     private let settings: PoolSettings
     private let queue: JobQueue
@@ -60,6 +61,7 @@ final class PoolMaintenance: Sendable {
         var nextRescue = ContinuousClock.now
         var nextStats = ContinuousClock.now
         var nextHousekeeping = ContinuousClock.now
+        var enqueuedSlots: [String: Date] = [:]
 
         while !isStopped.load(ordering: .acquiring) {
             let now = ContinuousClock.now
@@ -79,6 +81,15 @@ final class PoolMaintenance: Sendable {
                 if now >= nextStats {
                     metrics.queues(try queue.stats(on: open))
                     nextStats = now + .seconds(10)
+                }
+                for schedule in settings.periodic {
+                    let slot = schedule.slot(containing: Date())
+                    guard enqueuedSlots[schedule.kind] != slot else { continue }
+                    if try queue.enqueue(schedule, slot: slot, on: open) {
+                        logger.debug(
+                            "Periodic job enqueued", metadata: ["kind": "\(schedule.kind)", "slot": "\(slot)"])
+                    }
+                    enqueuedSlots[schedule.kind] = slot
                 }
                 if now >= nextHousekeeping {
                     try housekeeping(on: open)

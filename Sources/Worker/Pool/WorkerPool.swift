@@ -14,6 +14,8 @@ struct PoolSettings: Sendable {
     var uniqueRetentionSeconds: Double
     var deadLetterRetentionSeconds: Double?
     var errorHistoryLimit: Int
+    /// Kinds enqueued once per slot of their interval (`SLUICE_PERIODIC`).
+    var periodic: [PeriodicSchedule] = []
 }
 
 /// Runs jobs: a fetcher claims batches when slots are free, each job runs on a slot's serial queue under

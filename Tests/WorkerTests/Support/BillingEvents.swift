@@ -20,7 +20,9 @@ struct BillingEvents {
         var job: NewJob {
             let payload: [String: Any] = ["event_id": eventID, "body": String(decoding: body, as: UTF8.self)]
             let text = String(decoding: try! JSONSerialization.data(withJSONObject: payload), as: UTF8.self)
-            return NewJob(kind: kind, payload: text, queue: "webhooks", uniqueKey: "\(kind):\(eventID)")
+            // The receiver's unique key: stripe:<event id>, clerk:<svix-id>.
+            let source = kind == "stripe.event" ? "stripe" : "clerk"
+            return NewJob(kind: kind, payload: text, queue: "webhooks", uniqueKey: "\(source):\(eventID)")
         }
     }
 
@@ -194,7 +196,9 @@ struct BillingRun {
         for delivery in deliveries { try JobQueue().enqueue(delivery.job, on: connection) }
         let worker = try SluiceProcess(
             ["work"], databaseURL: url,
-            environment: ["SLUICE_CONCURRENCY": "\(concurrency)", "SLUICE_QUEUES": "webhooks"].merging(environment) {
+            environment: [
+                "SLUICE_CONCURRENCY": "\(concurrency)", "SLUICE_QUEUES": "webhooks", "SLUICE_PERIODIC": "off",
+            ].merging(environment) {
                 _, new in new
             })
         let drained = eventually(timeout: 60) {
