@@ -1493,16 +1493,18 @@ CREATE TABLE IF NOT EXISTS billing.usage_events (
     period_start    timestamptz NOT NULL,
     period_end      timestamptz NOT NULL,
     recorded_at     timestamptz NOT NULL DEFAULT now(),
-    reported_at     timestamptz
+    reported_at     timestamptz,
+    report_error    text
 );
 COMMENT ON TABLE billing.usage_events IS
     'Every billing.record_usage call, allowed or denied, with the answer it got: a repeated idempotency_key is '
-    'answered from here and counts nothing. reported_at: when the use was reported to Stripe (metered prices).';
+    'answered from here and counts nothing. reported_at: when the use was reported to Stripe (metered prices); '
+    'report_error: why Stripe refused it (the use is skipped until an operator sets it back to NULL).';
 CREATE INDEX IF NOT EXISTS usage_events_by_user ON billing.usage_events (user_id, feature, recorded_at);
 COMMENT ON INDEX billing.usage_events_by_user IS 'A user''s usage history.';
 
 CREATE INDEX IF NOT EXISTS usage_events_unreported ON billing.usage_events (recorded_at)
-    WHERE reported_at IS NULL AND allowed;
+    WHERE reported_at IS NULL AND allowed AND report_error IS NULL;
 COMMENT ON INDEX billing.usage_events_unreported IS 'Serves the stripe.report_usage job: allowed uses not yet reported.';
 
 CREATE TABLE IF NOT EXISTS billing.meters (

@@ -56,11 +56,24 @@ struct StripeSyncTests {
                 """, context: "usage")
         let stripe = try FakeStripe()
         let environment = ["STRIPE_API_BASE": stripe.url, "STRIPE_API_KEY": "sk_test_x", "SLUICE_PERIODIC": "off"]
+        // The first report of req-1 is refused: kept aside with Stripe's reason, and req-2 still goes.
+        stripe.script(
+            "POST", "/v1/billing/meter_events",
+            [.init(status: 400, body: #"{"error":{"type":"invalid_request_error","message":"No such meter."}}"#)])
+        try JobQueue().enqueue(NewJob(kind: "stripe.report_usage", queue: "webhooks"), on: connection)
+        try run.process([], environment: environment)
+        #expect(
+            try BillingTests.value(
+                connection,
+                "SELECT idempotency_key || ': ' || report_error FROM billing.usage_events WHERE report_error IS NOT NULL"
+            )?
+            .hasSuffix("No such meter.") == true)
+        try connection.query("UPDATE billing.usage_events SET report_error = NULL", context: "operator retries")
         for _ in 0..<2 {
             try JobQueue().enqueue(NewJob(kind: "stripe.report_usage", queue: "webhooks"), on: connection)
             try run.process([], environment: environment)
         }
-        let sent = stripe.received.filter { $0.path == "/v1/billing/meter_events" }
+        let sent = stripe.received.filter { $0.path == "/v1/billing/meter_events" }.dropFirst()
         #expect(sent.map { $0.form["identifier"] ?? "" }.sorted() == ["req-1", "req-2"])
         #expect(sent.map { $0.form["payload[value]"] ?? "" }.sorted() == ["1200", "300"])
         #expect(

@@ -85,7 +85,8 @@ struct ReconcileJob: JobHandler {
 /// `stripe.report_usage` (periodic, every minute by default): sends each allowed use of a metered feature
 /// (`billing.meters`) to Stripe's billing meter events, with the use's idempotency key as the event's
 /// identifier, and marks it reported as soon as Stripe accepts it; a use is sent again only if that mark
-/// was lost, and Stripe's identifier absorbs the repeat.
+/// was lost, and Stripe's identifier absorbs the repeat. A use Stripe refuses (a 4xx) keeps the reason in
+/// `report_error` and is skipped until an operator clears it; the others go on.
 struct ReportUsageJob: JobHandler {
     let kind = "stripe.report_usage"
     let support: StripeJobSupport
@@ -101,7 +102,7 @@ struct ReportUsageJob: JobHandler {
                     FROM billing.usage_events e
                     JOIN billing.meters m ON m.feature = e.feature
                     JOIN billing.customer_links l ON l.user_id = e.user_id
-                    WHERE e.reported_at IS NULL AND e.allowed
+                    WHERE e.reported_at IS NULL AND e.allowed AND e.report_error IS NULL
                     ORDER BY e.recorded_at
                     LIMIT 100
                     """, context: "finding unreported usage")
@@ -118,6 +119,15 @@ struct ReportUsageJob: JobHandler {
                             ], idempotencyKey: "sluice-usage-\(key)")
                     } catch let error as StripeError where error.description.contains("resource_already_exists") {
                         // Stripe already has this identifier: it was reported and the mark was lost.
+                    } catch let error as StripeError where error.action == .fail {
+                        // One refused use (a deleted customer, a meter that does not exist) must not stop the
+                        // others behind it: keep why, and leave it to an operator.
+                        try connection.query(
+                            "UPDATE billing.usage_events SET report_error = $2 WHERE idempotency_key = $1",
+                            [key, error.description], context: "recording a refused usage report")
+                        context.logger.warning(
+                            "Stripe refused a usage report", metadata: ["key": "\(key)", "error": "\(error)"])
+                        continue
                     }
                     try connection.query(
                         "UPDATE billing.usage_events SET reported_at = now() WHERE idempotency_key = $1", [key],
