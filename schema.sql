@@ -1435,10 +1435,10 @@ LANGUAGE sql STABLE AS $$
                ELSE 'subscription ' || coalesce(b.status, 'unknown')
            END,
            -- Usage counts per billing period: the granting subscription's, else the calendar month in UTC.
-           CASE WHEN b.grants AND b.current_period_start IS NOT NULL THEN b.current_period_start
-                ELSE (SELECT start FROM month) END,
-           CASE WHEN b.grants AND b.current_period_start IS NOT NULL THEN b.current_period_end
-                ELSE (SELECT start FROM month) + interval '1 month' END
+           CASE WHEN b.grants AND b.current_period_start IS NOT NULL AND b.current_period_end IS NOT NULL
+                THEN b.current_period_start ELSE (SELECT start FROM month) END,
+           CASE WHEN b.grants AND b.current_period_start IS NOT NULL AND b.current_period_end IS NOT NULL
+                THEN b.current_period_end ELSE (SELECT start FROM month) + interval '1 month' END
     FROM (SELECT 1) AS one
     LEFT JOIN best b ON true
 $$;
