@@ -33,8 +33,8 @@ struct ServiceRunner {
         pool?.start()
 
         var listening: [OneShot<Int>] = []
-        let committer = receiverServer(logger: logger, listening: &listening)
-        let receiver = committer.map { ServerGroup([$0.server], logger: logger) }
+        let receiving = receiverServer(logger: logger, listening: &listening)
+        let receiver = receiving.map { ServerGroup([$0.server], logger: logger) }
         let admin = adminServer(logger: logger, listening: &listening).map { ServerGroup([$0], logger: logger) }
 
         for server in listening { _ = await server.value() }
@@ -56,9 +56,9 @@ struct ServiceRunner {
             "Stopping gracefully; a second signal stops at once",
             metadata: ["signal": "\(signal)", "grace_s": "\(configuration.shutdownSeconds)"])
         notifier.stopping()
-        if let receiver, let committer {
+        if let receiver, let committer = receiving?.committer {
             await receiver.stop()
-            await onThread { committer.committer.stop() }
+            await onThread { committer.stop() }
         }
         if let pool {
             let grace = configuration.shutdownSeconds
