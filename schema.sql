@@ -1112,6 +1112,15 @@ COMMENT ON FUNCTION billing.link(text, text, text, text, text) IS
 -- Applying events
 -- ---------------------------------------------------------------------------------------------------
 
+CREATE OR REPLACE FUNCTION billing.set_outcome(source text, event_id text, outcome text) RETURNS text
+LANGUAGE sql AS $$
+    UPDATE billing.processed_events p SET outcome = set_outcome.outcome
+    WHERE p.source = set_outcome.source AND p.event_id = set_outcome.event_id;
+    SELECT outcome;
+$$;
+COMMENT ON FUNCTION billing.set_outcome(text, text, text) IS
+    'Records that an event was not applied (ignored, other_mode) and returns the outcome.';
+
 CREATE OR REPLACE FUNCTION billing.apply_stripe_event(event jsonb, mode text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 <<apply>>
@@ -1137,9 +1146,7 @@ BEGIN
         RETURN 'duplicate';
     END IF;
     IF mode IS NOT NULL AND livemode IS NOT NULL AND livemode <> (mode = 'live') THEN
-        UPDATE billing.processed_events p SET outcome = 'other_mode'
-        WHERE p.source = 'stripe' AND p.event_id = apply.event_id;
-        RETURN 'other_mode';
+        RETURN billing.set_outcome('stripe', apply.event_id, 'other_mode');
     END IF;
 
     IF event_type IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
@@ -1288,9 +1295,7 @@ BEGIN
             created, 1::smallint, 'stripe', event_id, event_type);
 
     ELSE
-        UPDATE billing.processed_events p SET outcome = 'ignored'
-        WHERE p.source = 'stripe' AND p.event_id = apply.event_id;
-        RETURN 'ignored';
+        RETURN billing.set_outcome('stripe', apply.event_id, 'ignored');
     END IF;
     RETURN 'applied';
 EXCEPTION WHEN data_exception THEN
@@ -1348,9 +1353,7 @@ BEGIN
         INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action)
         VALUES ('clerk', event_id, event_type, 'users', user_id, 'erased');
     ELSE
-        UPDATE billing.processed_events p SET outcome = 'ignored'
-        WHERE p.source = 'clerk' AND p.event_id = apply_clerk_event.event_id;
-        RETURN 'ignored';
+        RETURN billing.set_outcome('clerk', apply_clerk_event.event_id, 'ignored');
     END IF;
     RETURN 'applied';
 EXCEPTION WHEN data_exception THEN
