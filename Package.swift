@@ -67,6 +67,7 @@ let package = Package(
             name: "SluiceBench",
             dependencies: [
                 "PGQueue",
+                "TestKit",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Benchmarks/SluiceBench"

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PGQueue
 import Synchronization
+import TestKit
 
 /// Sluice's queue benchmarks, each figure printed beside the same machine's plain-SQL ceiling measured in
 /// the same run, rounds interleaved so that machine noise hits both sides alike; each figure is the median

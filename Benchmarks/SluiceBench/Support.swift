@@ -1,6 +1,5 @@
 import Foundation
 import PGQueue
-import Synchronization
 
 /// A database of the benchmark's own, with the schema and a plain table for the ceilings.
 struct BenchDatabase: Sendable {
@@ -42,21 +41,6 @@ struct BenchDatabase: Sendable {
         try? admin?.run(
             script: "DROP DATABASE IF EXISTS \(name) WITH (FORCE)", context: "dropping the benchmark database")
     }
-}
-
-/// Runs `body` on `count` threads at once and waits for all of them.
-func onThreads(_ count: Int, _ body: @escaping @Sendable (Int) throws -> Void) throws {
-    let group = DispatchGroup()
-    let failures = Mutex<[any Error]>([])
-    for index in 0..<count {
-        group.enter()
-        Thread {
-            do { try body(index) } catch { failures.withLock { $0.append(error) } }
-            group.leave()
-        }.start()
-    }
-    group.wait()
-    if let first = failures.withLock({ $0.first }) { throw first }
 }
 
 extension Duration {

@@ -1,6 +1,7 @@
 import Foundation
 import PGQueue
 import Synchronization
+import TestKit
 
 /// `billing.record_usage` from 10 clients, each call its own transaction (as a request path makes it):
 /// spread over 10,000 subscribed users, and all on one hot user, whose counter row every call locks.

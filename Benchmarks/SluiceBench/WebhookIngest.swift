@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import PGQueue
+import TestKit
 
 /// Webhook ingest through the real receiver: distinct Stripe events, signed in advance into a file that
 /// `wrk` posts from another process over 50 connections, beside the database's own rate of single-row
@@ -130,35 +131,17 @@ enum WebhookIngest {
 
     /// A port nobody listens on now (the kernel's pick for port 0), so the receiver's log level is free.
     private static func freePort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0
-            }
-        }
-        guard bound else { throw BenchFailure("could not find a free port: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        let (socket, port) = try Loopback.bind()
+        close(socket)
+        return port
     }
 
     private static func waitUntilListening(port: Int, logPath: String) throws {
         for _ in 0..<300 {
-            let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            let connected = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-                }
+            if let socket = Loopback.connect(port: port) {
+                close(socket)
+                return
             }
-            close(socket)
-            if connected { return }
             usleep(50_000)
         }
         throw BenchFailure(

@@ -53,7 +53,7 @@ public struct BillingEventJob: JobHandler {
             ).single().decode(String.self, at: 0)
             context.logger.debug("Billing event processed", metadata: ["outcome": "\(outcome)"])
             return .success
-        } catch let error as PostgresError where error.sqlState?.hasPrefix("22") == true {
+        } catch let error as PostgresError where error.isDataException {
             throw JobError.permanent("the event cannot be applied: \(error.message)")
         }
     }

@@ -31,7 +31,7 @@ public struct UsageRecordJob: JobHandler {
             let used = try answer.decode(Int64.self, at: 1)
             context.logger.debug("Usage recorded", metadata: ["allowed": "\(allowed)", "used": "\(used)"])
             return .success
-        } catch let error as PostgresError where error.sqlState?.hasPrefix("22") == true {
+        } catch let error as PostgresError where error.isDataException {
             throw JobError.permanent("the usage cannot be recorded: \(error.message)")
         }
     }

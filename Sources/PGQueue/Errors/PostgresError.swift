@@ -70,6 +70,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
             || sqlState.hasPrefix("57P")
     }
 
+    /// True for SQLSTATE class 22 (data exception: a value of the wrong type or out of range): the input is
+    /// wrong, and retrying the same input cannot help.
+    public var isDataException: Bool {
+        sqlState?.hasPrefix("22") == true
+    }
+
     public var description: String {
         var text = "PostgreSQL \(code) while \(context)"
         if let sqlState { text += " (SQLSTATE \(sqlState))" }

@@ -39,19 +39,9 @@ final class FakeStripe: Sendable {
         let resources = (objects as? [String: Any])?["resources"] as? [String: Any] ?? [:]
         subscriptionTemplate = String(
             decoding: try JSONSerialization.data(withJSONObject: resources["subscription"] ?? [:]), as: UTF8.self)
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, length) == 0 && listen(listener, 64) == 0 && getsockname(listener, $0, &length) == 0
-            }
-        }
-        guard bound else { throw SocketFailure(description: "fake Stripe could not listen: errno \(errno)") }
+        let (listener, port) = try Loopback.bind(listening: 64)
         self.listener = listener
-        port = Int(UInt16(bigEndian: address.sin_port))
+        self.port = port
         let thread = Thread { [self] in
             while true {
                 let client = accept(listener, nil, nil)

@@ -1,4 +1,5 @@
 import Foundation
+import TestKit
 
 /// What a server answered, as far as the bytes read make sense of it.
 struct HTTPReply: Sendable {
@@ -22,22 +23,13 @@ enum RawHTTP {
 
     /// Sends `request` as is and reads until the server closes the connection or `timeout` passes.
     static func exchange(port: Int, request: [UInt8], timeout: Double = 15) throws -> HTTPReply {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw SocketFailure(description: "socket: errno \(errno)") }
+        guard let socket = Loopback.connect(port: port) else {
+            throw SocketFailure(description: "connect to port \(port): errno \(errno)")
+        }
         defer { close(socket) }
         var wait = timeval(tv_sec: Int(timeout), tv_usec: 0)
         setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(socket, SOL_SOCKET, SO_SNDTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard connected == 0 else { throw SocketFailure(description: "connect to port \(port): errno \(errno)") }
 
         // A server may answer (413) and close before reading everything: stop sending, still read.
         var sent = 0
@@ -64,8 +56,4 @@ enum RawHTTP {
         let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
         return HTTPReply(status: status, body: body)
     }
-}
-
-struct SocketFailure: Error, CustomStringConvertible {
-    var description: String
 }
