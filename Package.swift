@@ -33,8 +33,7 @@ let package = Package(
             dependencies: [
                 "CLibPQ",
                 .product(name: "Logging", package: "swift-log"),
-            ],
-            plugins: ["EmbedSchema"]
+            ]
         ),
         .target(
             name: "Jobs",
@@ -44,7 +43,8 @@ let package = Package(
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-            ]
+            ],
+            plugins: ["EmbedSchema"]
         ),
         .executableTarget(
             name: "Worker",
@@ -67,6 +67,7 @@ let package = Package(
             name: "SluiceBench",
             dependencies: [
                 "PGQueue",
+                "Jobs",
                 "TestKit",
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

@@ -1,11 +1,14 @@
 -- Sluice: the whole database schema, and the operators' manual for it.
 --
--- schema-version: 2
+-- Apply with `psql -v ON_ERROR_STOP=1 -f schema.sql` or `sluice migrate`. Applying it again is safe, and a
+-- database made by any earlier schema.sql is upgraded in place without losing a row: the whole file runs
+-- in one transaction under an advisory lock (two deploys applying it at once take turns), the
+-- "Upgrades" section alters what older versions made, and everything else is created only if missing or
+-- replaced in place. `sluice migrate --dry-run` lists the upgrade steps without applying them.
 --
--- Apply with `psql -v ON_ERROR_STOP=1 -f schema.sql` or `sluice migrate`. Applying it again is safe:
--- every object is created only if missing or replaced in place, and a database of an older version is
--- upgraded in place without losing jobs (see "Upgrades" below). The whole file runs in one transaction
--- under an advisory lock, so two deploys applying it at once take turns.
+-- The file reads top-down: version guard, upgrades, the queue, the operators' API, the billing tables,
+-- reading events and billing.write, the event families, access and usage, analytics, retention, and the
+-- version stamp last, so a run that fails leaves the old version recorded.
 --
 -- Everyday operator commands:
 --   SELECT * FROM sluice.queue_stats;                        -- what is waiting, running, dead
@@ -17,11 +20,19 @@
 --   SELECT sluice.pause_queue('webhooks');  SELECT sluice.resume_queue('webhooks');
 --   SELECT sluice.enqueue('sluice.noop', '{}');              -- a smoke test
 --   SELECT * FROM billing.user_access;                       -- who has access, on which plan, and why
+--   SELECT * FROM sluice.settings;  SELECT * FROM billing.settings;   -- retention and other settings
 
 BEGIN;
 
 -- "already exists, skipping" notices on a re-run are expected; keep psql's output to what matters.
 SET LOCAL client_min_messages = warning;
+
+-- The version of this file, its one literal: every change to schema.sql raises it (make test fails
+-- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
+-- changes are additive first and removals a release later, so it stays below the version until a
+-- release removes something an older one uses.
+SET LOCAL sluice.schema_version = 3;
+SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
 DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtextextended('sluice.schema', 0)); END $$;
@@ -32,33 +43,165 @@ COMMENT ON SCHEMA sluice IS
     'rest in sluice.dead_letters. Call sluice.enqueue() to add work; see sluice.queue_stats for an overview.';
 
 -- ---------------------------------------------------------------------------------------------------
--- Version and upgrades
+-- Version guard
 -- ---------------------------------------------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS sluice.schema_version (
-    singleton  boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
-    version    integer     NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    version     integer     NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    serves_from integer
 );
 COMMENT ON TABLE sluice.schema_version IS
-    'The version of schema.sql last applied to this database (one row). A Sluice process is ready only '
-    'when this is at least the version it was built with.';
+    'The version of schema.sql last applied to this database (one row). A Sluice release built for version W '
+    'works against it while serves_from <= W <= version; otherwise it claims nothing, says so once in its log, '
+    'and its /readyz answers 503 naming both versions.';
 
 -- Refuse to run an older schema.sql over a newer database: it would replace newer functions with old ones.
 DO $$
 DECLARE
     found_version integer;
+    this_version  integer := current_setting('sluice.schema_version')::integer;
 BEGIN
     SELECT version INTO found_version FROM sluice.schema_version;
-    IF found_version > 2 THEN
-        RAISE EXCEPTION 'sluice schema: this database is at version %, newer than this schema.sql (version 2)', found_version
+    IF found_version > this_version THEN
+        RAISE EXCEPTION 'sluice schema: this database is at version %, newer than this schema.sql (version %)',
+            found_version, this_version
             USING HINT = 'Apply the schema.sql of the newest Sluice release instead.';
     END IF;
 END
 $$;
 
+CREATE TABLE IF NOT EXISTS sluice.schema_upgrades (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    from_version integer,
+    to_version   integer     NOT NULL,
+    applied_at   timestamptz NOT NULL DEFAULT now(),
+    steps        text[]      NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE sluice.schema_upgrades IS
+    'Every run of schema.sql that created the schema or changed its version, with the upgrade steps it took '
+    '(from_version NULL: a fresh install).';
+
 -- ---------------------------------------------------------------------------------------------------
--- Tables
+-- Upgrades
+--
+-- Steps that bring a database made by an earlier schema.sql to this one. They come before everything
+-- else because PostgreSQL checks views, indexes and SQL functions against the columns they name when
+-- they are created. Versions 1 and 2 were each used by several different files, so a step never trusts
+-- the version: it looks at the catalog and acts only where the database differs (a missing column, an
+-- old constraint), which also makes every step safe to run twice. On a fresh database there is nothing
+-- to upgrade and every step passes. Each step that acts records itself with sluice.note_upgrade().
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION sluice.note_upgrade(step text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT set_config('sluice.upgrade_steps',
+                      concat_ws(E'\n', nullif(current_setting('sluice.upgrade_steps', true), ''), step), true);
+$$;
+COMMENT ON FUNCTION sluice.note_upgrade(text) IS
+    'Records one upgrade step taken by this run of schema.sql (listed by sluice migrate and --dry-run, and kept '
+    'in sluice.schema_upgrades).';
+
+CREATE OR REPLACE FUNCTION sluice.has_column(table_name regclass, column_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM pg_attribute a
+                   WHERE a.attrelid = table_name AND a.attname = column_name AND a.attnum > 0 AND NOT a.attisdropped);
+$$;
+COMMENT ON FUNCTION sluice.has_column(regclass, text) IS 'Whether a table has a column: what upgrade steps look at.';
+
+-- Adds a column an earlier version lacked, where the table exists (a fresh install creates it whole below).
+CREATE OR REPLACE FUNCTION sluice.add_missing_column(table_name text, column_name text, definition text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF to_regclass(table_name) IS NOT NULL AND NOT sluice.has_column(to_regclass(table_name), column_name) THEN
+        EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', table_name, column_name, definition);
+        PERFORM sluice.note_upgrade(format('add column %s.%s %s', table_name, column_name, definition));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice.add_missing_column(text, text, text) IS
+    'Upgrade step: adds table_name.column_name with the given type and default when the table exists without it.';
+
+-- Version 3: the oldest tables grew columns; each is added where it is missing.
+DO $$
+BEGIN
+    PERFORM sluice.add_missing_column('sluice.schema_version', 'serves_from', 'integer');
+    PERFORM sluice.add_missing_column('sluice.kinds', 'timeout_seconds', 'double precision');
+    PERFORM sluice.add_missing_column('billing.subscriptions', 'billing_interval', 'text');
+    PERFORM sluice.add_missing_column('billing.subscriptions', 'interval_count', 'integer');
+    PERFORM sluice.add_missing_column('billing.subscriptions', 'created_at', 'timestamptz');
+    PERFORM sluice.add_missing_column('billing.invoices', 'first_failed_at', 'timestamptz');
+    PERFORM sluice.add_missing_column('billing.usage_events', 'report_error', 'text');
+END
+$$;
+COMMENT ON COLUMN sluice.schema_version.serves_from IS
+    'The oldest schema version whose release still works against this one (NULL: only this version).';
+
+DO $$
+BEGIN
+    -- The index of unreported uses once included refused ones too; it is made again below.
+    IF pg_get_indexdef(to_regclass('billing.usage_events_unreported')) NOT LIKE '%report_error%' THEN
+        DROP INDEX billing.usage_events_unreported;
+        PERFORM sluice.note_upgrade('billing.usage_events_unreported also leaves out uses Stripe refused');
+    END IF;
+END
+$$;
+
+DO $$
+BEGIN
+    IF to_regclass('sluice.kinds') IS NULL THEN
+        RETURN;
+    END IF;
+    -- The first version made max_attempts required; a kind may now set only a timeout.
+    IF EXISTS (SELECT 1 FROM pg_attribute
+               WHERE attrelid = 'sluice.kinds'::regclass AND attname = 'max_attempts' AND attnotnull) THEN
+        ALTER TABLE sluice.kinds ALTER COLUMN max_attempts DROP NOT NULL;
+        PERFORM sluice.note_upgrade('sluice.kinds.max_attempts may be NULL (the default)');
+    END IF;
+    -- A timeout must be finite: the first check let 'Infinity' through. Such a row goes back to the default.
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = 'sluice.kinds'::regclass AND conname = 'kinds_timeout_seconds_check'
+                     AND pg_get_constraintdef(oid) LIKE '%Infinity%') THEN
+        UPDATE sluice.kinds SET timeout_seconds = NULL WHERE timeout_seconds = 'Infinity';
+        ALTER TABLE sluice.kinds DROP CONSTRAINT IF EXISTS kinds_timeout_seconds_check;
+        ALTER TABLE sluice.kinds ADD CONSTRAINT kinds_timeout_seconds_check
+            CHECK (timeout_seconds > 0 AND timeout_seconds < 'Infinity');
+        PERFORM sluice.note_upgrade('sluice.kinds.timeout_seconds must be finite (an infinite one is reset to the default)');
+    END IF;
+END
+$$;
+
+DO $$
+BEGIN
+    IF to_regclass('billing.subscriptions') IS NULL THEN
+        RETURN;  -- a fresh install, or a database from before the billing model
+    END IF;
+    -- Subscriptions written before billing_interval existed: take it from their first item, as writes do now.
+    UPDATE billing.subscriptions
+    SET billing_interval = items -> 0 ->> 'interval',
+        interval_count = coalesce((items -> 0 ->> 'interval_count')::integer, 1)
+    WHERE billing_interval IS NULL AND items -> 0 ->> 'interval' IS NOT NULL;
+    IF FOUND THEN
+        PERFORM sluice.note_upgrade('billing.subscriptions: billing_interval and interval_count filled from the first item');
+    END IF;
+    -- Invoices that failed before first_failed_at existed: the earliest failure their audit entries show.
+    UPDATE billing.invoices i
+    SET first_failed_at = (SELECT min(p.event_created)
+                           FROM billing.audit_log a
+                           JOIN billing.processed_events p ON p.source = 'stripe' AND p.event_id = a.event_id
+                           WHERE a.entity = 'invoices' AND a.entity_id = i.id
+                             AND a.event_type = 'invoice.payment_failed')
+    WHERE i.first_failed_at IS NULL AND i.last_event_type = 'invoice.payment_failed';
+    IF FOUND THEN
+        PERFORM sluice.note_upgrade('billing.invoices: first_failed_at filled from the audit log');
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- The queue: tables
 -- ---------------------------------------------------------------------------------------------------
 
 CREATE TABLE IF NOT EXISTS sluice.jobs (
@@ -173,6 +316,34 @@ COMMENT ON TABLE sluice.kinds IS
 COMMENT ON COLUMN sluice.kinds.max_attempts IS 'Used when sluice.enqueue() is called without max_attempts (default 20).';
 COMMENT ON COLUMN sluice.kinds.timeout_seconds IS
     'How long one attempt may run before it counts as failed and is retried elsewhere (default: the handler''s, 300).';
+
+CREATE TABLE IF NOT EXISTS sluice.settings (
+    key         text PRIMARY KEY,
+    value       text NOT NULL,
+    description text NOT NULL
+);
+COMMENT ON TABLE sluice.settings IS
+    'Queue settings every Sluice process reads from here, so all agree; change value with UPDATE. Retentions are '
+    'PostgreSQL intervals, or forever.';
+INSERT INTO sluice.settings (key, value, description) VALUES
+    ('dead_letter_retention', '30 days',
+     'How long a dead letter is kept after it died, unless an operator retries or discards it first.'),
+    ('job_result_retention', '7 days',
+     'How long a job''s result (sluice.job_result) is kept after it was recorded.')
+ON CONFLICT (key) DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS sluice.job_results (
+    job_id     bigint      PRIMARY KEY,
+    kind       text        NOT NULL,
+    result     jsonb       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sluice.job_results IS
+    'What a job that answers its caller produced (a portal URL, the updated subscription), keyed by the id '
+    'sluice.enqueue returned. Written when the job succeeds, with NOTIFY sluice_job_results (payload: the job id), '
+    'so a caller can LISTEN and then read it with sluice.job_result(id). Kept 7 days.';
+CREATE INDEX IF NOT EXISTS job_results_by_age ON sluice.job_results (created_at);
+COMMENT ON INDEX sluice.job_results_by_age IS 'Serves pruning results past their 7 days.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Enqueueing
@@ -462,6 +633,140 @@ REVOKE ALL ON FUNCTION sluice.enqueue_many(text[], jsonb[], text[], integer[], t
 REVOKE ALL ON FUNCTION sluice.enqueue_unique(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[], boolean) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------------
+-- Job results
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION sluice.job_result(job_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT r.result FROM sluice.job_results r WHERE r.job_id = job_result.job_id
+$$;
+COMMENT ON FUNCTION sluice.job_result(bigint) IS
+    'The result of a finished job, or NULL while it has none (still waiting or running, or it failed: see '
+    'sluice.dead_letters). Wait with LISTEN sluice_job_results, whose payload is the job id.';
+REVOKE ALL ON FUNCTION sluice.job_result(bigint) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION sluice.record_job_result(job_id bigint, kind text, result jsonb) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO sluice.job_results (job_id, kind, result) VALUES (job_id, kind, result)
+    ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, created_at = now();
+    SELECT pg_notify('sluice_job_results', job_id::text);
+$$;
+COMMENT ON FUNCTION sluice.record_job_result(bigint, text, jsonb) IS
+    'Stores a job''s result (again, for a retried job) and wakes callers listening on sluice_job_results.';
+
+CREATE OR REPLACE FUNCTION sluice.prune_job_results(older_than interval DEFAULT '7 days', batch_size integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH old AS (
+        SELECT r.job_id FROM sluice.job_results r WHERE r.created_at < now() - older_than
+        ORDER BY r.created_at LIMIT batch_size
+    ), gone AS (
+        DELETE FROM sluice.job_results r USING old WHERE r.job_id = old.job_id RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$$;
+COMMENT ON FUNCTION sluice.prune_job_results(interval, integer) IS
+    'Deletes up to batch_size job results older than older_than; returns how many. Workers call it periodically.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Housekeeping
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION sluice.prune_unique_keys(batch_size integer DEFAULT 1000) RETURNS integer
+LANGUAGE sql AS $$
+    WITH expired AS (
+        SELECT u.key FROM sluice.unique_keys u
+        WHERE u.expires_at IS NOT NULL AND u.expires_at <= now()
+        ORDER BY u.expires_at
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM sluice.unique_keys u USING expired e WHERE u.key = e.key RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone;
+$$;
+COMMENT ON FUNCTION sluice.prune_unique_keys(integer) IS
+    'Deletes up to batch_size unique keys whose retention has passed and returns how many; workers call it '
+    'periodically, in small batches so it never holds many locks.';
+
+CREATE OR REPLACE FUNCTION sluice.prune_dead_letters(older_than interval, batch_size integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH old AS (
+        SELECT d.id FROM sluice.dead_letters d
+        WHERE d.died_at < now() - older_than
+        ORDER BY d.died_at
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM sluice.dead_letters d USING old o WHERE d.id = o.id RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone;
+$$;
+COMMENT ON FUNCTION sluice.prune_dead_letters(interval, integer) IS
+    'Deletes up to batch_size dead letters that died more than older_than ago; returns how many.';
+
+CREATE OR REPLACE FUNCTION sluice.trim_error_history(keep integer DEFAULT 20, batch_size integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH long AS (
+        SELECT j.id FROM sluice.jobs j
+        WHERE jsonb_array_length(j.errors) > keep
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), trimmed AS (
+        UPDATE sluice.jobs j
+        SET errors = (SELECT jsonb_agg(e ORDER BY n)
+                      FROM jsonb_array_elements(j.errors) WITH ORDINALITY AS x(e, n)
+                      WHERE n > jsonb_array_length(j.errors) - keep)
+        FROM long WHERE j.id = long.id
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM trimmed;
+$$;
+COMMENT ON FUNCTION sluice.trim_error_history(integer, integer) IS
+    'Keeps only the last keep entries of the error history of up to batch_size long-retrying jobs; returns how '
+    'many jobs it trimmed. Workers call it periodically (SLUICE_ERROR_HISTORY).';
+
+CREATE OR REPLACE FUNCTION sluice.retention(value text) RETURNS interval
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF value IS NULL OR lower(value) = 'forever' THEN
+        RETURN NULL;
+    END IF;
+    RETURN value::interval;
+EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow OR interval_field_overflow THEN
+    RAISE EXCEPTION 'retention setting %: not an interval (such as ''30 days'') or forever', quote_literal(value)
+        USING ERRCODE = 'invalid_parameter_value';
+END
+$$;
+COMMENT ON FUNCTION sluice.retention(text) IS
+    'A retention setting as an interval: NULL for forever; a value that is neither raises invalid_parameter_value.';
+
+CREATE OR REPLACE FUNCTION sluice.prune(batch_size integer DEFAULT 1000)
+RETURNS TABLE (table_name text, pruned integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    dead    interval := sluice.retention((SELECT value FROM sluice.settings WHERE key = 'dead_letter_retention'));
+    results interval := sluice.retention((SELECT value FROM sluice.settings WHERE key = 'job_result_retention'));
+BEGIN
+    table_name := 'sluice.unique_keys';
+    pruned := sluice.prune_unique_keys(batch_size);
+    RETURN NEXT;
+    table_name := 'sluice.dead_letters';
+    pruned := CASE WHEN dead IS NULL THEN 0 ELSE sluice.prune_dead_letters(dead, batch_size) END;
+    RETURN NEXT;
+    table_name := 'sluice.job_results';
+    pruned := CASE WHEN results IS NULL THEN 0 ELSE sluice.prune_job_results(results, batch_size) END;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION sluice.prune(integer) IS
+    'One batch of housekeeping over the queue''s tables that grow with traffic: expired unique keys, and dead '
+    'letters and job results past their retention in sluice.settings. Returns how many rows left each table; '
+    'workers call it every minute, and again while a table returns a full batch, so no call holds many locks.';
+
+-- ---------------------------------------------------------------------------------------------------
 -- Operators: queues, cancelling, dead letters
 -- ---------------------------------------------------------------------------------------------------
 
@@ -564,115 +869,6 @@ $$;
 COMMENT ON FUNCTION sluice.discard_dead(bigint) IS 'Deletes one dead letter; false if there was none with that id.';
 
 -- ---------------------------------------------------------------------------------------------------
--- Housekeeping
--- ---------------------------------------------------------------------------------------------------
-
-CREATE OR REPLACE FUNCTION sluice.prune_unique_keys(batch_size integer DEFAULT 1000) RETURNS integer
-LANGUAGE sql AS $$
-    WITH expired AS (
-        SELECT u.key FROM sluice.unique_keys u
-        WHERE u.expires_at IS NOT NULL AND u.expires_at <= now()
-        ORDER BY u.expires_at
-        LIMIT batch_size
-        FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM sluice.unique_keys u USING expired e WHERE u.key = e.key RETURNING 1
-    )
-    SELECT count(*)::integer FROM gone;
-$$;
-COMMENT ON FUNCTION sluice.prune_unique_keys(integer) IS
-    'Deletes up to batch_size unique keys whose retention has passed and returns how many; workers call it '
-    'periodically, in small batches so it never holds many locks.';
-
-CREATE OR REPLACE FUNCTION sluice.prune_dead_letters(older_than interval, batch_size integer DEFAULT 1000)
-RETURNS integer
-LANGUAGE sql AS $$
-    WITH old AS (
-        SELECT d.id FROM sluice.dead_letters d
-        WHERE d.died_at < now() - older_than
-        ORDER BY d.died_at
-        LIMIT batch_size
-        FOR UPDATE SKIP LOCKED
-    ), gone AS (
-        DELETE FROM sluice.dead_letters d USING old o WHERE d.id = o.id RETURNING 1
-    )
-    SELECT count(*)::integer FROM gone;
-$$;
-COMMENT ON FUNCTION sluice.prune_dead_letters(interval, integer) IS
-    'Deletes up to batch_size dead letters that died more than older_than ago; returns how many.';
-
-CREATE OR REPLACE FUNCTION sluice.trim_error_history(keep integer DEFAULT 20, batch_size integer DEFAULT 1000)
-RETURNS integer
-LANGUAGE sql AS $$
-    WITH long AS (
-        SELECT j.id FROM sluice.jobs j
-        WHERE jsonb_array_length(j.errors) > keep
-        LIMIT batch_size
-        FOR UPDATE SKIP LOCKED
-    ), trimmed AS (
-        UPDATE sluice.jobs j
-        SET errors = (SELECT jsonb_agg(e ORDER BY n)
-                      FROM jsonb_array_elements(j.errors) WITH ORDINALITY AS x(e, n)
-                      WHERE n > jsonb_array_length(j.errors) - keep)
-        FROM long WHERE j.id = long.id
-        RETURNING 1
-    )
-    SELECT count(*)::integer FROM trimmed;
-$$;
-COMMENT ON FUNCTION sluice.trim_error_history(integer, integer) IS
-    'Keeps only the last keep entries of the error history of up to batch_size long-retrying jobs; returns how '
-    'many jobs it trimmed. Workers call it periodically (SLUICE_ERROR_HISTORY).';
-
--- ---------------------------------------------------------------------------------------------------
--- Job results
--- ---------------------------------------------------------------------------------------------------
-
-CREATE TABLE IF NOT EXISTS sluice.job_results (
-    job_id     bigint      PRIMARY KEY,
-    kind       text        NOT NULL,
-    result     jsonb       NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
-);
-COMMENT ON TABLE sluice.job_results IS
-    'What a job that answers its caller produced (a portal URL, the updated subscription), keyed by the id '
-    'sluice.enqueue returned. Written when the job succeeds, with NOTIFY sluice_job_results (payload: the job id), '
-    'so a caller can LISTEN and then read it with sluice.job_result(id). Kept 7 days.';
-CREATE INDEX IF NOT EXISTS job_results_by_age ON sluice.job_results (created_at);
-COMMENT ON INDEX sluice.job_results_by_age IS 'Serves pruning results past their 7 days.';
-
-CREATE OR REPLACE FUNCTION sluice.job_result(job_id bigint) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT r.result FROM sluice.job_results r WHERE r.job_id = job_result.job_id
-$$;
-COMMENT ON FUNCTION sluice.job_result(bigint) IS
-    'The result of a finished job, or NULL while it has none (still waiting or running, or it failed: see '
-    'sluice.dead_letters). Wait with LISTEN sluice_job_results, whose payload is the job id.';
-REVOKE ALL ON FUNCTION sluice.job_result(bigint) FROM PUBLIC;
-
-CREATE OR REPLACE FUNCTION sluice.record_job_result(job_id bigint, kind text, result jsonb) RETURNS void
-LANGUAGE sql AS $$
-    INSERT INTO sluice.job_results (job_id, kind, result) VALUES (job_id, kind, result)
-    ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, created_at = now();
-    SELECT pg_notify('sluice_job_results', job_id::text);
-$$;
-COMMENT ON FUNCTION sluice.record_job_result(bigint, text, jsonb) IS
-    'Stores a job''s result (again, for a retried job) and wakes callers listening on sluice_job_results.';
-
-CREATE OR REPLACE FUNCTION sluice.prune_job_results(older_than interval DEFAULT '7 days', batch_size integer DEFAULT 1000)
-RETURNS integer
-LANGUAGE sql AS $$
-    WITH old AS (
-        SELECT r.job_id FROM sluice.job_results r WHERE r.created_at < now() - older_than
-        ORDER BY r.created_at LIMIT batch_size
-    ), gone AS (
-        DELETE FROM sluice.job_results r USING old WHERE r.job_id = old.job_id RETURNING 1
-    )
-    SELECT count(*)::integer FROM gone
-$$;
-COMMENT ON FUNCTION sluice.prune_job_results(interval, integer) IS
-    'Deletes up to batch_size job results older than older_than; returns how many. Workers call it periodically.';
-
--- ---------------------------------------------------------------------------------------------------
 -- Views for operators
 -- ---------------------------------------------------------------------------------------------------
 
@@ -745,7 +941,17 @@ CREATE TABLE IF NOT EXISTS billing.settings (
 COMMENT ON TABLE billing.settings IS 'Operator settings of the billing model; change value with UPDATE.';
 INSERT INTO billing.settings (key, value, description) VALUES
     ('past_due_grace_period', '3 days',
-     'How long a past_due subscription keeps access, counted from when it became past_due (a PostgreSQL interval).')
+     'How long a past_due subscription keeps access, counted from when it became past_due (a PostgreSQL interval).'),
+    ('processed_event_retention', '60 days',
+     'How long an applied event''s id is remembered, so a redelivery changes nothing. Never less than 35 days: '
+     'Stripe redelivers for 3 days and reconciliation looks 30 days back.'),
+    ('usage_event_retention', '90 days',
+     'How long usage events and counters are kept after their billing period ended (a use not yet reported to '
+     'Stripe is kept until it is).'),
+    ('audit_log_retention', 'forever',
+     'How long audit log entries are kept (an interval, or forever).'),
+    ('status_history_retention', 'forever',
+     'How long subscription status reports are kept (an interval, or forever; a past_due subscription keeps its own).')
 ON CONFLICT (key) DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS billing.processed_events (
@@ -969,6 +1175,54 @@ COMMENT ON TABLE billing.plan_limits IS
     'Operator-set: how much of a feature a plan includes per billing period. NULL limit: unlimited; no row: the plan '
     'does not include the feature. Plan free is what users without a granting subscription get.';
 
+CREATE TABLE IF NOT EXISTS billing.usage_counters (
+    user_id      text        NOT NULL,
+    feature      text        NOT NULL,
+    period_start timestamptz NOT NULL,
+    period_end   timestamptz NOT NULL,
+    used         bigint      NOT NULL DEFAULT 0 CHECK (used >= 0),
+    PRIMARY KEY (user_id, feature, period_start)
+);
+COMMENT ON TABLE billing.usage_counters IS
+    'How much of a feature a user used in one billing period, counting allowed uses only. The row is also the lock '
+    'that serialises concurrent billing.record_usage calls for one user and feature.';
+
+CREATE TABLE IF NOT EXISTS billing.usage_events (
+    idempotency_key text        PRIMARY KEY,
+    user_id         text        NOT NULL,
+    feature         text        NOT NULL,
+    quantity        bigint      NOT NULL CHECK (quantity > 0),
+    allowed         boolean     NOT NULL,
+    plan            text        NOT NULL,
+    limit_value     bigint,
+    used            bigint      NOT NULL,
+    remaining       bigint,
+    period_start    timestamptz NOT NULL,
+    period_end      timestamptz NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    reported_at     timestamptz,
+    report_error    text
+);
+COMMENT ON TABLE billing.usage_events IS
+    'Every billing.record_usage call, allowed or denied, with the answer it got: a repeated idempotency_key is '
+    'answered from here and counts nothing. reported_at: when the use was reported to Stripe (metered prices); '
+    'report_error: why Stripe refused it (the use is skipped until an operator sets it back to NULL).';
+CREATE INDEX IF NOT EXISTS usage_events_by_user ON billing.usage_events (user_id, feature, recorded_at);
+COMMENT ON INDEX billing.usage_events_by_user IS 'A user''s usage history.';
+
+CREATE INDEX IF NOT EXISTS usage_events_unreported ON billing.usage_events (recorded_at)
+    WHERE reported_at IS NULL AND allowed AND report_error IS NULL;
+COMMENT ON INDEX billing.usage_events_unreported IS 'Serves the stripe.report_usage job: allowed uses not yet reported.';
+
+CREATE TABLE IF NOT EXISTS billing.meters (
+    feature    text PRIMARY KEY,
+    event_name text NOT NULL
+);
+COMMENT ON TABLE billing.meters IS
+    'Operator-set: features billed by metered prices, and the Stripe billing meter event_name each is reported as. '
+    'The stripe.report_usage job sends every allowed use of these features to Stripe once, as a meter event whose '
+    'identifier is the use''s idempotency key, and sets billing.usage_events.reported_at.';
+
 -- ---------------------------------------------------------------------------------------------------
 -- Reading events: a missing or wrong-typed field is a data_exception (SQLSTATE 22000) naming the field,
 -- which the job turns into a permanent failure.
@@ -1027,6 +1281,7 @@ $$;
 COMMENT ON FUNCTION billing.id_at(jsonb, text[], boolean) IS 'A reference to another Stripe object: its id, or the id of the expanded object.';
 
 -- ---------------------------------------------------------------------------------------------------
+
 -- Writing rows: one versioned write for every table, with its audit entry.
 -- ---------------------------------------------------------------------------------------------------
 
@@ -1109,7 +1364,9 @@ COMMENT ON FUNCTION billing.link(text, text, text, text, text) IS
     'Links a Stripe customer and a Clerk user if neither is linked yet: the first source to say so wins.';
 
 -- ---------------------------------------------------------------------------------------------------
--- Applying events
+-- Applying events: one function per family of Stripe event types, behind one dispatcher. A family
+-- function gets the event's type, its data.object, its id and its created time (Unix s), and writes
+-- through billing.write, so every family keeps the same version and audit rules.
 -- ---------------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION billing.set_outcome(source text, event_id text, outcome text) RETURNS text
@@ -1121,15 +1378,35 @@ $$;
 COMMENT ON FUNCTION billing.set_outcome(text, text, text) IS
     'Records that an event was not applied (ignored, other_mode) and returns the outcome.';
 
-CREATE OR REPLACE FUNCTION billing.apply_stripe_event(event jsonb, mode text DEFAULT NULL) RETURNS text
+CREATE OR REPLACE FUNCTION billing.apply_stripe_customer_event(event_type text, obj jsonb, event_id text, created bigint)
+RETURNS void
 LANGUAGE plpgsql AS $$
-<<apply>>
 DECLARE
-    event_id   text   := billing.text_at(event, '{id}', true);
-    event_type text   := billing.text_at(event, '{type}', true);
-    created    bigint := billing.bigint_at(event, '{created}', true);
-    livemode   boolean := billing.bool_at(event, '{livemode}');
-    obj        jsonb  := billing.field(event, '{data,object}', 'object');
+    object_id text;
+BEGIN
+    object_id := billing.text_at(obj, '{id}', true);
+    PERFORM billing.write('customers', object_id,
+        CASE WHEN event_type = 'customer.deleted'
+             THEN jsonb_build_object('deleted_at', to_timestamp(created))
+             ELSE jsonb_build_object(
+                'email', billing.text_at(obj, '{email}'), 'name', billing.text_at(obj, '{name}'),
+                'livemode', billing.bool_at(obj, '{livemode}'), 'created_at', billing.time_at(obj, '{created}'))
+        END,
+        created, (CASE WHEN event_type = 'customer.deleted' THEN 2 ELSE 1 END)::smallint,
+        'stripe', event_id, event_type);
+    PERFORM billing.link(object_id,
+        coalesce(billing.text_at(obj, '{metadata,clerk_user_id}'), billing.text_at(obj, '{metadata,user_id}')),
+        'stripe_customer_metadata', event_id, event_type);
+END
+$$;
+COMMENT ON FUNCTION billing.apply_stripe_customer_event(text, jsonb, text, bigint) IS
+    'customer.created, .updated, .deleted: the customer row, and its link to a Clerk user from metadata.clerk_user_id '
+    '(or metadata.user_id). A deletion outranks any other state of the same second.';
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_subscription_event(event_type text, obj jsonb, event_id text, created bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
     object_id  text;
     items      jsonb;
     first_item jsonb;
@@ -1137,6 +1414,202 @@ DECLARE
     written    jsonb;
     old_amount bigint;
     new_amount bigint;
+BEGIN
+    object_id := billing.text_at(obj, '{id}', true);
+    status := billing.text_at(obj, '{status}', true);
+    items := coalesce(billing.field(obj, '{items,data}', 'array', false), '[]');
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'id', billing.text_at(i, '{id}'),
+               'price_id', billing.id_at(i, '{price}'),
+               'product_id', billing.id_at(i, '{price,product}'),
+               'lookup_key', billing.text_at(i, '{price,lookup_key}'),
+               'plan', billing.text_at(i, '{price,metadata,plan}'),
+               'unit_amount', billing.bigint_at(i, '{price,unit_amount}'),
+               'interval', billing.text_at(i, '{price,recurring,interval}'),
+               'interval_count', billing.bigint_at(i, '{price,recurring,interval_count}'),
+               'quantity', coalesce(billing.bigint_at(i, '{quantity}'), 1)) ORDER BY n), '[]')
+    INTO items FROM jsonb_array_elements(items) WITH ORDINALITY AS e(i, n);
+    first_item := items -> 0;
+    INSERT INTO billing.subscription_status_history (subscription_id, event_id, at, status)
+    VALUES (object_id, event_id, to_timestamp(created), status)
+    ON CONFLICT DO NOTHING;
+    written := billing.write('subscriptions', object_id, jsonb_build_object(
+            'customer_id', billing.id_at(obj, '{customer}', true),
+            'status', status,
+            'plan', coalesce(first_item ->> 'lookup_key', first_item ->> 'plan', first_item ->> 'product_id',
+                             first_item ->> 'price_id'),
+            'price_id', first_item ->> 'price_id',
+            'product_id', first_item ->> 'product_id',
+            'quantity', (first_item ->> 'quantity')::bigint,
+            'amount', (SELECT sum((i ->> 'unit_amount')::bigint * (i ->> 'quantity')::bigint) FROM jsonb_array_elements(items) i),
+            'currency', billing.text_at(obj, '{currency}'),
+            'billing_interval', first_item ->> 'interval',
+            'interval_count', coalesce((first_item ->> 'interval_count')::integer, 1),
+            'created_at', billing.time_at(obj, '{created}'),
+            'items', items,
+            -- 2020-era payloads put the period on the subscription, current ones on each item.
+            'current_period_start', coalesce(billing.time_at(obj, '{current_period_start}'),
+                (SELECT min(billing.time_at(i, '{current_period_start}')) FROM jsonb_array_elements(obj -> 'items' -> 'data') i)),
+            'current_period_end', coalesce(billing.time_at(obj, '{current_period_end}'),
+                (SELECT max(billing.time_at(i, '{current_period_end}')) FROM jsonb_array_elements(obj -> 'items' -> 'data') i)),
+            'trial_start', billing.time_at(obj, '{trial_start}'),
+            'trial_end', billing.time_at(obj, '{trial_end}'),
+            'cancel_at_period_end', coalesce(billing.bool_at(obj, '{cancel_at_period_end}'), false),
+            'cancel_at', billing.time_at(obj, '{cancel_at}'),
+            'canceled_at', billing.time_at(obj, '{canceled_at}'),
+            'ended_at', billing.time_at(obj, '{ended_at}'),
+            'paused', status = 'paused' OR billing.field(obj, '{pause_collection}', 'object', false) IS NOT NULL,
+            'livemode', billing.bool_at(obj, '{livemode}')),
+        created, (CASE WHEN status IN ('canceled', 'incomplete_expired') THEN 2 ELSE 1 END)::smallint,
+        'stripe', event_id, event_type);
+    -- An upgrade or downgrade: the price changed.
+    IF written IS NOT NULL AND written -> '_before' IS NOT NULL
+       AND written ->> 'price_id' IS DISTINCT FROM written -> '_before' ->> 'price_id'
+       AND written -> '_before' ->> 'price_id' IS NOT NULL THEN
+        old_amount := (written -> '_before' ->> 'amount')::bigint;
+        new_amount := (written ->> 'amount')::bigint;
+        INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action, before, after)
+        VALUES ('stripe', event_id, event_type, 'subscriptions', object_id,
+                CASE WHEN new_amount > old_amount THEN 'upgraded'
+                     WHEN new_amount < old_amount THEN 'downgraded' ELSE 'price_changed' END,
+                jsonb_build_object('price_id', written -> '_before' ->> 'price_id', 'plan', written -> '_before' ->> 'plan',
+                                   'amount', old_amount),
+                jsonb_build_object('price_id', written ->> 'price_id', 'plan', written ->> 'plan', 'amount', new_amount));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.apply_stripe_subscription_event(text, jsonb, text, bigint) IS
+    'customer.subscription.*: the subscription (status, plan, items, amount, periods, trial, cancellation), the '
+    'status history every event reports, and an upgraded, downgraded or price_changed audit entry when the price changed.';
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_invoice_event(event_type text, obj jsonb, event_id text, created bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    object_id text;
+    status    text;
+BEGIN
+    object_id := billing.text_at(obj, '{id}', true);
+    status := billing.text_at(obj, '{status}', true);
+    PERFORM billing.write('invoices', object_id, jsonb_build_object(
+            'customer_id', billing.id_at(obj, '{customer}'),
+            'subscription_id', coalesce(billing.id_at(obj, '{subscription}'),
+                                        billing.id_at(obj, '{parent,subscription_details,subscription}')),
+            'status', status,
+            'currency', billing.text_at(obj, '{currency}'),
+            'amount_due', billing.bigint_at(obj, '{amount_due}', true),
+            'amount_paid', billing.bigint_at(obj, '{amount_paid}'),
+            'amount_remaining', billing.bigint_at(obj, '{amount_remaining}'),
+            'attempt_count', billing.bigint_at(obj, '{attempt_count}'),
+            'next_payment_attempt', billing.time_at(obj, '{next_payment_attempt}'),
+            'billing_reason', billing.text_at(obj, '{billing_reason}'),
+            'period_start', billing.time_at(obj, '{period_start}'),
+            'period_end', billing.time_at(obj, '{period_end}'),
+            'last_event_type', event_type,
+            'livemode', billing.bool_at(obj, '{livemode}')),
+        created, (CASE status WHEN 'draft' THEN 0 WHEN 'open' THEN 1 ELSE 2 END)::smallint,
+        'stripe', event_id, event_type);
+    IF event_type = 'invoice.payment_failed' THEN
+        -- Outside the version rule on purpose: the earliest failure, whichever event arrives last.
+        UPDATE billing.invoices i SET first_failed_at = least(i.first_failed_at, to_timestamp(created))
+        WHERE i.id = object_id AND i.first_failed_at IS DISTINCT FROM least(i.first_failed_at, to_timestamp(created));
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.apply_stripe_invoice_event(text, jsonb, text, bigint) IS
+    'invoice.*: the invoice (status, amounts, attempt count, next payment attempt, period), ranked draft < open < '
+    'paid, void, uncollectible; invoice.payment_failed also keeps the earliest failure in first_failed_at.';
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_catalog_event(event_type text, obj jsonb, event_id text, created bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF event_type LIKE 'product.%' THEN
+        PERFORM billing.write('products', billing.text_at(obj, '{id}', true),
+            jsonb_build_object('name', billing.text_at(obj, '{name}'), 'active', billing.bool_at(obj, '{active}'),
+                               'livemode', billing.bool_at(obj, '{livemode}'),
+                               'deleted_at', CASE WHEN event_type = 'product.deleted' THEN to_timestamp(created) END),
+            created, (CASE WHEN event_type = 'product.deleted' THEN 2 ELSE 1 END)::smallint, 'stripe', event_id, event_type);
+    ELSE
+        PERFORM billing.write('prices', billing.text_at(obj, '{id}', true),
+            jsonb_build_object('product_id', billing.id_at(obj, '{product}'), 'currency', billing.text_at(obj, '{currency}'),
+                               'unit_amount', billing.bigint_at(obj, '{unit_amount}'),
+                               'recurring_interval', billing.text_at(obj, '{recurring,interval}'),
+                               'lookup_key', billing.text_at(obj, '{lookup_key}'),
+                               'active', billing.bool_at(obj, '{active}'), 'livemode', billing.bool_at(obj, '{livemode}'),
+                               'deleted_at', CASE WHEN event_type = 'price.deleted' THEN to_timestamp(created) END),
+            created, (CASE WHEN event_type = 'price.deleted' THEN 2 ELSE 1 END)::smallint, 'stripe', event_id, event_type);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.apply_stripe_catalog_event(text, jsonb, text, bigint) IS
+    'product.* and price.*: the catalog that plans and amounts are read from. A deletion outranks any other state.';
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_checkout_event(event_type text, obj jsonb, event_id text, created bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM billing.link(billing.id_at(obj, '{customer}'),
+        coalesce(billing.text_at(obj, '{client_reference_id}'), billing.text_at(obj, '{metadata,clerk_user_id}'),
+                 billing.text_at(obj, '{metadata,user_id}')),
+        'stripe_checkout', event_id, event_type);
+END
+$$;
+COMMENT ON FUNCTION billing.apply_stripe_checkout_event(text, jsonb, text, bigint) IS
+    'checkout.session.completed: links the session''s customer to the Clerk user named by client_reference_id '
+    '(or metadata.clerk_user_id, metadata.user_id).';
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_charge_event(event_type text, obj jsonb, event_id text, created bigint)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF event_type = 'charge.refunded' THEN
+        PERFORM billing.write('charges', billing.text_at(obj, '{id}', true), jsonb_build_object(
+                'customer_id', billing.id_at(obj, '{customer}'), 'invoice_id', billing.id_at(obj, '{invoice}'),
+                'currency', billing.text_at(obj, '{currency}'), 'amount', billing.bigint_at(obj, '{amount}', true),
+                'amount_refunded', billing.bigint_at(obj, '{amount_refunded}', true),
+                'refunded', billing.bool_at(obj, '{refunded}'), 'livemode', billing.bool_at(obj, '{livemode}')),
+            created, 1::smallint, 'stripe', event_id, event_type);
+    ELSE
+        PERFORM billing.write('disputes', billing.text_at(obj, '{id}', true), jsonb_build_object(
+                'charge_id', billing.id_at(obj, '{charge}', true), 'currency', billing.text_at(obj, '{currency}'),
+                'amount', billing.bigint_at(obj, '{amount}', true), 'reason', billing.text_at(obj, '{reason}'),
+                'status', billing.text_at(obj, '{status}'), 'livemode', billing.bool_at(obj, '{livemode}')),
+            created, 1::smallint, 'stripe', event_id, event_type);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.apply_stripe_charge_event(text, jsonb, text, bigint) IS
+    'charge.refunded and charge.dispute.created: refunds of a charge, and disputes against it.';
+
+CREATE OR REPLACE FUNCTION billing.stripe_event_family(event_type text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE
+        WHEN event_type IN ('customer.created', 'customer.updated', 'customer.deleted') THEN 'customer'
+        WHEN event_type LIKE 'customer.subscription.%' THEN 'subscription'
+        WHEN event_type IN ('invoice.created', 'invoice.updated', 'invoice.finalized', 'invoice.paid',
+                            'invoice.payment_succeeded', 'invoice.payment_failed', 'invoice.payment_action_required',
+                            'invoice.voided', 'invoice.marked_uncollectible', 'invoice.finalization_failed') THEN 'invoice'
+        WHEN event_type IN ('product.created', 'product.updated', 'product.deleted',
+                            'price.created', 'price.updated', 'price.deleted') THEN 'catalog'
+        WHEN event_type = 'checkout.session.completed' THEN 'checkout'
+        WHEN event_type IN ('charge.refunded', 'charge.dispute.created') THEN 'charge'
+    END
+$$;
+COMMENT ON FUNCTION billing.stripe_event_family(text) IS
+    'Which family function applies a Stripe event type (customer, subscription, invoice, catalog, checkout, charge), '
+    'or NULL for a type the model does not use. A new type joins a family here; a new family also needs a '
+    'billing.apply_stripe_<family>_event function and a line in billing.apply_stripe_event.';
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_event(event jsonb, mode text DEFAULT NULL) RETURNS text
+LANGUAGE plpgsql AS $$
+<<apply>>
+DECLARE
+    event_id   text    := billing.text_at(event, '{id}', true);
+    event_type text    := billing.text_at(event, '{type}', true);
+    created    bigint  := billing.bigint_at(event, '{created}', true);
+    livemode   boolean := billing.bool_at(event, '{livemode}');
+    obj        jsonb   := billing.field(event, '{data,object}', 'object');
     problem    text;
 BEGIN
     INSERT INTO billing.processed_events (source, event_id, type, outcome, event_created)
@@ -1149,166 +1622,28 @@ BEGIN
         RETURN billing.set_outcome('stripe', apply.event_id, 'other_mode');
     END IF;
 
-    IF event_type IN ('customer.created', 'customer.updated', 'customer.deleted') THEN
-        object_id := billing.text_at(obj, '{id}', true);
-        PERFORM billing.write('customers', object_id,
-            CASE WHEN event_type = 'customer.deleted'
-                 THEN jsonb_build_object('deleted_at', to_timestamp(created))
-                 ELSE jsonb_build_object(
-                    'email', billing.text_at(obj, '{email}'), 'name', billing.text_at(obj, '{name}'),
-                    'livemode', billing.bool_at(obj, '{livemode}'), 'created_at', billing.time_at(obj, '{created}'))
-            END,
-            created, (CASE WHEN event_type = 'customer.deleted' THEN 2 ELSE 1 END)::smallint,
-            'stripe', event_id, event_type);
-        PERFORM billing.link(object_id,
-            coalesce(billing.text_at(obj, '{metadata,clerk_user_id}'), billing.text_at(obj, '{metadata,user_id}')),
-            'stripe_customer_metadata', event_id, event_type);
-
-    ELSIF event_type LIKE 'customer.subscription.%' THEN
-        object_id := billing.text_at(obj, '{id}', true);
-        status := billing.text_at(obj, '{status}', true);
-        items := coalesce(billing.field(obj, '{items,data}', 'array', false), '[]');
-        SELECT coalesce(jsonb_agg(jsonb_build_object(
-                   'id', billing.text_at(i, '{id}'),
-                   'price_id', billing.id_at(i, '{price}'),
-                   'product_id', billing.id_at(i, '{price,product}'),
-                   'lookup_key', billing.text_at(i, '{price,lookup_key}'),
-                   'plan', billing.text_at(i, '{price,metadata,plan}'),
-                   'unit_amount', billing.bigint_at(i, '{price,unit_amount}'),
-                   'interval', billing.text_at(i, '{price,recurring,interval}'),
-                   'interval_count', billing.bigint_at(i, '{price,recurring,interval_count}'),
-                   'quantity', coalesce(billing.bigint_at(i, '{quantity}'), 1)) ORDER BY n), '[]')
-        INTO items FROM jsonb_array_elements(items) WITH ORDINALITY AS e(i, n);
-        first_item := items -> 0;
-        INSERT INTO billing.subscription_status_history (subscription_id, event_id, at, status)
-        VALUES (object_id, event_id, to_timestamp(created), status)
-        ON CONFLICT DO NOTHING;
-        written := billing.write('subscriptions', object_id, jsonb_build_object(
-                'customer_id', billing.id_at(obj, '{customer}', true),
-                'status', status,
-                'plan', coalesce(first_item ->> 'lookup_key', first_item ->> 'plan', first_item ->> 'product_id',
-                                 first_item ->> 'price_id'),
-                'price_id', first_item ->> 'price_id',
-                'product_id', first_item ->> 'product_id',
-                'quantity', (first_item ->> 'quantity')::bigint,
-                'amount', (SELECT sum((i ->> 'unit_amount')::bigint * (i ->> 'quantity')::bigint) FROM jsonb_array_elements(items) i),
-                'currency', billing.text_at(obj, '{currency}'),
-                'billing_interval', first_item ->> 'interval',
-                'interval_count', coalesce((first_item ->> 'interval_count')::integer, 1),
-                'created_at', billing.time_at(obj, '{created}'),
-                'items', items,
-                -- 2020-era payloads put the period on the subscription, current ones on each item.
-                'current_period_start', coalesce(billing.time_at(obj, '{current_period_start}'),
-                    (SELECT min(billing.time_at(i, '{current_period_start}')) FROM jsonb_array_elements(obj -> 'items' -> 'data') i)),
-                'current_period_end', coalesce(billing.time_at(obj, '{current_period_end}'),
-                    (SELECT max(billing.time_at(i, '{current_period_end}')) FROM jsonb_array_elements(obj -> 'items' -> 'data') i)),
-                'trial_start', billing.time_at(obj, '{trial_start}'),
-                'trial_end', billing.time_at(obj, '{trial_end}'),
-                'cancel_at_period_end', coalesce(billing.bool_at(obj, '{cancel_at_period_end}'), false),
-                'cancel_at', billing.time_at(obj, '{cancel_at}'),
-                'canceled_at', billing.time_at(obj, '{canceled_at}'),
-                'ended_at', billing.time_at(obj, '{ended_at}'),
-                'paused', status = 'paused' OR billing.field(obj, '{pause_collection}', 'object', false) IS NOT NULL,
-                'livemode', billing.bool_at(obj, '{livemode}')),
-            created, (CASE WHEN status IN ('canceled', 'incomplete_expired') THEN 2 ELSE 1 END)::smallint,
-            'stripe', event_id, event_type);
-        -- An upgrade or downgrade: the price changed.
-        IF written IS NOT NULL AND written -> '_before' IS NOT NULL
-           AND written ->> 'price_id' IS DISTINCT FROM written -> '_before' ->> 'price_id'
-           AND written -> '_before' ->> 'price_id' IS NOT NULL THEN
-            old_amount := (written -> '_before' ->> 'amount')::bigint;
-            new_amount := (written ->> 'amount')::bigint;
-            INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action, before, after)
-            VALUES ('stripe', event_id, event_type, 'subscriptions', object_id,
-                    CASE WHEN new_amount > old_amount THEN 'upgraded'
-                         WHEN new_amount < old_amount THEN 'downgraded' ELSE 'price_changed' END,
-                    jsonb_build_object('price_id', written -> '_before' ->> 'price_id', 'plan', written -> '_before' ->> 'plan',
-                                       'amount', old_amount),
-                    jsonb_build_object('price_id', written ->> 'price_id', 'plan', written ->> 'plan', 'amount', new_amount));
-        END IF;
-
-    ELSIF event_type IN ('invoice.created', 'invoice.updated', 'invoice.finalized', 'invoice.paid',
-                         'invoice.payment_succeeded', 'invoice.payment_failed', 'invoice.payment_action_required',
-                         'invoice.voided', 'invoice.marked_uncollectible', 'invoice.finalization_failed') THEN
-        object_id := billing.text_at(obj, '{id}', true);
-        status := billing.text_at(obj, '{status}', true);
-        PERFORM billing.write('invoices', object_id, jsonb_build_object(
-                'customer_id', billing.id_at(obj, '{customer}'),
-                'subscription_id', coalesce(billing.id_at(obj, '{subscription}'),
-                                            billing.id_at(obj, '{parent,subscription_details,subscription}')),
-                'status', status,
-                'currency', billing.text_at(obj, '{currency}'),
-                'amount_due', billing.bigint_at(obj, '{amount_due}', true),
-                'amount_paid', billing.bigint_at(obj, '{amount_paid}'),
-                'amount_remaining', billing.bigint_at(obj, '{amount_remaining}'),
-                'attempt_count', billing.bigint_at(obj, '{attempt_count}'),
-                'next_payment_attempt', billing.time_at(obj, '{next_payment_attempt}'),
-                'billing_reason', billing.text_at(obj, '{billing_reason}'),
-                'period_start', billing.time_at(obj, '{period_start}'),
-                'period_end', billing.time_at(obj, '{period_end}'),
-                'last_event_type', event_type,
-                'livemode', billing.bool_at(obj, '{livemode}')),
-            created, (CASE status WHEN 'draft' THEN 0 WHEN 'open' THEN 1 ELSE 2 END)::smallint,
-            'stripe', event_id, event_type);
-        IF event_type = 'invoice.payment_failed' THEN
-            -- Outside the version rule on purpose: the earliest failure, whichever event arrives last.
-            UPDATE billing.invoices i SET first_failed_at = least(i.first_failed_at, to_timestamp(created))
-            WHERE i.id = object_id AND i.first_failed_at IS DISTINCT FROM least(i.first_failed_at, to_timestamp(created));
-        END IF;
-
-    ELSIF event_type IN ('product.created', 'product.updated', 'product.deleted') THEN
-        PERFORM billing.write('products', billing.text_at(obj, '{id}', true),
-            jsonb_build_object('name', billing.text_at(obj, '{name}'), 'active', billing.bool_at(obj, '{active}'),
-                               'livemode', billing.bool_at(obj, '{livemode}'),
-                               'deleted_at', CASE WHEN event_type = 'product.deleted' THEN to_timestamp(created) END),
-            created, (CASE WHEN event_type = 'product.deleted' THEN 2 ELSE 1 END)::smallint, 'stripe', event_id, event_type);
-
-    ELSIF event_type IN ('price.created', 'price.updated', 'price.deleted') THEN
-        PERFORM billing.write('prices', billing.text_at(obj, '{id}', true),
-            jsonb_build_object('product_id', billing.id_at(obj, '{product}'), 'currency', billing.text_at(obj, '{currency}'),
-                               'unit_amount', billing.bigint_at(obj, '{unit_amount}'),
-                               'recurring_interval', billing.text_at(obj, '{recurring,interval}'),
-                               'lookup_key', billing.text_at(obj, '{lookup_key}'),
-                               'active', billing.bool_at(obj, '{active}'), 'livemode', billing.bool_at(obj, '{livemode}'),
-                               'deleted_at', CASE WHEN event_type = 'price.deleted' THEN to_timestamp(created) END),
-            created, (CASE WHEN event_type = 'price.deleted' THEN 2 ELSE 1 END)::smallint, 'stripe', event_id, event_type);
-
-    ELSIF event_type = 'checkout.session.completed' THEN
-        PERFORM billing.link(billing.id_at(obj, '{customer}'),
-            coalesce(billing.text_at(obj, '{client_reference_id}'), billing.text_at(obj, '{metadata,clerk_user_id}'),
-                     billing.text_at(obj, '{metadata,user_id}')),
-            'stripe_checkout', event_id, event_type);
-
-    ELSIF event_type = 'charge.refunded' THEN
-        PERFORM billing.write('charges', billing.text_at(obj, '{id}', true), jsonb_build_object(
-                'customer_id', billing.id_at(obj, '{customer}'), 'invoice_id', billing.id_at(obj, '{invoice}'),
-                'currency', billing.text_at(obj, '{currency}'), 'amount', billing.bigint_at(obj, '{amount}', true),
-                'amount_refunded', billing.bigint_at(obj, '{amount_refunded}', true),
-                'refunded', billing.bool_at(obj, '{refunded}'), 'livemode', billing.bool_at(obj, '{livemode}')),
-            created, 1::smallint, 'stripe', event_id, event_type);
-
-    ELSIF event_type = 'charge.dispute.created' THEN
-        PERFORM billing.write('disputes', billing.text_at(obj, '{id}', true), jsonb_build_object(
-                'charge_id', billing.id_at(obj, '{charge}', true), 'currency', billing.text_at(obj, '{currency}'),
-                'amount', billing.bigint_at(obj, '{amount}', true), 'reason', billing.text_at(obj, '{reason}'),
-                'status', billing.text_at(obj, '{status}'), 'livemode', billing.bool_at(obj, '{livemode}')),
-            created, 1::smallint, 'stripe', event_id, event_type);
-
-    ELSE
-        RETURN billing.set_outcome('stripe', apply.event_id, 'ignored');
-    END IF;
+    CASE billing.stripe_event_family(event_type)
+        WHEN 'customer' THEN PERFORM billing.apply_stripe_customer_event(event_type, obj, event_id, created);
+        WHEN 'subscription' THEN PERFORM billing.apply_stripe_subscription_event(event_type, obj, event_id, created);
+        WHEN 'invoice' THEN PERFORM billing.apply_stripe_invoice_event(event_type, obj, event_id, created);
+        WHEN 'catalog' THEN PERFORM billing.apply_stripe_catalog_event(event_type, obj, event_id, created);
+        WHEN 'checkout' THEN PERFORM billing.apply_stripe_checkout_event(event_type, obj, event_id, created);
+        WHEN 'charge' THEN PERFORM billing.apply_stripe_charge_event(event_type, obj, event_id, created);
+        ELSE RETURN billing.set_outcome('stripe', apply.event_id, 'ignored');
+    END CASE;
     RETURN 'applied';
 EXCEPTION WHEN data_exception THEN
-    -- The readers above name fields from data.object (or a subscription item) down; say where that is.
+    -- The readers name fields from data.object (or a subscription item) down; say where that is.
     GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
     RAISE EXCEPTION 'event %: %', apply.event_id, replace(problem, 'event field ', 'field data.object.')
         USING ERRCODE = 'data_exception';
 END
 $$;
 COMMENT ON FUNCTION billing.apply_stripe_event(jsonb, text) IS
-    'Applies one Stripe event (the raw body as jsonb) to the model, once; returns applied, ignored (a type the model '
-    'does not use), other_mode (livemode differs from mode, ''live'' or ''test'', when given) or duplicate. '
-    'A missing or wrong-typed field raises data_exception (22000) naming it. The stripe.event job calls it.';
+    'Applies one Stripe event (the raw body as jsonb) to the model, once, through the function of its family (see '
+    'billing.stripe_event_family); returns applied, ignored (a type the model does not use), other_mode (livemode '
+    'differs from mode, ''live'' or ''test'', when given) or duplicate. A missing or wrong-typed field raises '
+    'data_exception (22000) naming it. The stripe.event job calls it.';
 
 CREATE OR REPLACE FUNCTION billing.apply_clerk_event(event jsonb, event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
@@ -1368,7 +1703,7 @@ COMMENT ON FUNCTION billing.apply_clerk_event(jsonb, text) IS
     'its audit entries. Other types are recorded and ignored. The clerk.event job calls it.';
 
 -- ---------------------------------------------------------------------------------------------------
--- Reading access
+-- Access and usage
 -- ---------------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION billing.access_of(user_id text)
@@ -1467,58 +1802,6 @@ COMMENT ON VIEW billing.user_access IS
     'and status it comes from, until when, why, and the current usage period (see billing.access_of). A subscription '
     'set to cancel at period end stays active, and grants, until Stripe ends it.';
 
--- ---------------------------------------------------------------------------------------------------
--- Usage and limits
--- ---------------------------------------------------------------------------------------------------
-
-CREATE TABLE IF NOT EXISTS billing.usage_counters (
-    user_id      text        NOT NULL,
-    feature      text        NOT NULL,
-    period_start timestamptz NOT NULL,
-    period_end   timestamptz NOT NULL,
-    used         bigint      NOT NULL DEFAULT 0 CHECK (used >= 0),
-    PRIMARY KEY (user_id, feature, period_start)
-);
-COMMENT ON TABLE billing.usage_counters IS
-    'How much of a feature a user used in one billing period, counting allowed uses only. The row is also the lock '
-    'that serialises concurrent billing.record_usage calls for one user and feature.';
-
-CREATE TABLE IF NOT EXISTS billing.usage_events (
-    idempotency_key text        PRIMARY KEY,
-    user_id         text        NOT NULL,
-    feature         text        NOT NULL,
-    quantity        bigint      NOT NULL CHECK (quantity > 0),
-    allowed         boolean     NOT NULL,
-    plan            text        NOT NULL,
-    limit_value     bigint,
-    used            bigint      NOT NULL,
-    remaining       bigint,
-    period_start    timestamptz NOT NULL,
-    period_end      timestamptz NOT NULL,
-    recorded_at     timestamptz NOT NULL DEFAULT now(),
-    reported_at     timestamptz,
-    report_error    text
-);
-COMMENT ON TABLE billing.usage_events IS
-    'Every billing.record_usage call, allowed or denied, with the answer it got: a repeated idempotency_key is '
-    'answered from here and counts nothing. reported_at: when the use was reported to Stripe (metered prices); '
-    'report_error: why Stripe refused it (the use is skipped until an operator sets it back to NULL).';
-CREATE INDEX IF NOT EXISTS usage_events_by_user ON billing.usage_events (user_id, feature, recorded_at);
-COMMENT ON INDEX billing.usage_events_by_user IS 'A user''s usage history.';
-
-CREATE INDEX IF NOT EXISTS usage_events_unreported ON billing.usage_events (recorded_at)
-    WHERE reported_at IS NULL AND allowed AND report_error IS NULL;
-COMMENT ON INDEX billing.usage_events_unreported IS 'Serves the stripe.report_usage job: allowed uses not yet reported.';
-
-CREATE TABLE IF NOT EXISTS billing.meters (
-    feature    text PRIMARY KEY,
-    event_name text NOT NULL
-);
-COMMENT ON TABLE billing.meters IS
-    'Operator-set: features billed by metered prices, and the Stripe billing meter event_name each is reported as. '
-    'The stripe.report_usage job sends every allowed use of these features to Stripe once, as a meter event whose '
-    'identifier is the use''s idempotency key, and sets billing.usage_events.reported_at.';
-
 CREATE OR REPLACE FUNCTION billing.record_usage(user_id text, feature text, quantity bigint, idempotency_key text)
 RETURNS TABLE (
     allowed      boolean,
@@ -1611,6 +1894,7 @@ COMMENT ON VIEW billing.entitlements IS
     'After a downgrade, usage already over the new limit leaves 0 remaining until the next period.';
 
 -- ---------------------------------------------------------------------------------------------------
+
 -- Business analytics
 -- ---------------------------------------------------------------------------------------------------
 
@@ -1684,10 +1968,135 @@ ORDER BY ranked.feature, ranked.rank, ranked.user_id;
 COMMENT ON VIEW billing.top_usage IS 'Per feature, the ten users who used the most in their current billing period.';
 
 -- ---------------------------------------------------------------------------------------------------
--- Record the version last, so a failed run leaves the old version recorded.
+-- Retention: the billing tables that grow with traffic, pruned in bounded batches by their settings.
 -- ---------------------------------------------------------------------------------------------------
 
-INSERT INTO sluice.schema_version (singleton, version) VALUES (true, 2)
-ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, applied_at = now();
+CREATE OR REPLACE FUNCTION billing.retention(key text) RETURNS interval
+LANGUAGE sql STABLE AS $$
+    SELECT sluice.retention((SELECT s.value FROM billing.settings s WHERE s.key = retention.key))
+$$;
+COMMENT ON FUNCTION billing.retention(text) IS 'A retention setting of billing.settings as an interval; NULL for forever.';
+
+CREATE OR REPLACE FUNCTION billing.prune(batch_size integer DEFAULT 1000)
+RETURNS TABLE (table_name text, pruned integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    events  interval := greatest(billing.retention('processed_event_retention'), interval '35 days');
+    usage   interval := billing.retention('usage_event_retention');
+    audit   interval := billing.retention('audit_log_retention');
+    history interval := billing.retention('status_history_retention');
+BEGIN
+    table_name := 'billing.processed_events';
+    pruned := 0;
+    IF billing.retention('processed_event_retention') IS NOT NULL THEN
+        WITH old AS (
+            SELECT p.source, p.event_id FROM billing.processed_events p
+            WHERE p.processed_at < now() - events
+            LIMIT batch_size FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM billing.processed_events p USING old
+            WHERE p.source = old.source AND p.event_id = old.event_id RETURNING 1
+        )
+        SELECT count(*)::integer INTO pruned FROM gone;
+    END IF;
+    RETURN NEXT;
+
+    table_name := 'billing.usage_events';
+    pruned := 0;
+    IF usage IS NOT NULL THEN
+        WITH old AS (
+            SELECT e.idempotency_key FROM billing.usage_events e
+            WHERE e.period_end < now() - usage
+              -- A use of a metered feature leaves only once Stripe has it (or refused it).
+              AND (e.reported_at IS NOT NULL OR e.report_error IS NOT NULL OR NOT e.allowed
+                   OR NOT EXISTS (SELECT 1 FROM billing.meters m WHERE m.feature = e.feature))
+            LIMIT batch_size FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM billing.usage_events e USING old WHERE e.idempotency_key = old.idempotency_key RETURNING 1
+        )
+        SELECT count(*)::integer INTO pruned FROM gone;
+    END IF;
+    RETURN NEXT;
+
+    table_name := 'billing.usage_counters';
+    pruned := 0;
+    IF usage IS NOT NULL THEN
+        WITH old AS (
+            SELECT c.user_id, c.feature, c.period_start FROM billing.usage_counters c
+            WHERE c.period_end < now() - usage
+            LIMIT batch_size FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM billing.usage_counters c USING old
+            WHERE c.user_id = old.user_id AND c.feature = old.feature AND c.period_start = old.period_start
+            RETURNING 1
+        )
+        SELECT count(*)::integer INTO pruned FROM gone;
+    END IF;
+    RETURN NEXT;
+
+    table_name := 'billing.audit_log';
+    pruned := 0;
+    IF audit IS NOT NULL THEN
+        WITH old AS (
+            SELECT a.id FROM billing.audit_log a WHERE a.at < now() - audit
+            ORDER BY a.id LIMIT batch_size FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM billing.audit_log a USING old WHERE a.id = old.id RETURNING 1
+        )
+        SELECT count(*)::integer INTO pruned FROM gone;
+    END IF;
+    RETURN NEXT;
+
+    table_name := 'billing.subscription_status_history';
+    pruned := 0;
+    IF history IS NOT NULL THEN
+        WITH old AS (
+            SELECT h.subscription_id, h.event_id FROM billing.subscription_status_history h
+            WHERE h.at < now() - history
+              -- The grace period of a past_due subscription is counted from these rows.
+              AND NOT EXISTS (SELECT 1 FROM billing.subscriptions s
+                              WHERE s.id = h.subscription_id AND s.status = 'past_due')
+            LIMIT batch_size FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM billing.subscription_status_history h USING old
+            WHERE h.subscription_id = old.subscription_id AND h.event_id = old.event_id RETURNING 1
+        )
+        SELECT count(*)::integer INTO pruned FROM gone;
+    END IF;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION billing.prune(integer) IS
+    'One batch of housekeeping over the billing tables that grow with traffic, by the retentions in '
+    'billing.settings: processed event ids (at least 35 days), usage events and counters of long-ended periods '
+    '(unreported metered uses stay), and, when configured, audit log entries and status reports. Returns how '
+    'many rows left each table; workers call it every minute, and again while a table returns a full batch.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Version stamp: last, so a run that fails leaves the old version recorded.
+-- ---------------------------------------------------------------------------------------------------
+
+DO $$
+DECLARE
+    before_version integer;
+    this_version   integer := current_setting('sluice.schema_version')::integer;
+    steps          text[]  := coalesce(string_to_array(nullif(current_setting('sluice.upgrade_steps', true), ''), E'\n'),
+                                       '{}');
+BEGIN
+    SELECT version INTO before_version FROM sluice.schema_version;
+    IF before_version IS DISTINCT FROM this_version OR cardinality(steps) > 0 THEN
+        INSERT INTO sluice.schema_upgrades (from_version, to_version, steps) VALUES (before_version, this_version, steps);
+    END IF;
+    INSERT INTO sluice.schema_version (singleton, version, serves_from)
+    VALUES (true, this_version, current_setting('sluice.serves_from')::integer)
+    ON CONFLICT (singleton) DO UPDATE SET version = excluded.version, serves_from = excluded.serves_from,
+                                          applied_at = now();
+    -- sluice migrate --dry-run: everything above ran, and is now rolled back.
+    IF current_setting('sluice.dry_run', true) = 'on' THEN
+        RAISE EXCEPTION 'dry run: rolled back, nothing was applied'
+            USING ERRCODE = 'SL001', DETAIL = array_to_string(steps, E'\n');
+    END IF;
+END
+$$;
 
 COMMIT;

@@ -1,4 +1,5 @@
 import Foundation
+import Jobs
 import PGQueue
 
 /// A database of the benchmark's own, with the schema and a plain table for the ceilings.
@@ -20,7 +21,7 @@ struct BenchDatabase: Sendable {
         let admin = try PostgresConnection(connectionString: adminURL)
         try admin.run(script: "CREATE DATABASE \(name)", context: "creating the benchmark database")
         let connection = try PostgresConnection(connectionString: url)
-        try Schema.apply(on: connection)
+        try SluiceSchema.script.apply(on: connection)
         try connection.run(
             script: """
                 CREATE TABLE bench_plain (

@@ -1,7 +1,7 @@
 import Foundation
 import PackagePlugin
 
-/// Compiles the repository's `schema.sql` into the PGQueue module, so `sluice migrate` applies exactly
+/// Compiles the repository's `schema.sql` into the Jobs module, so `sluice migrate` applies exactly
 /// the file that `psql -f schema.sql` applies, with no copy to keep in step.
 @main
 struct EmbedSchema: BuildToolPlugin {

@@ -4,10 +4,6 @@ import Testing
 
 @Suite("schema.sql")
 struct SchemaTests {
-    static let schemaPath = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("schema.sql").path
-
     @Test("psql -f schema.sql succeeds twice in a row on an empty database, without losing jobs")
     func appliesTwiceWithPsql() throws {
         let database = try TestDatabase()
@@ -16,23 +12,31 @@ struct SchemaTests {
         try psql(database.url)
         let id = try JobQueue().enqueue(NewJob(kind: "k"), on: connection)
         try psql(database.url)
-        #expect(try Schema.installedVersion(on: connection) == Schema.version)
+        #expect(try InstalledSchema.read(on: connection)?.version == TestSchema.script.version)
         let count = try connection.query("SELECT count(*) FROM sluice.jobs WHERE id = $1", [id], context: "count")
             .single()
         #expect(try count.decode(Int.self, at: 0) == 1)
     }
 
-    @Test("the embedded schema is schema.sql, and applying it again is harmless")
-    func embeddedMatchesFile() throws {
-        let file = try String(contentsOfFile: Self.schemaPath, encoding: .utf8)
-        #expect(
-            Schema.sql.trimmingCharacters(in: .whitespacesAndNewlines)
-                == file.trimmingCharacters(in: .whitespacesAndNewlines))
+    @Test("applying schema.sql again through libpq is harmless and takes no upgrade step")
+    func appliesTwice() throws {
         let database = try TestDatabase()
         let connection = try database.connect()
-        try Schema.apply(on: connection)
-        try Schema.apply(on: connection)
-        #expect(try Schema.installedVersion(on: connection) == Schema.version)
+        #expect(try TestSchema.script.apply(on: connection) == [])
+        #expect(try TestSchema.script.apply(on: connection) == [])
+        #expect(
+            try InstalledSchema.read(on: connection)
+                == InstalledSchema(version: TestSchema.script.version, servesFrom: TestSchema.script.servesFrom))
+    }
+
+    @Test("a release works against its own version and newer ones that still serve it, and nothing else")
+    func compatibility() {
+        let schema = InstalledSchema(version: 4, servesFrom: 3)
+        #expect(schema.compatibility(withBuild: 4) == .current)
+        #expect(schema.compatibility(withBuild: 3) == .served(installed: 4, build: 3))
+        #expect(schema.compatibility(withBuild: 2) == .releaseTooOld(installed: 4, servesFrom: 3, build: 2))
+        #expect(schema.compatibility(withBuild: 5) == .upgradeDue(installed: 4, build: 5))
+        #expect(!InstalledSchema(version: 2, servesFrom: nil).compatibility(withBuild: 1).isUsable)
     }
 
     @Test("an older schema.sql refuses to run over a newer database")
@@ -40,7 +44,7 @@ struct SchemaTests {
         let database = try TestDatabase()
         let connection = try database.connect()
         try connection.query("UPDATE sluice.schema_version SET version = version + 1", context: "pretend newer")
-        let error = try #require(throws: PostgresError.self) { try Schema.apply(on: connection) }
+        let error = try #require(throws: PostgresError.self) { try TestSchema.script.apply(on: connection) }
         #expect(error.message.contains("newer than this schema.sql"))
     }
 
@@ -65,7 +69,7 @@ struct SchemaTests {
     private func psql(_ url: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", Self.schemaPath]
+        process.arguments = ["psql", url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", TestSchema.path]
         let errors = Pipe()
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice

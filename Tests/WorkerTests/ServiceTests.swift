@@ -1,4 +1,5 @@
 import Foundation
+import Jobs
 import PGQueue
 import TestKit
 import Testing
@@ -28,7 +29,7 @@ struct ServiceTests {
         #expect(health.status == 200)
         let ready = try await Self.get("http://127.0.0.1:\(port)/readyz")
         #expect(ready.status == 200)
-        #expect(ready.body.contains("schema version \(Schema.version)"))
+        #expect(ready.body.contains("schema version \(SluiceSchema.version)"))
         let metrics = try await Self.get("http://127.0.0.1:\(port)/metrics")
         #expect(metrics.status == 200)
         #expect(metrics.body.contains(#"sluice_jobs_completed_total{queue="default",kind="sluice.noop"} 1"#))

@@ -230,3 +230,23 @@ extension JobQueue {
         return try rows.single().decode(Int.self, at: 0)
     }
 }
+
+extension JobQueue {
+    /// One batch of `sluice.prune`: expired unique keys, and dead letters and job results past the retention
+    /// that `sluice.settings` holds, at most `batchSize` rows from each table.
+    /// - Returns: how many rows left each table, by its qualified name.
+    public func prune(batchSize: Int = 1000, on connection: PostgresConnection) throws(PostgresError) -> [String: Int] {
+        try Self.prunedCounts(
+            connection.query(
+                "SELECT table_name, pruned FROM sluice.prune($1)", [batchSize], context: "pruning the queue's tables"))
+    }
+
+    /// Reads rows of `(table_name text, pruned integer)`, as the schema's prune functions return them.
+    public static func prunedCounts(_ rows: PostgresRows) throws(PostgresError) -> [String: Int] {
+        var counts: [String: Int] = [:]
+        for row in rows {
+            counts[try row.decode(String.self, at: 0)] = try row.decode(Int.self, at: 1)
+        }
+        return counts
+    }
+}

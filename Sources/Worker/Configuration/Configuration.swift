@@ -34,8 +34,6 @@ struct Configuration: Sendable {
     var uniqueRetentionSeconds: Double
     /// How often an idle worker looks for work when no notification came (`SLUICE_POLL_SECONDS`, 1).
     var pollSeconds: Double
-    /// Dead letters older than this are deleted (`SLUICE_DEAD_LETTER_RETENTION`; unset keeps them forever).
-    var deadLetterRetentionSeconds: Double?
     /// Failed attempts kept in a job's `errors` (`SLUICE_ERROR_HISTORY`, 20); older ones are trimmed.
     var errorHistoryLimit: Int
     /// `SLUICE_LOG_LEVEL` (trace, debug, info, notice, warning, error, critical; default info).

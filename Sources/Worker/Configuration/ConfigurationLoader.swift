@@ -74,10 +74,6 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Seconds between looks for work when no notification arrives. Env: SLUICE_POLL_SECONDS (1).")
     var pollSeconds: String?
 
-    @Option(
-        help: "Delete dead letters older than this (30d, 12h, ...). Env: SLUICE_DEAD_LETTER_RETENTION (keep forever).")
-    var deadLetterRetention: String?
-
     @Option(help: "Failed attempts kept in a job's error history. Env: SLUICE_ERROR_HISTORY (20).")
     var errorHistory: String?
 
@@ -96,6 +92,14 @@ struct ConfigurationLoader {
     let environment: [String: String]
 
     mutating func load(_ flags: ConfigurationOptions) throws(ConfigurationError) -> Configuration {
+        if value("SLUICE_DEAD_LETTER_RETENTION", nil) != nil {
+            // Silently pruning at the database's 30 days could delete dead letters an operator meant to keep.
+            throw ConfigurationError(
+                variable: "SLUICE_DEAD_LETTER_RETENTION",
+                problem: "is no longer read: retention is the database setting every process shares; run "
+                    + "UPDATE sluice.settings SET value = '30 days' WHERE key = 'dead_letter_retention' "
+                    + "with your value, then unset the variable")
+        }
         let concurrency = try integer("SLUICE_CONCURRENCY", flags.concurrency, default: 10, range: 1...10_000)
         return Configuration(
             databaseURL: value("DATABASE_URL", flags.databaseURL),
@@ -117,7 +121,6 @@ struct ConfigurationLoader {
             shutdownSeconds: try seconds("SLUICE_SHUTDOWN_SECONDS", flags.shutdownSeconds, default: 25, minimum: 0),
             uniqueRetentionSeconds: try duration("SLUICE_UNIQUE_RETENTION", flags.uniqueRetention) ?? 7 * 86_400,
             pollSeconds: try seconds("SLUICE_POLL_SECONDS", flags.pollSeconds, default: 1, minimum: 0.01),
-            deadLetterRetentionSeconds: try duration("SLUICE_DEAD_LETTER_RETENTION", flags.deadLetterRetention),
             errorHistoryLimit: try integer("SLUICE_ERROR_HISTORY", flags.errorHistory, default: 20, range: 1...10_000),
             logLevel: try logLevel("SLUICE_LOG_LEVEL", flags.logLevel),
             testJobs: value("SLUICE_TEST_JOBS", nil) == "1"

@@ -119,7 +119,6 @@ struct ServiceRunner {
             leaseSeconds: configuration.leaseSeconds,
             pollSeconds: configuration.pollSeconds,
             uniqueRetentionSeconds: configuration.uniqueRetentionSeconds,
-            deadLetterRetentionSeconds: configuration.deadLetterRetentionSeconds,
             errorHistoryLimit: configuration.errorHistoryLimit,
             periodic: configuration.periodic
         )

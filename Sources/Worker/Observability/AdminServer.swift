@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import Jobs
 import Logging
 import NIOCore
 import PGQueue
@@ -73,15 +74,17 @@ final class DatabaseProbe: @unchecked Sendable {
         do {
             let open = try connection ?? PostgresConnection(connectionString: connectionString, logger: logger)
             connection = open
-            guard let version = try Schema.installedVersion(on: open) else {
+            guard let installed = try InstalledSchema.read(on: open) else {
                 return Readiness(isReady: false, message: "schema not applied: run 'sluice migrate'")
             }
-            guard version >= Schema.version else {
-                return Readiness(
-                    isReady: false,
-                    message: "schema version \(version) is older than \(Schema.version): run 'sluice migrate'")
+            let compatibility = installed.compatibility(withBuild: SluiceSchema.version)
+            guard compatibility.isUsable else {
+                return Readiness(isReady: false, message: "not ready: \(compatibility)")
             }
-            return Readiness(isReady: true, message: "ready: schema version \(version)")
+            return Readiness(
+                isReady: true,
+                message: compatibility == .current
+                    ? "ready: schema version \(installed.version)" : "ready: \(compatibility)")
         } catch {
             connection = nil
             return Readiness(isReady: false, message: "database unavailable: \(error)")

@@ -37,6 +37,11 @@ final class SluiceMetrics: Sendable {
         counter("sluice_jobs_rescued_total", dimensions: []).increment(by: count)
     }
 
+    /// Rows that housekeeping deleted from a table past its retention.
+    func pruned(table: String, count: Int) {
+        counter("sluice_pruned_rows_total", dimensions: [("table", table)]).increment(by: count)
+    }
+
     /// The handler-duration histogram of a kind; callers cache it.
     func durationTimer(kind: String) -> Metrics.Timer {
         timer("sluice_job_duration_seconds", dimensions: [("kind", kind)])

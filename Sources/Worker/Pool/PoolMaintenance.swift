@@ -172,32 +172,28 @@ final class PoolMaintenance: Sendable {
     }
 
     private func housekeeping(on connection: PostgresConnection) throws(PostgresError) {
-        // Bounded batches: a backlog is worked off over several rounds instead of in one long transaction.
-        var pruned = 0
+        // Bounded batches: a backlog is worked off over several rounds of short transactions, each deleting
+        // at most a batch per table, instead of in one long one.
+        var pruned: [String: Int] = [:]
         for _ in 0..<10 {
-            let count = try queue.pruneUniqueKeys(batchSize: 1000, on: connection)
-            pruned += count
-            if count < 1000 { break }
+            let batch = try queue.prune(batchSize: 1000, on: connection)
+            pruned.merge(batch, uniquingKeysWith: +)
+            if batch.values.allSatisfy({ $0 < 1000 }) { break }
         }
-        var deadPruned = 0
-        if let retention = settings.deadLetterRetentionSeconds {
-            for _ in 0..<10 {
-                let count = try queue.pruneDeadLetters(olderThan: retention, batchSize: 1000, on: connection)
-                deadPruned += count
-                if count < 1000 { break }
-            }
+        for _ in 0..<10 {
+            let batch = try BillingRetention.prune(batchSize: 1000, on: connection)
+            pruned.merge(batch, uniquingKeysWith: +)
+            if batch.values.allSatisfy({ $0 < 1000 }) { break }
         }
-        for _ in 0..<10 where try queue.pruneJobResults(batchSize: 1000, on: connection) == 1000 {}
+        for (table, count) in pruned where count > 0 { metrics.pruned(table: table, count: count) }
         let trimmed = try queue.trimErrorHistory(keep: settings.errorHistoryLimit, batchSize: 1000, on: connection)
         let timeouts = try queue.kindTimeouts(on: connection)
         state.withLock { $0.kindTimeouts = timeouts }
-        if pruned + deadPruned + trimmed > 0 {
-            logger.info(
-                "Housekeeping",
-                metadata: [
-                    "unique_keys.pruned": "\(pruned)", "dead_letters.pruned": "\(deadPruned)",
-                    "error_histories.trimmed": "\(trimmed)",
-                ])
+        let prunedAny = pruned.values.contains { $0 > 0 }
+        if prunedAny || trimmed > 0 {
+            var metadata: Logger.Metadata = ["error_histories.trimmed": "\(trimmed)"]
+            for (table, count) in pruned where count > 0 { metadata["\(table).pruned"] = "\(count)" }
+            logger.info("Housekeeping", metadata: metadata)
         }
     }
 }

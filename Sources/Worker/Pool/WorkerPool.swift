@@ -12,7 +12,6 @@ struct PoolSettings: Sendable {
     var leaseSeconds: Double
     var pollSeconds: Double
     var uniqueRetentionSeconds: Double
-    var deadLetterRetentionSeconds: Double?
     var errorHistoryLimit: Int
     /// Kinds enqueued once per slot of their interval (`SLUICE_PERIODIC`).
     var periodic: [PeriodicSchedule] = []
@@ -172,6 +171,8 @@ final class WorkerPool: Sendable {
         var lastDiscovery = ContinuousClock.now - .seconds(3600)
         var lastSample = ContinuousClock.now
         var rotation = 0
+        var schemaGate = SchemaGate()
+        var needsKindTimeouts = true
         while true {
             let now = ContinuousClock.now
             let elapsed = Double((now - lastSample).nanoseconds) / 1e9
@@ -209,6 +210,7 @@ final class WorkerPool: Sendable {
             }
             var completions: [OutcomeFlusher.Completion] = []
             do {
+                var reconnected = false
                 let open: PostgresConnection
                 if let connection, connection.isConnected {
                     open = connection
@@ -217,9 +219,22 @@ final class WorkerPool: Sendable {
                         try connection
                         ?? PostgresConnection(connectionString: settings.connectionString, logger: logger)
                     connection = open
+                    reconnected = true
+                    needsKindTimeouts = true
+                }
+                if schemaGate.isDue(at: .now, reconnected: reconnected) {
+                    let notice = schemaGate.record(try InstalledSchema.read(on: open), at: .now)
+                    if let notice { logger.log(level: notice.level, notice.message, metadata: notice.metadata) }
+                }
+                guard schemaGate.allowsClaiming else {
+                    wake.wait(timeout: settings.pollSeconds)
+                    continue
+                }
+                if needsKindTimeouts {
                     // Per-kind timeouts before the first claim, so no job starts with the default by mistake.
                     let timeouts = try queue.kindTimeouts(on: open)
                     state.withLock { $0.kindTimeouts = timeouts }
+                    needsKindTimeouts = false
                 }
                 // A lane of every queue looks for queues with waiting jobs when it knows of none (a retry may
                 // have come due in a queue it dropped after finding it empty), and at least once a second.

@@ -11,8 +11,9 @@ final class TestDatabase: Sendable {
     let name: String
     let url: String
 
-    init() throws {
-        let template = try Self.template.get()
+    /// - Parameter empty: true for a database without the schema (for upgrade and restore tests).
+    init(empty: Bool = false) throws {
+        let template = empty ? "template0" : try Self.template.get()
         name = "sluice_test_\(UInt64.random(in: 0...UInt64.max))"
         let admin = try PostgresConnection(connectionString: Self.adminURL)
         try admin.run(script: "CREATE DATABASE \(name) TEMPLATE \(template)", context: "creating a test database")
@@ -54,7 +55,7 @@ final class TestDatabase: Sendable {
         let admin = try PostgresConnection(connectionString: adminURL)
         try admin.run(script: "CREATE DATABASE \(name)", context: "creating the template database")
         let connection = try PostgresConnection(connectionString: url(forDatabase: name))
-        try Schema.apply(on: connection)
+        try TestSchema.script.apply(on: connection)
         connection.close()
         atexit {
             let admin = try? PostgresConnection(connectionString: TestDatabase.adminURL)

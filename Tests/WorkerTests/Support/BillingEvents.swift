@@ -1,4 +1,5 @@
 import Foundation
+import Jobs
 import PGQueue
 import TestKit
 
@@ -182,7 +183,7 @@ struct BillingRun {
         try admin.run(script: "CREATE DATABASE \(name)", context: "creating a database for one run")
         // The cluster's URL ends in its database, /postgres.
         url = String(cluster.url.dropLast("postgres".count)) + name
-        try Schema.apply(on: PostgresConnection(connectionString: url))
+        try SluiceSchema.script.apply(on: PostgresConnection(connectionString: url))
     }
 
     func connect() throws -> PostgresConnection { try PostgresConnection(connectionString: url) }

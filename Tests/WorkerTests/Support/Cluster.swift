@@ -1,4 +1,5 @@
 import Foundation
+import Jobs
 import PGQueue
 
 /// A PostgreSQL cluster of the test's own, started with scripts/postgres.sh, so that stopping or
@@ -11,7 +12,7 @@ final class Cluster: Sendable {
         directory = NSTemporaryDirectory() + "sluice-fault-\(UInt32.random(in: 0...UInt32.max))"
         url = try Self.script(["start", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
         let connection = try PostgresConnection(connectionString: url)
-        try Schema.apply(on: connection)
+        try SluiceSchema.script.apply(on: connection)
         try connection.run(
             script: """
                 CREATE SCHEMA sluice_test;
