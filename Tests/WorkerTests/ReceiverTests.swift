@@ -343,6 +343,28 @@ struct ReceiverTests {
                 .status == 200)
     }
 
+    @Test(
+        "signed deliveries with extreme or malformed timestamps answer 400 and the receiver keeps serving",
+        arguments: ["-9223372036854775808", "-1", "0", "99999999999999999999", "1e9", " 1", ""])
+    func extremeTimestamps(timestamp: String) throws {
+        let receiver = try ReceiverUnderTest()
+        let body = try WebhookSigning.stripeEvent("stripe/events/price_created.json", id: "evt_time")
+        let stripe = try receiver.post(
+            "stripe", headers: [("Stripe-Signature", WebhookSigning.stripeHeader(body, rawTimestamp: timestamp))],
+            body: body)
+        #expect(stripe.status == 400, "\(timestamp): \(stripe.body)")
+        let clerkBody = try WebhookSigning.fixture("clerk/user_created.json")
+        let clerk = try receiver.post(
+            "clerk", headers: WebhookSigning.svixHeaders(clerkBody, id: "msg_time", rawTimestamp: timestamp),
+            body: clerkBody)
+        #expect(clerk.status == 400, "\(timestamp): \(clerk.body)")
+        #expect(receiver.process.isRunning, "\(receiver.process.log)")
+        #expect(try receiver.jobCount() == 0)
+        let genuine = try receiver.post(
+            "stripe", headers: [("Stripe-Signature", WebhookSigning.stripeHeader(body))], body: body)
+        #expect(genuine.status == 200)
+    }
+
     @Test("a route without a secret answers 404; a Clerk secret that does not decode stops start-up, exit 78")
     func configuration() throws {
         let receiver = try ReceiverUnderTest(environment: ["CLERK_WEBHOOK_SECRET": ""])

@@ -47,9 +47,13 @@ struct StripeSignatureVerifier: Sendable {
         else {
             throw .badSignature("no v1 signature matches a configured STRIPE_WEBHOOK_SECRET")
         }
-        let age = now - seconds
-        guard age <= Self.toleranceSeconds else {
-            throw .stale("signature timestamp is \(age) s old, more than \(Self.toleranceSeconds) s")
+        // A signed but absurd timestamp (Int.min) must not trap: an overflowing age is as stale as it gets.
+        let (age, overflow) = now.subtractingReportingOverflow(seconds)
+        guard !overflow, age <= Self.toleranceSeconds else {
+            throw .stale(
+                overflow
+                    ? "signature timestamp \(seconds) is out of range"
+                    : "signature timestamp is \(age) s old, more than \(Self.toleranceSeconds) s")
         }
     }
 }

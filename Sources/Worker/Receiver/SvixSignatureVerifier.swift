@@ -89,12 +89,15 @@ struct SvixSignatureVerifier: Sendable {
         guard SignatureMatch.any(keys: keys, signed: signed, body: body, candidates: candidates) else {
             throw .badSignature("no v1 signature matches a configured CLERK_WEBHOOK_SECRET")
         }
-        let age = now - seconds
-        guard abs(age) <= Self.toleranceSeconds else {
+        // A signed but absurd timestamp (Int.min) must not trap: an overflowing age is out of range.
+        let (age, overflow) = now.subtractingReportingOverflow(seconds)
+        guard !overflow, age.magnitude <= UInt(Self.toleranceSeconds) else {
             throw .stale(
-                age > 0
-                    ? "signature timestamp is \(age) s old, more than \(Self.toleranceSeconds) s"
-                    : "signature timestamp is \(-age) s ahead, more than \(Self.toleranceSeconds) s")
+                overflow
+                    ? "signature timestamp \(seconds) is out of range"
+                    : age > 0
+                        ? "signature timestamp is \(age) s old, more than \(Self.toleranceSeconds) s"
+                        : "signature timestamp is \(-age) s ahead, more than \(Self.toleranceSeconds) s")
         }
         return Verified(
             messageID: id,

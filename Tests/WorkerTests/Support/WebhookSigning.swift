@@ -15,17 +15,30 @@ enum WebhookSigning {
 
     /// `Stripe-Signature: t=<t>,v1=<hex>` with one `v1` per secret.
     static func stripeHeader(_ body: [UInt8], secrets: [String] = [stripeSecret], timestamp: Int = now()) -> String {
+        stripeHeader(body, secrets: secrets, rawTimestamp: "\(timestamp)")
+    }
+
+    /// The same, signed over a timestamp given as text (extreme or malformed values).
+    static func stripeHeader(_ body: [UInt8], secrets: [String] = [stripeSecret], rawTimestamp: String) -> String {
         let signatures = secrets.map { secret in
             let mac = HMAC<SHA256>.authenticationCode(
-                for: Array("\(timestamp).".utf8) + body, using: SymmetricKey(data: Array(secret.utf8)))
+                for: Array("\(rawTimestamp).".utf8) + body, using: SymmetricKey(data: Array(secret.utf8)))
             return "v1=" + mac.map { String(format: "%02x", $0) }.joined()
         }
-        return (["t=\(timestamp)"] + signatures).joined(separator: ",")
+        return (["t=\(rawTimestamp)"] + signatures).joined(separator: ",")
     }
 
     /// `svix-id`, `svix-timestamp` and `svix-signature` (or the `webhook-` names) for one delivery.
     static func svixHeaders(
         _ body: [UInt8], id: String, secrets: [String] = [clerkSecret], timestamp: Int = now(), prefix: String = "svix"
+    ) -> [(String, String)] {
+        svixHeaders(body, id: id, secrets: secrets, rawTimestamp: "\(timestamp)", prefix: prefix)
+    }
+
+    /// The same, signed over a timestamp given as text (extreme or malformed values).
+    static func svixHeaders(
+        _ body: [UInt8], id: String, secrets: [String] = [clerkSecret], rawTimestamp timestamp: String,
+        prefix: String = "svix"
     ) -> [(String, String)] {
         let signatures = secrets.map { secret in
             let key = SymmetricKey(data: Data(base64Encoded: String(secret.dropFirst("whsec_".count)))!)
