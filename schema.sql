@@ -31,7 +31,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 3;
+SET LOCAL sluice.schema_version = 4;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -1165,6 +1165,29 @@ CREATE TABLE IF NOT EXISTS billing.disputes (
 );
 COMMENT ON TABLE billing.disputes IS 'Stripe disputes (charge.dispute.created) of a charge.';
 
+CREATE TABLE IF NOT EXISTS billing.erasures (
+    user_id   text        PRIMARY KEY,
+    version   bigint      NOT NULL,
+    erased_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.erasures IS
+    'Every user whose personal data was erased (Clerk user.deleted), with the deletion''s version (ms) and no '
+    'personal data: what an operator applies again after restoring a backup older than the erasure '
+    '(sluice erasures export, then sluice erasures apply; see Backups in the README).';
+
+-- Users deleted before this table existed (version 3 and older) are on the list too.
+DO $$
+BEGIN
+    INSERT INTO billing.erasures (user_id, version, erased_at)
+    SELECT u.id, u.version, u.deleted_at FROM billing.users u
+    WHERE u.deleted_at IS NOT NULL AND u.version IS NOT NULL
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        PERFORM sluice.note_upgrade('billing.erasures: users deleted before version 4 listed');
+    END IF;
+END
+$$;
+
 CREATE TABLE IF NOT EXISTS billing.plan_limits (
     plan             text NOT NULL,
     feature          text NOT NULL,
@@ -1645,6 +1668,39 @@ COMMENT ON FUNCTION billing.apply_stripe_event(jsonb, text) IS
     'differs from mode, ''live'' or ''test'', when given) or duplicate. A missing or wrong-typed field raises '
     'data_exception (22000) naming it. The stripe.event job calls it.';
 
+CREATE OR REPLACE FUNCTION billing.erase_user(user_id text, version bigint, event_id text, event_type text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(user_id, '') = '' OR version IS NULL THEN
+        RAISE EXCEPTION 'billing.erase_user: user_id and version (the deletion''s timestamp in ms) are required'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Versioned like the deletion it stands for: an older event redelivered later never brings the data back.
+    PERFORM billing.write('users', user_id, jsonb_build_object(
+            'email', NULL, 'first_name', NULL, 'last_name', NULL, 'deleted_at', to_timestamp(version / 1000.0)),
+        version, 2::smallint, 'clerk', event_id, event_type);
+    -- Erase the personal data from the history of this user too.
+    UPDATE billing.audit_log a
+    SET before = a.before - '{email,first_name,last_name}'::text[],
+        after = a.after - '{email,first_name,last_name}'::text[]
+    WHERE a.entity = 'users' AND a.entity_id = erase_user.user_id
+      AND (a.before ?| '{email,first_name,last_name}' OR a.after ?| '{email,first_name,last_name}');
+    INSERT INTO billing.erasures (user_id, version) VALUES (erase_user.user_id, erase_user.version)
+    ON CONFLICT DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action)
+    VALUES ('clerk', event_id, event_type, 'users', erase_user.user_id, 'erased');
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION billing.erase_user(text, bigint, text, text) IS
+    'Erases a user''s personal data (email, names) from billing.users and from the audit log, as of version (the '
+    'deletion''s Clerk timestamp, ms), and lists the user in billing.erasures. Safe to repeat; returns false when '
+    'the user was already listed. user.deleted calls it; so does sluice erasures apply after a restore.';
+
 CREATE OR REPLACE FUNCTION billing.apply_clerk_event(event jsonb, event_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -1677,16 +1733,7 @@ BEGIN
                              event_id, event_type);
     ELSIF event_type = 'user.deleted' THEN
         stamp := billing.bigint_at(event, '{timestamp}', true);
-        PERFORM billing.write('users', user_id, jsonb_build_object(
-                'email', NULL, 'first_name', NULL, 'last_name', NULL, 'deleted_at', to_timestamp(stamp / 1000.0)),
-            stamp, 2::smallint, 'clerk', event_id, event_type);
-        -- Erase the personal data from the history of this user too.
-        UPDATE billing.audit_log a
-        SET before = a.before - '{email,first_name,last_name}'::text[],
-            after = a.after - '{email,first_name,last_name}'::text[]
-        WHERE a.entity = 'users' AND a.entity_id = user_id;
-        INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action)
-        VALUES ('clerk', event_id, event_type, 'users', user_id, 'erased');
+        PERFORM billing.erase_user(user_id, stamp, event_id, event_type);
     ELSE
         RETURN billing.set_outcome('clerk', apply_clerk_event.event_id, 'ignored');
     END IF;

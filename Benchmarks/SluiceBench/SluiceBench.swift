@@ -42,6 +42,20 @@ struct SluiceBench {
             report.value("record_usage, 10 clients, one hot user", "\(Int(hot.callsPerSecond).formatted()) calls/s")
             report.latency("  latency per call, one hot user", hot.latencies)
         }
+        if settings.sections.contains("prune") {
+            try reset(setup)
+            let figures = try Pruning.run(
+                binary: binary, databaseURL: database.url, jobs: settings.poolJobs, expired: settings.expiredRows,
+                on: setup)
+            report.rate(
+                "burn-down of \(settings.poolJobs.formatted()) jobs while pruning 2 x \(settings.expiredRows.formatted())",
+                [figures.burnDownWith], ceiling: [figures.burnDownWithout],
+                note: "the same burn-down with nothing to prune")
+            report.value(
+                "  expired rows pruned, time, rate",
+                "\(figures.prunedRows.formatted()) in \(String(format: "%.1f", figures.pruneSeconds)) s, "
+                    + "\(Int(Double(figures.prunedRows) / figures.pruneSeconds).formatted()) rows/s")
+        }
         if settings.sections.contains("webhooks") {
             try reset(setup)
             let ingest = try WebhookIngest.run(binary: binary, database: database, settings: settings, on: setup)
@@ -296,7 +310,9 @@ struct Settings {
     var usageCalls: Int
     var webhookConnections: Int
     var webhookSeconds: Int
-    /// Which parts to run: `queue`, `pool`, `usage`, `webhooks` (the program's arguments; all when none is given).
+    var expiredRows: Int
+    /// Which parts to run: `queue`, `pool`, `usage`, `prune`, `webhooks` (the program's arguments; all when none
+    /// is given).
     var sections: Set<String>
 
     init(_ environment: [String: String]) {
@@ -318,7 +334,8 @@ struct Settings {
         usageCalls = number("SLUICE_BENCH_USAGE_CALLS", 50_000)
         webhookConnections = number("SLUICE_BENCH_WEBHOOK_CONNECTIONS", 50)
         webhookSeconds = number("SLUICE_BENCH_WEBHOOK_SECONDS", 20)
+        expiredRows = number("SLUICE_BENCH_EXPIRED_ROWS", 1_000_000)
         let chosen = Set(CommandLine.arguments.dropFirst())
-        sections = chosen.isEmpty ? ["queue", "pool", "usage", "webhooks"] : chosen
+        sections = chosen.isEmpty ? ["queue", "pool", "usage", "prune", "webhooks"] : chosen
     }
 }

@@ -179,6 +179,57 @@ struct BackupRestoreTests {
         #expect(restored.waitForExit(timeout: 15) == 0)
     }
 
+    @Test("an erasure made after a backup is applied again after restoring it, from the exported list")
+    func erasuresSurviveARestore() throws {
+        let cluster = try Cluster()
+        let connection = try cluster.connect()
+        let created =
+            #"{"type": "user.created", "timestamp": 1700000000000, "data": {"id": "user_gone", "#
+            + #""first_name": "Ada", "last_name": "Lovelace", "updated_at": 1700000000000, "#
+            + #""primary_email_address_id": "e1", "email_addresses": [{"id": "e1", "email_address": "ada@example.com"}]}}"#
+        try connection.query("SELECT billing.apply_clerk_event($1::jsonb, 'msg_created')", [created], context: "create")
+        let dump = NSTemporaryDirectory() + "sluice-backup-\(UInt32.random(in: 0...UInt32.max)).dump"
+        defer { try? FileManager.default.removeItem(atPath: dump) }
+        #expect(try Self.tool(["pg_dump", "--format=custom", "--file=\(dump)", cluster.url]) == 0)
+
+        // After the backup, Clerk deletes the user; the list is exported, and the database is lost.
+        let deleted =
+            #"{"type": "user.deleted", "timestamp": 1700000500000, "data": {"id": "user_gone", "deleted": true}}"#
+        try connection.query("SELECT billing.apply_clerk_event($1::jsonb, 'msg_deleted')", [deleted], context: "delete")
+        let export = try SluiceProcess(["erasures", "export"], databaseURL: cluster.url)
+        #expect(export.waitForExit(timeout: 30) == 0, "\(export.log)")
+        #expect(export.log == "user_gone 1700000500000\n", "\(export.log)")
+        let list = NSTemporaryDirectory() + "sluice-erasures-\(UInt32.random(in: 0...UInt32.max)).txt"
+        defer { try? FileManager.default.removeItem(atPath: list) }
+        try export.log.write(toFile: list, atomically: true, encoding: .utf8)
+
+        try connection.run(script: "CREATE DATABASE restored", context: "a database to restore into")
+        let restoredURL = String(cluster.url.dropLast("postgres".count)) + "restored"
+        #expect(try Self.tool(["pg_restore", "--no-owner", "--dbname=\(restoredURL)", dump]) == 0)
+        let restored = try PostgresConnection(connectionString: restoredURL)
+        func personalData() throws -> Int {
+            try restored.query(
+                """
+                SELECT (SELECT count(*) FROM billing.users WHERE email IS NOT NULL OR first_name IS NOT NULL)
+                     + (SELECT count(*) FROM billing.audit_log WHERE after ? 'email' OR before ? 'email')
+                """, context: "personal data"
+            ).single().decode(Int.self, at: 0)
+        }
+        #expect(try personalData() > 0, "the restored backup holds the data the erasure removed")
+
+        let apply = try SluiceProcess(["erasures", "apply", list], databaseURL: restoredURL)
+        #expect(apply.waitForExit(timeout: 30) == 0, "\(apply.log)")
+        #expect(apply.log.contains("1 erasures read; 1 applied now"), "\(apply.log)")
+        #expect(try personalData() == 0)
+        // A redelivered older event cannot bring the data back, and applying the list again changes nothing.
+        let updated = created.replacingOccurrences(of: #""type": "user.created""#, with: #""type": "user.updated""#)
+        try restored.query("SELECT billing.apply_clerk_event($1::jsonb, 'msg_late')", [updated], context: "late")
+        #expect(try personalData() == 0)
+        let again = try SluiceProcess(["erasures", "apply", list], databaseURL: restoredURL)
+        #expect(again.waitForExit(timeout: 30) == 0)
+        #expect(again.log.contains("0 applied now, 1 already applied"), "\(again.log)")
+    }
+
     private static func tool(_ arguments: [String]) throws -> Int32 {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -186,5 +237,27 @@ struct BackupRestoreTests {
         try process.run()
         process.waitUntilExit()
         return process.terminationStatus
+    }
+}
+
+@Suite("erasure lists")
+struct ErasureListTests {
+    @Test("the list reads its own lines and sluice's journal lines, skips the rest, and names a bad line")
+    func parsing() throws {
+        let text = """
+            # exported 2026-12-02
+            user_a 1700000000000
+            2026-12-02T10:00:00Z info User erased job.id=7 user.id=user_b erasure.version=1700000000001
+            2026-12-02T10:00:01Z info Billing event processed outcome=applied
+
+            """
+        #expect(
+            try ErasureList.parse(text) == [
+                ErasureList.Entry(userID: "user_a", version: 1_700_000_000_000),
+                ErasureList.Entry(userID: "user_b", version: 1_700_000_000_001),
+            ])
+        let error = try #require(throws: ErasureListError.self) { try ErasureList.parse("user_a\nuser_b soon\n") }
+        #expect(error.line == 2)
+        #expect(ErasureList.render(try ErasureList.parse("user_a 5")) == "user_a 5\n")
     }
 }

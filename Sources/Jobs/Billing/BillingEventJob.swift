@@ -52,9 +52,32 @@ public struct BillingEventJob: JobHandler {
                 statement, bindingsFor(job), context: "applying a \(kind) job to the billing model"
             ).single().decode(String.self, at: 0)
             context.logger.debug("Billing event processed", metadata: ["outcome": "\(outcome)"])
+            if kind == "clerk.event", outcome == "applied", let erasure = Self.erasure(in: job.payload) {
+                // The journal keeps erasures where a database restore cannot undo them: an operator applies
+                // them again with 'sluice erasures apply' (see ErasureList).
+                context.logger.info(
+                    "User erased",
+                    metadata: ["user.id": "\(erasure.userID)", "erasure.version": "\(erasure.version)"])
+            }
             return .success
         } catch let error as PostgresError where error.isDataException {
             throw JobError.permanent("the event cannot be applied: \(error.message)")
         }
+    }
+
+    /// The erasure a `user.deleted` event in a `clerk.event` payload makes, if it is one.
+    private static func erasure(in payload: String) -> ErasureList.Entry? {
+        guard var event = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any] else {
+            return nil
+        }
+        if let body = event["body"] as? String,
+            let inner = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        {
+            event = inner
+        }
+        guard event["type"] as? String == "user.deleted", let data = event["data"] as? [String: Any],
+            let id = data["id"] as? String, let stamp = (event["timestamp"] as? NSNumber)?.int64Value
+        else { return nil }
+        return ErasureList.Entry(userID: id, version: stamp)
     }
 }

@@ -8,7 +8,8 @@ import Synchronization
 /// - heartbeat: extend the leases of running jobs (every third of the lease);
 /// - timeouts: record a timeout failure for a job past its kind's execution timeout and stop extending it;
 /// - rescue: return expired leases of dead workers to the queue (one rescuer per database at a time);
-/// - housekeeping: prune expired unique keys and old dead letters, trim long error histories (every minute);
+/// - housekeeping: prune what is past its retention, trim long error histories (every minute, or every
+///   second while expired rows are left over);
 /// - queue statistics for the metrics, and per-kind settings from `sluice.kinds` (every 10 s / minute);
 /// - periodic jobs: each schedule's job for the current slot (every worker tries; the unique key lets one in).
 final class PoolMaintenance: Sendable {
@@ -92,8 +93,8 @@ final class PoolMaintenance: Sendable {
                     enqueuedSlots[schedule.kind] = slot
                 }
                 if now >= nextHousekeeping {
-                    try housekeeping(on: open)
-                    nextHousekeeping = now + .seconds(60)
+                    let backlog = try housekeeping(on: open)
+                    nextHousekeeping = now + .seconds(backlog ? 1 : 60)
                 }
             } catch {
                 logger.warning("Pool maintenance failed; retrying", metadata: ["error": "\(error)"])
@@ -171,19 +172,26 @@ final class PoolMaintenance: Sendable {
             metadata: ["rescued.count": "\(report.rescued.count)", "dead.count": "\(report.dead.count)"])
     }
 
-    private func housekeeping(on connection: PostgresConnection) throws(PostgresError) {
-        // Bounded batches: a backlog is worked off over several rounds of short transactions, each deleting
-        // at most a batch per table, instead of in one long one.
+    /// Prunes, trims and re-reads the kinds' timeouts; returns true when a table still has expired rows
+    /// waiting, so the next round comes in a second instead of a minute.
+    private func housekeeping(on connection: PostgresConnection) throws(PostgresError) -> Bool {
+        // Short transactions of at most a batch per table, for at most half a second a round: this thread
+        // also renews leases, and a backlog (a million expired rows after raising a retention) is worked
+        // off over many rounds instead of holding locks or starving the heartbeat.
+        let budget = ContinuousClock.now + .milliseconds(500)
         var pruned: [String: Int] = [:]
-        for _ in 0..<10 {
-            let batch = try queue.prune(batchSize: 1000, on: connection)
-            pruned.merge(batch, uniquingKeysWith: +)
-            if batch.values.allSatisfy({ $0 < 1000 }) { break }
-        }
-        for _ in 0..<10 {
-            let batch = try BillingRetention.prune(batchSize: 1000, on: connection)
-            pruned.merge(batch, uniquingKeysWith: +)
-            if batch.values.allSatisfy({ $0 < 1000 }) { break }
+        var backlog = false
+        for prune in [Pruner.queue, .billing] {
+            repeat {
+                let batch =
+                    switch prune {
+                    case .queue: try queue.prune(batchSize: 1000, on: connection)
+                    case .billing: try BillingRetention.prune(batchSize: 1000, on: connection)
+                    }
+                pruned.merge(batch, uniquingKeysWith: +)
+                backlog = batch.values.contains { $0 >= 1000 }
+            } while backlog && ContinuousClock.now < budget
+            if backlog { break }
         }
         for (table, count) in pruned where count > 0 { metrics.pruned(table: table, count: count) }
         let trimmed = try queue.trimErrorHistory(keep: settings.errorHistoryLimit, batchSize: 1000, on: connection)
@@ -195,5 +203,8 @@ final class PoolMaintenance: Sendable {
             for (table, count) in pruned where count > 0 { metadata["\(table).pruned"] = "\(count)" }
             logger.info("Housekeeping", metadata: metadata)
         }
+        return backlog
     }
+
+    private enum Pruner { case queue, billing }
 }
