@@ -6,9 +6,10 @@
 -- "Upgrades" section alters what older versions made, and everything else is created only if missing or
 -- replaced in place. `sluice migrate --dry-run` lists the upgrade steps without applying them.
 --
--- The file reads top-down: version guard, upgrades, the queue, the operators' API, the billing tables,
--- reading events and billing.write, the event families, access and usage, analytics, retention, and the
--- version stamp last, so a run that fails leaves the old version recorded.
+-- The file reads top-down: version guard, upgrades, the queue (and who may enqueue what), the operators'
+-- API, the billing tables, reading events and billing.write, the event families, access and usage,
+-- analytics, retention, the roles' grants, and the version stamp last, so a run that fails leaves the old
+-- version recorded.
 --
 -- Everyday operator commands:
 --   SELECT * FROM sluice.queue_stats;                        -- what is waiting, running, dead
@@ -31,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 4;
+SET LOCAL sluice.schema_version = 5;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -113,7 +114,7 @@ COMMENT ON FUNCTION sluice.has_column(regclass, text) IS 'Whether a table has a 
 -- Adds a column an earlier version lacked, where the table exists (a fresh install creates it whole below).
 CREATE OR REPLACE FUNCTION sluice.add_missing_column(table_name text, column_name text, definition text)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF to_regclass(table_name) IS NOT NULL AND NOT sluice.has_column(to_regclass(table_name), column_name) THEN
         EXECUTE format('ALTER TABLE %s ADD COLUMN %I %s', table_name, column_name, definition);
@@ -134,6 +135,10 @@ BEGIN
     PERFORM sluice.add_missing_column('billing.subscriptions', 'created_at', 'timestamptz');
     PERFORM sluice.add_missing_column('billing.invoices', 'first_failed_at', 'timestamptz');
     PERFORM sluice.add_missing_column('billing.usage_events', 'report_error', 'text');
+    -- Version 5: who enqueued a job, so only that role reads its result.
+    PERFORM sluice.add_missing_column('sluice.jobs', 'enqueued_by', 'text DEFAULT SESSION_USER');
+    PERFORM sluice.add_missing_column('sluice.dead_letters', 'enqueued_by', 'text');
+    PERFORM sluice.add_missing_column('sluice.job_results', 'enqueued_by', 'text');
 END
 $$;
 COMMENT ON COLUMN sluice.schema_version.serves_from IS
@@ -219,6 +224,7 @@ CREATE TABLE IF NOT EXISTS sluice.jobs (
     unique_key   text,
     errors       jsonb       NOT NULL DEFAULT '[]',
     created_at   timestamptz NOT NULL DEFAULT now(),
+    enqueued_by  text                 DEFAULT SESSION_USER,
     CONSTRAINT jobs_state_valid CHECK (state IN ('available', 'running')),
     CONSTRAINT jobs_kind_not_empty CHECK (kind <> ''),
     CONSTRAINT jobs_queue_not_empty CHECK (queue <> ''),
@@ -248,6 +254,8 @@ COMMENT ON COLUMN sluice.jobs.locked_by IS 'The worker process holding the lease
 COMMENT ON COLUMN sluice.jobs.locked_until IS 'End of the running lease; heartbeats extend it, and past it the rescuer returns the job to the queue.';
 COMMENT ON COLUMN sluice.jobs.unique_key IS 'Optional deduplication key; see sluice.unique_keys.';
 COMMENT ON COLUMN sluice.jobs.errors IS 'One object per failed attempt: {"attempt", "at", "error", "kind"}.';
+COMMENT ON COLUMN sluice.jobs.enqueued_by IS
+    'The login role that enqueued the job (session_user): only it, and the schema owner, read the job''s result.';
 
 -- The claim reads exactly this index: its WHERE is the predicate and its ORDER BY the column order.
 CREATE INDEX IF NOT EXISTS jobs_claim_order ON sluice.jobs (queue, priority, run_at, id)
@@ -281,6 +289,7 @@ CREATE TABLE IF NOT EXISTS sluice.dead_letters (
     unique_key   text,
     created_at   timestamptz NOT NULL,
     died_at      timestamptz NOT NULL DEFAULT now(),
+    enqueued_by  text,
     CONSTRAINT dead_letters_reason_valid
         CHECK (reason IN ('attempts_exhausted', 'permanent_failure', 'lease_expired'))
 );
@@ -333,17 +342,121 @@ INSERT INTO sluice.settings (key, value, description) VALUES
 ON CONFLICT (key) DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS sluice.job_results (
-    job_id     bigint      PRIMARY KEY,
-    kind       text        NOT NULL,
-    result     jsonb       NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now()
+    job_id      bigint      PRIMARY KEY,
+    kind        text        NOT NULL,
+    result      jsonb       NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    enqueued_by text
 );
 COMMENT ON TABLE sluice.job_results IS
     'What a job that answers its caller produced (a portal URL, the updated subscription), keyed by the id '
     'sluice.enqueue returned. Written when the job succeeds, with NOTIFY sluice_job_results (payload: the job id), '
-    'so a caller can LISTEN and then read it with sluice.job_result(id). Kept 7 days.';
+    'so a caller can LISTEN and then read it with sluice.job_result(id), which only the role that enqueued the '
+    'job (enqueued_by) and the schema owner may do. Kept 7 days (sluice.settings job_result_retention).';
 CREATE INDEX IF NOT EXISTS job_results_by_age ON sluice.job_results (created_at);
 COMMENT ON INDEX sluice.job_results_by_age IS 'Serves pruning results past their 7 days.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Who may enqueue what. The enqueue functions run as the schema's owner (SECURITY DEFINER), so they are
+-- where a caller's rights are checked: by the login role (session_user) and its memberships in the roles
+-- of deploy/roles.sql. The owner (and a superuser) may enqueue anything.
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS sluice.kind_rules (
+    kind  text   PRIMARY KEY,
+    roles text[] NOT NULL DEFAULT '{}'
+);
+COMMENT ON TABLE sluice.kind_rules IS
+    'Kinds that not every enqueuer may add, and the roles that may (empty: the schema owner only). A kind not '
+    'listed is ordinary: members of sluice_enqueuer or sluice_billing may add it. sluice_receiver adds only '
+    'stripe.event and clerk.event, in queue webhooks, under the key stripe:<event id> or clerk:<svix-id>.';
+INSERT INTO sluice.kind_rules (kind, roles) VALUES
+    ('stripe.event', '{sluice_receiver}'),
+    ('clerk.event', '{sluice_receiver}'),
+    ('stripe.change_plan', '{sluice_billing,sluice_api}'),
+    ('stripe.cancel_subscription', '{sluice_billing,sluice_api}'),
+    ('stripe.resume_subscription', '{sluice_billing,sluice_api}'),
+    ('stripe.create_portal_session', '{sluice_billing,sluice_api}'),
+    ('stripe.create_checkout_session', '{sluice_billing,sluice_api}'),
+    ('usage.record', '{sluice_billing}'),
+    ('stripe.reconcile', '{}'),
+    ('stripe.report_usage', '{}'),
+    ('stripe.resync', '{}'),
+    ('outbound.deliver', '{}'),
+    ('sluice.test.mark', '{}')
+ON CONFLICT (kind) DO NOTHING;
+
+CREATE OR REPLACE FUNCTION sluice.is_owner(role_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.pg_has_role(role_name::name, n.nspowner, 'MEMBER')
+    FROM pg_catalog.pg_namespace n WHERE n.nspname = 'sluice'
+$$;
+COMMENT ON FUNCTION sluice.is_owner(text) IS 'Whether a role is (or is a member of) the owner of schema sluice.';
+
+CREATE OR REPLACE FUNCTION sluice.member_of(role_name text, group_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(pg_catalog.pg_has_role(role_name::name, pg_catalog.to_regrole(group_name), 'MEMBER'), false)
+$$;
+COMMENT ON FUNCTION sluice.member_of(text, text) IS 'Whether a role belongs to a group role (false if the group does not exist).';
+
+CREATE OR REPLACE FUNCTION sluice.may_enqueue(
+    caller text, kind text, queue text, unique_key text, priority integer, run_at timestamptz, payload jsonb
+) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT
+        -- The receiver: a verified webhook, under the key its event id gives, in queue webhooks, now.
+        (sluice.member_of(caller, 'sluice_receiver')
+         AND kind IN ('stripe.event', 'clerk.event') AND queue = 'webhooks'
+         AND unique_key = (CASE kind WHEN 'stripe.event' THEN 'stripe:' ELSE 'clerk:' END) || (payload ->> 'event_id')
+         AND priority = 0 AND (run_at IS NULL OR run_at <= pg_catalog.now() + interval '1 minute'))
+        OR
+        -- Everyone else: no reserved queue or key, a bounded priority, and a kind their roles may add.
+        (queue NOT IN ('webhooks', 'outbound')
+         AND (unique_key IS NULL
+              OR NOT (unique_key LIKE 'stripe:%' OR unique_key LIKE 'clerk:%' OR unique_key LIKE 'periodic:%'))
+         AND priority BETWEEN -100 AND 100
+         AND CASE
+                 WHEN EXISTS (SELECT 1 FROM sluice.kind_rules r WHERE r.kind = may_enqueue.kind) THEN
+                     EXISTS (SELECT 1 FROM sluice.kind_rules r, pg_catalog.unnest(r.roles) AS allowed(role)
+                             WHERE r.kind = may_enqueue.kind AND allowed.role <> 'sluice_receiver'
+                               AND sluice.member_of(caller, allowed.role))
+                 ELSE sluice.member_of(caller, 'sluice_enqueuer') OR sluice.member_of(caller, 'sluice_billing')
+             END)
+$$;
+COMMENT ON FUNCTION sluice.may_enqueue(text, text, text, text, integer, timestamptz, jsonb) IS
+    'Whether a (non-owner) role may add this job: the receiver''s one shape, or for everyone else a kind their '
+    'roles may add (sluice.kind_rules), outside the reserved queues (webhooks, outbound) and keys (stripe:, '
+    'clerk:, periodic:), with a priority from -100 to 100.';
+
+CREATE OR REPLACE FUNCTION sluice.authorize_enqueue(
+    kinds text[], queues text[], unique_keys text[], priorities integer[], run_ats timestamptz[], payloads jsonb[]
+) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    caller  text := session_user;
+    refused record;
+BEGIN
+    IF sluice.is_owner(caller) THEN
+        RETURN;
+    END IF;
+    SELECT j.kind, coalesce(j.queue, 'default') AS queue, j.key, coalesce(j.priority, 0) AS priority INTO refused
+    FROM unnest(kinds, queues, unique_keys, priorities, run_ats, payloads)
+        AS j(kind, queue, key, priority, run_at, payload)
+    WHERE NOT sluice.may_enqueue(caller, j.kind, coalesce(j.queue, 'default'), j.key, coalesce(j.priority, 0),
+                                 j.run_at, j.payload)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'sluice: role % may not enqueue kind % in queue % (unique key %, priority %)',
+                caller, refused.kind, refused.queue, coalesce(refused.key, 'none'), refused.priority
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Which roles may add which kinds is in sluice.kind_rules; queues webhooks and outbound and '
+                         'keys stripe:, clerk: and periodic: are reserved; priorities run from -100 to 100.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION sluice.authorize_enqueue(text[], text[], text[], integer[], timestamptz[], jsonb[]) IS
+    'Raises insufficient_privilege (42501) naming the first job of a batch that the calling login role may not '
+    'add (see sluice.may_enqueue); the schema owner may add anything. Every enqueue function calls it first.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Enqueueing
@@ -385,6 +498,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    PERFORM sluice.authorize_enqueue(ARRAY[enqueue.kind], ARRAY[enqueue.queue], ARRAY[enqueue.unique_key],
+                                     ARRAY[enqueue.priority], ARRAY[enqueue.run_at], ARRAY[enqueue.payload]);
     attempts := coalesce(
         enqueue.max_attempts,
         (SELECT k.max_attempts FROM sluice.kinds k WHERE k.kind = enqueue.kind),
@@ -463,6 +578,7 @@ BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
+    PERFORM sluice.authorize_enqueue(kinds, queues, unique_keys, priorities, run_ats, payloads);
 
     IF unique_keys IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(unique_keys) k WHERE k IS NOT NULL) THEN
         -- Keys need the per-job ownership protocol of sluice.enqueue.
@@ -545,6 +661,8 @@ BEGIN
                         'JSON object, every max_attempts at least 1'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+
+    PERFORM sluice.authorize_enqueue(kinds, queues, unique_keys, priorities, run_ats, payloads);
 
     SELECT array_agg(DISTINCT k ORDER BY k) INTO pending FROM unnest(unique_keys) AS k;
 
@@ -637,22 +755,40 @@ REVOKE ALL ON FUNCTION sluice.enqueue_unique(text[], jsonb[], text[], text[], in
 -- ---------------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION sluice.job_result(job_id bigint) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT r.result FROM sluice.job_results r WHERE r.job_id = job_result.job_id
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    found_result jsonb;
+    owner_role   text;
+BEGIN
+    SELECT r.result, r.enqueued_by INTO found_result, owner_role FROM sluice.job_results r WHERE r.job_id = job_result.job_id;
+    IF NOT FOUND THEN
+        -- No result yet, or a job that is not the caller's: both look the same to a stranger, and ids are
+        -- sequential, so an enqueuer cannot learn what other services' jobs return.
+        RETURN NULL;
+    END IF;
+    IF owner_role IS DISTINCT FROM session_user AND NOT sluice.is_owner(session_user) THEN
+        RAISE EXCEPTION 'sluice.job_result: job % was not enqueued by role %', job_result.job_id, session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN found_result;
+END
 $$;
 COMMENT ON FUNCTION sluice.job_result(bigint) IS
     'The result of a finished job, or NULL while it has none (still waiting or running, or it failed: see '
-    'sluice.dead_letters). Wait with LISTEN sluice_job_results, whose payload is the job id.';
+    'sluice.dead_letters). Only the role that enqueued the job and the schema owner may read it (SQLSTATE 42501 '
+    'otherwise). Wait with LISTEN sluice_job_results, whose payload is the job id.';
 REVOKE ALL ON FUNCTION sluice.job_result(bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION sluice.record_job_result(job_id bigint, kind text, result jsonb) RETURNS void
 LANGUAGE sql AS $$
-    INSERT INTO sluice.job_results (job_id, kind, result) VALUES (job_id, kind, result)
-    ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, created_at = now();
+    INSERT INTO sluice.job_results (job_id, kind, result, enqueued_by)
+    VALUES (job_id, kind, result, (SELECT j.enqueued_by FROM sluice.jobs j WHERE j.id = record_job_result.job_id))
+    ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, created_at = now(), enqueued_by = excluded.enqueued_by;
     SELECT pg_notify('sluice_job_results', job_id::text);
 $$;
 COMMENT ON FUNCTION sluice.record_job_result(bigint, text, jsonb) IS
-    'Stores a job''s result (again, for a retried job) and wakes callers listening on sluice_job_results.';
+    'Stores a job''s result (again, for a retried job), with the role that enqueued it, and wakes callers '
+    'listening on sluice_job_results.';
 
 CREATE OR REPLACE FUNCTION sluice.prune_job_results(older_than interval DEFAULT '7 days', batch_size integer DEFAULT 1000)
 RETURNS integer
@@ -729,7 +865,7 @@ COMMENT ON FUNCTION sluice.trim_error_history(integer, integer) IS
     'many jobs it trimmed. Workers call it periodically (SLUICE_ERROR_HISTORY).';
 
 CREATE OR REPLACE FUNCTION sluice.retention(value text) RETURNS interval
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF value IS NULL OR lower(value) = 'forever' THEN
         RETURN NULL;
@@ -745,7 +881,7 @@ COMMENT ON FUNCTION sluice.retention(text) IS
 
 CREATE OR REPLACE FUNCTION sluice.prune(batch_size integer DEFAULT 1000)
 RETURNS TABLE (table_name text, pruned integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dead    interval := sluice.retention((SELECT value FROM sluice.settings WHERE key = 'dead_letter_retention'));
     results interval := sluice.retention((SELECT value FROM sluice.settings WHERE key = 'job_result_retention'));
@@ -770,33 +906,60 @@ COMMENT ON FUNCTION sluice.prune(integer) IS
 -- Operators: queues, cancelling, dead letters
 -- ---------------------------------------------------------------------------------------------------
 
-CREATE OR REPLACE FUNCTION sluice.pause_queue(queue text) RETURNS void
+CREATE TABLE IF NOT EXISTS sluice.operator_actions (
+    id     bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at     timestamptz NOT NULL DEFAULT now(),
+    role   text        NOT NULL DEFAULT SESSION_USER,
+    action text        NOT NULL,
+    target text        NOT NULL,
+    result text
+);
+COMMENT ON TABLE sluice.operator_actions IS
+    'Every operator action through the functions below (pause, resume, cancel, retry, discard): when, which login '
+    'role, on what, and what came of it. Read it with SELECT * FROM sluice.operator_actions ORDER BY id DESC.';
+
+CREATE OR REPLACE FUNCTION sluice.record_operator_action(action text, target text, result text) RETURNS void
 LANGUAGE sql AS $$
+    INSERT INTO sluice.operator_actions (action, target, result)
+    VALUES (record_operator_action.action, record_operator_action.target, record_operator_action.result);
+$$;
+COMMENT ON FUNCTION sluice.record_operator_action(text, text, text) IS
+    'Records an operator action with the calling login role and the time (see sluice.operator_actions).';
+REVOKE ALL ON FUNCTION sluice.record_operator_action(text, text, text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION sluice.pause_queue(queue text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
     INSERT INTO sluice.paused_queues (queue) VALUES (pause_queue.queue) ON CONFLICT DO NOTHING;
+    PERFORM sluice.record_operator_action('pause_queue', pause_queue.queue, NULL);
+END
 $$;
 COMMENT ON FUNCTION sluice.pause_queue(text) IS
     'Stops workers claiming from a queue; its jobs keep waiting and running ones finish. Undo with sluice.resume_queue().';
 
 CREATE OR REPLACE FUNCTION sluice.resume_queue(queue text) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM sluice.paused_queues p WHERE p.queue = resume_queue.queue;
+    PERFORM sluice.record_operator_action('resume_queue', resume_queue.queue, NULL);
     PERFORM pg_notify('sluice_jobs', resume_queue.queue);
 END
 $$;
 COMMENT ON FUNCTION sluice.resume_queue(text) IS 'Lets workers claim from a paused queue again, and wakes them.';
 
 CREATE OR REPLACE FUNCTION sluice.cancel(id bigint) RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     freed_key text;
+    cancelled boolean;
 BEGIN
     DELETE FROM sluice.jobs j WHERE j.id = cancel.id AND j.state = 'available' RETURNING j.unique_key INTO freed_key;
-    IF NOT FOUND THEN
-        RETURN false;
+    cancelled := FOUND;
+    IF cancelled THEN
+        DELETE FROM sluice.unique_keys u WHERE u.key = freed_key AND u.job_id = cancel.id;
     END IF;
-    DELETE FROM sluice.unique_keys u WHERE u.key = freed_key AND u.job_id = cancel.id;
-    RETURN true;
+    PERFORM sluice.record_operator_action('cancel', cancel.id::text, CASE WHEN cancelled THEN 'cancelled' ELSE 'not waiting' END);
+    RETURN cancelled;
 END
 $$;
 COMMENT ON FUNCTION sluice.cancel(bigint) IS
@@ -804,7 +967,7 @@ COMMENT ON FUNCTION sluice.cancel(bigint) IS
     'it never existed, already finished, or is running now (a running job cannot be cancelled).';
 
 CREATE OR REPLACE FUNCTION sluice.retry_dead(id bigint) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dead      sluice.dead_letters;
     holder_id bigint;
@@ -828,11 +991,13 @@ BEGIN
                              'with sluice.discard_dead(), or wait until that job is gone.';
         END IF;
     END IF;
-    INSERT INTO sluice.jobs (id, queue, kind, payload, priority, run_at, attempt, max_attempts, unique_key, errors, created_at)
+    INSERT INTO sluice.jobs (id, queue, kind, payload, priority, run_at, attempt, max_attempts, unique_key, errors,
+                             created_at, enqueued_by)
     VALUES (dead.id, dead.queue, dead.kind, dead.payload, dead.priority, now(), 0, dead.max_attempts,
-            dead.unique_key, dead.errors, dead.created_at);
+            dead.unique_key, dead.errors, dead.created_at, dead.enqueued_by);
     DELETE FROM sluice.dead_letters d WHERE d.id = dead.id;
     PERFORM pg_notify('sluice_jobs', dead.queue);
+    PERFORM sluice.record_operator_action('retry_dead', dead.id::text, 'back in queue ' || dead.queue);
     RETURN dead.id;
 END
 $$;
@@ -841,7 +1006,7 @@ COMMENT ON FUNCTION sluice.retry_dead(bigint) IS
     'Refused (SQLSTATE 23505) if another job now holds its unique key.';
 
 CREATE OR REPLACE FUNCTION sluice.retry_dead_kind(kind text) RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dead_id bigint;
     moved   integer := 0;
@@ -854,6 +1019,7 @@ BEGIN
             RAISE NOTICE 'sluice.retry_dead_kind: dead letter % left in place: its unique key is held by another job', dead_id;
         END;
     END LOOP;
+    PERFORM sluice.record_operator_action('retry_dead_kind', retry_dead_kind.kind, moved || ' back in their queues');
     RETURN moved;
 END
 $$;
@@ -862,11 +1028,23 @@ COMMENT ON FUNCTION sluice.retry_dead_kind(text) IS
     'another job holds stay, with a NOTICE each.';
 
 CREATE OR REPLACE FUNCTION sluice.discard_dead(id bigint) RETURNS boolean
-LANGUAGE sql AS $$
-    WITH gone AS (DELETE FROM sluice.dead_letters d WHERE d.id = discard_dead.id RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM gone);
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    discarded boolean;
+BEGIN
+    DELETE FROM sluice.dead_letters d WHERE d.id = discard_dead.id;
+    discarded := FOUND;
+    PERFORM sluice.record_operator_action('discard_dead', discard_dead.id::text,
+                                          CASE WHEN discarded THEN 'discarded' ELSE 'no such dead letter' END);
+    RETURN discarded;
+END
 $$;
 COMMENT ON FUNCTION sluice.discard_dead(bigint) IS 'Deletes one dead letter; false if there was none with that id.';
+
+-- The operator functions run as the schema's owner and record who called them; nobody else may call them
+-- until granted (sluice_operator is, by sluice.grant_roles()).
+REVOKE ALL ON FUNCTION sluice.pause_queue(text), sluice.resume_queue(text), sluice.cancel(bigint),
+    sluice.retry_dead(bigint), sluice.retry_dead_kind(text), sluice.discard_dead(bigint) FROM PUBLIC;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Views for operators
@@ -1253,7 +1431,7 @@ COMMENT ON TABLE billing.meters IS
 
 CREATE OR REPLACE FUNCTION billing.field(obj jsonb, path text[], expected text, required boolean DEFAULT true)
 RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     value jsonb := obj #> path;
 BEGIN
@@ -1292,7 +1470,7 @@ LANGUAGE sql IMMUTABLE AS $$ SELECT to_timestamp(billing.bigint_at(obj, path)) $
 COMMENT ON FUNCTION billing.time_at(jsonb, text[]) IS 'A Unix-seconds field as a timestamp, checked; NULL if absent.';
 
 CREATE OR REPLACE FUNCTION billing.id_at(obj jsonb, path text[], required boolean DEFAULT false) RETURNS text
-LANGUAGE plpgsql IMMUTABLE AS $$
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Stripe sends a related object as its id, or expanded as an object with an id.
     IF jsonb_typeof(obj #> path) = 'object' THEN
@@ -1318,7 +1496,7 @@ CREATE OR REPLACE FUNCTION billing.write(
     event_id   text,
     event_type text
 ) RETURNS jsonb
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     before_row jsonb;
     after_row  jsonb;
@@ -1367,7 +1545,7 @@ COMMENT ON FUNCTION billing.write(text, text, jsonb, bigint, smallint, text, tex
 
 CREATE OR REPLACE FUNCTION billing.link(customer_id text, user_id text, linked_by text, event_id text, event_type text)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF customer_id IS NULL OR user_id IS NULL THEN
         RETURN;
@@ -1403,7 +1581,7 @@ COMMENT ON FUNCTION billing.set_outcome(text, text, text) IS
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_customer_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     object_id text;
 BEGIN
@@ -1428,7 +1606,7 @@ COMMENT ON FUNCTION billing.apply_stripe_customer_event(text, jsonb, text, bigin
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_subscription_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     object_id  text;
     items      jsonb;
@@ -1507,7 +1685,7 @@ COMMENT ON FUNCTION billing.apply_stripe_subscription_event(text, jsonb, text, b
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_invoice_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     object_id text;
     status    text;
@@ -1545,7 +1723,7 @@ COMMENT ON FUNCTION billing.apply_stripe_invoice_event(text, jsonb, text, bigint
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_catalog_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF event_type LIKE 'product.%' THEN
         PERFORM billing.write('products', billing.text_at(obj, '{id}', true),
@@ -1570,7 +1748,7 @@ COMMENT ON FUNCTION billing.apply_stripe_catalog_event(text, jsonb, text, bigint
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_checkout_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM billing.link(billing.id_at(obj, '{customer}'),
         coalesce(billing.text_at(obj, '{client_reference_id}'), billing.text_at(obj, '{metadata,clerk_user_id}'),
@@ -1584,7 +1762,7 @@ COMMENT ON FUNCTION billing.apply_stripe_checkout_event(text, jsonb, text, bigin
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_charge_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF event_type = 'charge.refunded' THEN
         PERFORM billing.write('charges', billing.text_at(obj, '{id}', true), jsonb_build_object(
@@ -1625,7 +1803,7 @@ COMMENT ON FUNCTION billing.stripe_event_family(text) IS
     'billing.apply_stripe_<family>_event function and a line in billing.apply_stripe_event.';
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_event(event jsonb, mode text DEFAULT NULL) RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 <<apply>>
 DECLARE
     event_id   text    := billing.text_at(event, '{id}', true);
@@ -1670,7 +1848,7 @@ COMMENT ON FUNCTION billing.apply_stripe_event(jsonb, text) IS
 
 CREATE OR REPLACE FUNCTION billing.erase_user(user_id text, version bigint, event_id text, event_type text)
 RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF coalesce(user_id, '') = '' OR version IS NULL THEN
         RAISE EXCEPTION 'billing.erase_user: user_id and version (the deletion''s timestamp in ms) are required'
@@ -1702,7 +1880,7 @@ COMMENT ON FUNCTION billing.erase_user(text, bigint, text, text) IS
     'the user was already listed. user.deleted calls it; so does sluice erasures apply after a restore.';
 
 CREATE OR REPLACE FUNCTION billing.apply_clerk_event(event jsonb, event_id text) RETURNS text
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     event_type text := billing.text_at(event, '{type}', true);
     data       jsonb := billing.field(event, '{data}', 'object');
@@ -1860,9 +2038,10 @@ RETURNS TABLE (
     period_end   timestamptz,
     repeated     boolean
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     access   record;
+    prior    record;
     included boolean := false;
     cap      bigint;
     counted  bigint;
@@ -1891,7 +2070,19 @@ BEGIN
     FOR UPDATE;
 
     -- A repeated key gets the first answer and counts nothing. Checked under the lock, so a concurrent call
-    -- with the same key that committed while this one waited is seen too.
+    -- with the same key that committed while this one waited is seen too. A key reused for another call is
+    -- refused, as Stripe does: answering it would hand over another user's figures and count nothing.
+    SELECT e.user_id, e.feature, e.quantity INTO prior
+    FROM billing.usage_events e WHERE e.idempotency_key = record_usage.idempotency_key;
+    IF FOUND AND (prior.user_id, prior.feature, prior.quantity)
+                 IS DISTINCT FROM (record_usage.user_id, record_usage.feature, record_usage.quantity) THEN
+        RAISE EXCEPTION 'billing.record_usage: idempotency key % was first used with a different %', idempotency_key,
+                array_to_string(ARRAY[CASE WHEN prior.user_id <> record_usage.user_id THEN 'user_id' END,
+                                      CASE WHEN prior.feature <> record_usage.feature THEN 'feature' END,
+                                      CASE WHEN prior.quantity <> record_usage.quantity THEN 'quantity' END], ', ')
+            USING ERRCODE = 'SL409',
+                  HINT = 'A key may only repeat the same call; use a new key for a new use.';
+    END IF;
     RETURN QUERY SELECT e.allowed, e.used, e.limit_value, e.remaining, e.plan, e.period_start, e.period_end, true
                  FROM billing.usage_events e WHERE e.idempotency_key = record_usage.idempotency_key;
     IF FOUND THEN
@@ -2026,7 +2217,7 @@ COMMENT ON FUNCTION billing.retention(text) IS 'A retention setting of billing.s
 
 CREATE OR REPLACE FUNCTION billing.prune(batch_size integer DEFAULT 1000)
 RETURNS TABLE (table_name text, pruned integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     events  interval := greatest(billing.retention('processed_event_retention'), interval '35 days');
     usage   interval := billing.retention('usage_event_retention');
@@ -2118,6 +2309,60 @@ COMMENT ON FUNCTION billing.prune(integer) IS
     'billing.settings: processed event ids (at least 35 days), usage events and counters of long-ended periods '
     '(unreported metered uses stay), and, when configured, audit log entries and status reports. Returns how '
     'many rows left each table; workers call it every minute, and again while a table returns a full batch.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Roles: what each role of deploy/roles.sql may do. A database administrator creates the roles (that
+-- part of deploy/roles.sql); every run of this file grants them their rights, as do the owner's part of
+-- deploy/roles.sql, so new functions are covered by the next migration. A role that does not exist is
+-- skipped.
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION sluice.grant_roles() RETURNS text[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    granted   text[] := '{}';
+    role_name text;
+    enqueue_functions text := 'sluice.enqueue(text, jsonb, text, integer, timestamptz, integer, text, boolean), '
+        'sluice.enqueue_many(text[], jsonb[], text[], integer[], timestamptz[], integer[], text[], boolean), '
+        'sluice.enqueue_unique(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[], boolean)';
+BEGIN
+    IF to_regrole('sluice_receiver') IS NOT NULL THEN
+        GRANT USAGE ON SCHEMA sluice TO sluice_receiver;
+        GRANT SELECT ON sluice.schema_version TO sluice_receiver;
+        GRANT EXECUTE ON FUNCTION
+            sluice.enqueue_unique(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[], boolean)
+            TO sluice_receiver;
+        granted := granted || 'sluice_receiver'::text;
+    END IF;
+    FOREACH role_name IN ARRAY ARRAY['sluice_enqueuer', 'sluice_billing', 'sluice_api'] LOOP
+        CONTINUE WHEN to_regrole(role_name) IS NULL;
+        EXECUTE format('GRANT USAGE ON SCHEMA sluice TO %I', role_name);
+        EXECUTE format('GRANT SELECT ON sluice.schema_version TO %I', role_name);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s, sluice.job_result(bigint) TO %I', enqueue_functions, role_name);
+        granted := granted || role_name;
+    END LOOP;
+    FOREACH role_name IN ARRAY ARRAY['sluice_billing', 'sluice_api'] LOOP
+        CONTINUE WHEN to_regrole(role_name) IS NULL;
+        EXECUTE format('GRANT USAGE ON SCHEMA billing TO %I', role_name);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION billing.record_usage(text, text, bigint, text) TO %I', role_name);
+    END LOOP;
+    IF to_regrole('sluice_operator') IS NOT NULL THEN
+        GRANT USAGE ON SCHEMA sluice, billing TO sluice_operator;
+        GRANT EXECUTE ON FUNCTION sluice.pause_queue(text), sluice.resume_queue(text), sluice.cancel(bigint),
+            sluice.retry_dead(bigint), sluice.retry_dead_kind(text), sluice.discard_dead(bigint) TO sluice_operator;
+        GRANT SELECT ON sluice.queue_stats, sluice.dead_letter_summary, sluice.dead_letters, sluice.operator_actions,
+            sluice.schema_version, sluice.schema_upgrades, sluice.settings, sluice.kind_rules TO sluice_operator;
+        GRANT SELECT ON ALL TABLES IN SCHEMA billing TO sluice_operator;
+        granted := granted || 'sluice_operator'::text;
+    END IF;
+    RETURN granted;
+END
+$$;
+COMMENT ON FUNCTION sluice.grant_roles() IS
+    'Grants each role of deploy/roles.sql that exists what it may do (see the README''s threat model); returns '
+    'the roles it found. schema.sql calls it on every run; deploy/roles.sql calls it after creating the roles.';
+
+DO $$ BEGIN PERFORM sluice.grant_roles(); END $$;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Version stamp: last, so a run that fails leaves the old version recorded.

@@ -3,11 +3,14 @@ public import PGQueue
 
 /// `sluice.noop`: a job that does nothing, for smoke tests, benchmarks and checking a deployment.
 ///
-/// Payload `{}` succeeds at once; `{"sleep_ms": n}` sleeps first; `{"fail_attempts": n}` fails its first n
+/// Payload `{}` succeeds at once; `{"sleep_ms": n}` sleeps first (at most a second unless test jobs are
+/// enabled); `{"fail_attempts": n}` fails its first n
 /// attempts; `{"permanent": true}` fails permanently; `{"crash": true}` aborts the process, honoured only
 /// when the pool was started with test jobs enabled (`SLUICE_TEST_JOBS=1`), for crash-safety tests.
 public struct NoopJob: JobHandler {
     public let kind = "sluice.noop"
+    /// The longest `sleep_ms` honoured without `SLUICE_TEST_JOBS=1`.
+    public static let maximumSleepMilliseconds = 1000
     /// Whether `{"crash": true}` may abort the process.
     public let allowsCrash: Bool
     public let timeoutSeconds: Double
@@ -49,7 +52,9 @@ public struct NoopJob: JobHandler {
             abort()
         }
         if let sleep = payload.sleepMilliseconds, sleep > 0 {
-            Thread.sleep(forTimeInterval: Double(sleep) / 1000)
+            // A smoke test needs no long sleep; only test deployments may hold a slot for as long as they ask.
+            let capped = allowsCrash ? sleep : min(sleep, Self.maximumSleepMilliseconds)
+            Thread.sleep(forTimeInterval: Double(capped) / 1000)
         }
         if payload.permanent == true {
             throw JobError.permanent("sluice.noop asked to fail permanently")

@@ -4,7 +4,8 @@ extension JobQueue {
     static let buryCTEs = """
         buried AS (
             INSERT INTO sluice.dead_letters
-                (id, queue, kind, payload, priority, attempt, max_attempts, errors, reason, unique_key, created_at)
+                (id, queue, kind, payload, priority, attempt, max_attempts, errors, reason, unique_key, created_at,
+                 enqueued_by)
             SELECT * FROM dead
         ), freed AS (
             DELETE FROM sluice.unique_keys u USING dead d WHERE u.key = d.unique_key AND u.job_id = d.id
@@ -34,7 +35,7 @@ extension JobQueue {
                                                          'error', h.message, 'kind', h.error_kind) AS errors,
                           CASE WHEN h.error_kind = 'permanent' THEN 'permanent_failure'
                                ELSE 'attempts_exhausted' END AS reason,
-                          j.unique_key, j.created_at
+                          j.unique_key, j.created_at, j.enqueued_by
             ), \(buryCTEs), retried AS (
                 UPDATE sluice.jobs j
                 SET state = 'available', locked_by = NULL, locked_until = NULL,

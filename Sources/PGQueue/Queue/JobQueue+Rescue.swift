@@ -19,7 +19,7 @@ extension JobQueue {
                 RETURNING j.id, j.queue, j.kind, j.payload, j.priority, j.attempt, j.max_attempts,
                           j.errors || jsonb_build_object('attempt', j.attempt, 'at', now(), 'kind', 'lease_expired',
                               'error', 'lease expired: worker ' || e.locked_by || ' stopped renewing it') AS errors,
-                          'lease_expired' AS reason, j.unique_key, j.created_at
+                          'lease_expired' AS reason, j.unique_key, j.created_at, j.enqueued_by
             ), \(buryCTEs), rescued AS (
                 UPDATE sluice.jobs j
                 SET state = 'available', locked_by = NULL, locked_until = NULL, run_at = now(),

@@ -333,4 +333,21 @@ BEGIN
 END
 $$;
 
+DO $$
+BEGIN
+    -- Version 4: the list of erased users (no personal data).
+    IF to_regclass('billing.erasures') IS NOT NULL THEN
+        INSERT INTO billing.erasures (user_id, version, erased_at) VALUES
+            ('user_seed_gone', 1714557600000, '2024-05-01 10:00:00+00')
+        ON CONFLICT DO NOTHING;
+    END IF;
+    -- Version 5: the operators' trail.
+    IF to_regclass('sluice.operator_actions') IS NOT NULL THEN
+        INSERT INTO sluice.operator_actions (at, role, action, target, result)
+        SELECT '2024-05-02 09:00:00+00', 'seed_operator', 'pause_queue', 'billing-sync', NULL
+        WHERE NOT EXISTS (SELECT 1 FROM sluice.operator_actions);
+    END IF;
+END
+$$;
+
 COMMIT;
