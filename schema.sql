@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 5;
+SET LOCAL sluice.schema_version = 6;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -1579,6 +1579,16 @@ $$;
 COMMENT ON FUNCTION billing.set_outcome(text, text, text) IS
     'Records that an event was not applied (ignored, other_mode) and returns the outcome.';
 
+CREATE OR REPLACE FUNCTION billing.future_outcome(version_seconds double precision) RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT 'future:' || pg_catalog.ceil(version_seconds - extract(epoch FROM pg_catalog.now()))::bigint
+    WHERE version_seconds - extract(epoch FROM pg_catalog.now()) > 300
+$$;
+COMMENT ON FUNCTION billing.future_outcome(double precision) IS
+    'future:<seconds ahead> when an event''s version (in seconds) is more than 5 minutes ahead of the database '
+    'clock, else NULL. Such an event is not applied: its version would win every later comparison and freeze the '
+    'row. The stripe.event and clerk.event jobs snooze on it, and give up after an hour.';
+
 CREATE OR REPLACE FUNCTION billing.apply_stripe_customer_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -1813,6 +1823,9 @@ DECLARE
     obj        jsonb   := billing.field(event, '{data,object}', 'object');
     problem    text;
 BEGIN
+    IF billing.future_outcome(created) IS NOT NULL THEN
+        RETURN billing.future_outcome(created);
+    END IF;
     INSERT INTO billing.processed_events (source, event_id, type, outcome, event_created)
     VALUES ('stripe', event_id, event_type, 'applied', to_timestamp(created))
     ON CONFLICT DO NOTHING;
@@ -1843,7 +1856,8 @@ $$;
 COMMENT ON FUNCTION billing.apply_stripe_event(jsonb, text) IS
     'Applies one Stripe event (the raw body as jsonb) to the model, once, through the function of its family (see '
     'billing.stripe_event_family); returns applied, ignored (a type the model does not use), other_mode (livemode '
-    'differs from mode, ''live'' or ''test'', when given) or duplicate. A missing or wrong-typed field raises '
+    'differs from mode, ''live'' or ''test'', when given), duplicate, or future:<seconds> for an event dated more '
+    'than 5 minutes ahead of the database clock (nothing applied or recorded; see billing.future_outcome). A missing or wrong-typed field raises '
     'data_exception (22000) naming it. The stripe.event job calls it.';
 
 CREATE OR REPLACE FUNCTION billing.erase_user(user_id text, version bigint, event_id text, event_type text)
@@ -1889,6 +1903,11 @@ DECLARE
     stamp      bigint;
     problem    text;
 BEGIN
+    -- Clerk versions are milliseconds: the event's timestamp, and the user's updated_at for a write.
+    stamp := greatest(billing.bigint_at(event, '{timestamp}'), billing.bigint_at(data, '{updated_at}'));
+    IF billing.future_outcome(stamp / 1000.0) IS NOT NULL THEN
+        RETURN billing.future_outcome(stamp / 1000.0);
+    END IF;
     INSERT INTO billing.processed_events (source, event_id, type, outcome, event_created)
     VALUES ('clerk', event_id, event_type, 'applied',
             to_timestamp(billing.bigint_at(event, '{timestamp}') / 1000.0))

@@ -224,3 +224,74 @@ struct UsageTrustTests {
         #expect(worker.waitForExit(timeout: 10) == 0)
     }
 }
+
+@Suite("trust: events from the future")
+struct FutureEventTests {
+    static func stripeEvent(id: String, created: Int) -> String {
+        """
+        {"id": "\(id)", "type": "customer.updated", "created": \(created), "livemode": false,
+         "data": {"object": {"id": "cus_future", "email": "later@example.com", "livemode": false}}}
+        """
+    }
+
+    @Test("an event dated in 2100 is not applied: its job snoozes, and dies after an hour naming the clock")
+    func futureEventWaitsThenDies() async throws {
+        let cluster = try Cluster()
+        let connection = try cluster.connect()
+        let future = Self.stripeEvent(id: "evt_2100", created: 4_102_444_800)
+        #expect(
+            try connection.query("SELECT billing.apply_stripe_event($1::jsonb)", [future], context: "apply").single()
+                .decode(String.self, at: 0).hasPrefix("future:"))
+        #expect(try cluster.count("SELECT count(*) FROM billing.processed_events") == 0)
+
+        let queue = JobQueue()
+        let id = try queue.enqueue(NewJob(kind: "stripe.event", payload: future), on: connection)
+        // Four minutes ahead is within the tolerance: a clock a little behind delays nothing.
+        let soon = Self.stripeEvent(id: "evt_soon", created: Int(Date().timeIntervalSince1970) + 240)
+        _ = try queue.enqueue(NewJob(kind: "stripe.event", payload: soon), on: connection)
+        let worker = try SluiceProcess(databaseURL: cluster.url, environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0"])
+        #expect(
+            eventually(timeout: 20) {
+                (try? cluster.count(
+                    "SELECT count(*) FROM sluice.jobs WHERE id = $1 AND run_at > now() + interval '50 minutes'", [id]))
+                    == 1
+            }, "\(worker.log)")
+        #expect(try cluster.count("SELECT count(*) FROM billing.processed_events WHERE event_id = 'evt_2100'") == 0)
+        #expect(
+            eventually(timeout: 10) {
+                (try? cluster.count("SELECT count(*) FROM billing.processed_events WHERE event_id = 'evt_soon'")) == 1
+            })
+        let port = try #require(worker.listeningPort("Admin server"))
+        let metrics = try await ServiceTests.get("http://127.0.0.1:\(port)/metrics")
+        #expect(
+            metrics.body.contains(#"sluice_jobs_snoozed_total{queue="default",kind="stripe.event"} 1"#),
+            "\(metrics.body)")
+
+        // An hour later it is still in the future: it dies, saying why.
+        try connection.query(
+            "UPDATE sluice.jobs SET created_at = now() - interval '61 minutes', run_at = now() WHERE id = $1", [id],
+            context: "an hour passes")
+        #expect(eventually(timeout: 20) { (try? cluster.count("SELECT count(*) FROM sluice.dead_letters")) == 1 })
+        let reason = try connection.query(
+            "SELECT reason, errors -> -1 ->> 'error' FROM sluice.dead_letters WHERE id = $1", [id], context: "why"
+        ).single()
+        #expect(try reason.decode(String.self, at: 0) == "permanent_failure")
+        #expect(try reason.decode(String.self, at: 1).contains("ahead of the database clock"))
+        worker.signal(SIGTERM)
+        #expect(worker.waitForExit(timeout: 10) == 0)
+    }
+
+    @Test("a Clerk event whose updated_at (milliseconds) is in the future waits too")
+    func clerkFutureEvent() throws {
+        let cluster = try Cluster()
+        let later = (Int(Date().timeIntervalSince1970) + 3600) * 1000
+        let event = """
+            {"type": "user.updated", "timestamp": \(later), "data": {"id": "user_f", "updated_at": \(later)}}
+            """
+        let outcome = try cluster.connect().query(
+            "SELECT billing.apply_clerk_event($1::jsonb, 'msg_f')", [event], context: "apply"
+        ).single().decode(String.self, at: 0)
+        #expect(outcome.hasPrefix("future:"))
+        #expect(try cluster.count("SELECT count(*) FROM billing.users") == 0)
+    }
+}

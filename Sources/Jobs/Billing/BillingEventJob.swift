@@ -51,6 +51,10 @@ public struct BillingEventJob: JobHandler {
             let outcome = try context.connection().execute(
                 statement, bindingsFor(job), context: "applying a \(kind) job to the billing model"
             ).single().decode(String.self, at: 0)
+            if outcome.hasPrefix(Self.futurePrefix) {
+                return try snooze(
+                    job, secondsAhead: Double(outcome.dropFirst(Self.futurePrefix.count)) ?? 3600, context)
+            }
             context.logger.debug("Billing event processed", metadata: ["outcome": "\(outcome)"])
             if kind == "clerk.event", outcome == "applied", let erasure = Self.erasure(in: job.payload) {
                 // The journal keeps erasures where a database restore cannot undo them: an operator applies
@@ -79,5 +83,27 @@ public struct BillingEventJob: JobHandler {
             let id = data["id"] as? String, let stamp = (event["timestamp"] as? NSNumber)?.int64Value
         else { return nil }
         return ErasureList.Entry(userID: id, version: stamp)
+    }
+
+    /// The outcome `billing.apply_*_event` gives an event dated more than 5 minutes ahead of the database clock.
+    static let futurePrefix = "future:"
+    /// How long an event may stay in the future before it is given up on.
+    static let futureLimitSeconds: Double = 3600
+
+    /// An event from the future is not applied (its version would win every later comparison): it waits
+    /// until the clock catches up, so a lagging clock delays events instead of losing them, and an event an
+    /// hour in the future (a forged or broken date) dies with a reason that says so.
+    private func snooze(_ job: ClaimedJob, secondsAhead: Double, _ context: JobContext) throws -> JobOutcome {
+        let waited = Date().timeIntervalSince(job.createdAt)
+        guard waited < Self.futureLimitSeconds else {
+            throw JobError.permanent(
+                "the event is dated \(Int(secondsAhead)) s ahead of the database clock and has been for over an "
+                    + "hour (since \(Int(waited)) s); check the clocks, then retry it with sluice dead retry")
+        }
+        let delay = min(max(secondsAhead - 300 + 1, 1), Self.futureLimitSeconds - waited + 1)
+        context.logger.warning(
+            "Event dated ahead of the database clock; snoozing",
+            metadata: ["ahead_s": "\(Int(secondsAhead))", "snooze_s": "\(Int(delay))"])
+        return .snooze(seconds: delay)
     }
 }

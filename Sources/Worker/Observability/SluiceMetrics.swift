@@ -29,6 +29,11 @@ final class SluiceMetrics: Sendable {
         counter("sluice_jobs_dead_lettered_total", queue: queue, kind: kind).increment()
     }
 
+    /// A handler asked to run its job later (a rate limit, an event dated in the future).
+    func snoozed(queue: String, kind: String) {
+        counter("sluice_jobs_snoozed_total", queue: queue, kind: kind).increment()
+    }
+
     func timedOut(queue: String, kind: String) {
         counter("sluice_jobs_timed_out_total", queue: queue, kind: kind).increment()
     }

@@ -56,6 +56,7 @@ extension WorkerPool {
                     result = .complete(.init(lease: job.lease, queue: job.queue, kind: job.kind))
                 case .snooze(let seconds):
                     result = .snooze(.init(lease: job.lease, delay: seconds))
+                    metrics.snoozed(queue: job.queue, kind: job.kind)
                 }
             }
             if logger.logLevel <= .debug {
@@ -102,7 +103,10 @@ extension WorkerPool {
             }
             return outcome
         }
-        if outcome == .success { metrics.completed(queue: job.queue, kind: job.kind, count: 1) }
+        switch outcome {
+        case .success: metrics.completed(queue: job.queue, kind: job.kind, count: 1)
+        case .snooze: metrics.snoozed(queue: job.queue, kind: job.kind)
+        }
     }
 
     private func milliseconds(since start: ContinuousClock.Instant) -> Int64 {
