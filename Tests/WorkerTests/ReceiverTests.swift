@@ -365,6 +365,30 @@ struct ReceiverTests {
         #expect(genuine.status == 200)
     }
 
+    @Test("secrets come from the environment or a _FILE, never from a flag that ps shows")
+    func secretsFromFiles() throws {
+        let path = NSTemporaryDirectory() + "sluice-secret-\(UInt32.random(in: 0...UInt32.max))"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try (WebhookSigning.stripeSecret + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        let receiver = try ReceiverUnderTest(environment: [
+            "STRIPE_WEBHOOK_SECRET": "", "STRIPE_WEBHOOK_SECRET_FILE": path,
+        ])
+        let body = try WebhookSigning.stripeEvent("stripe/events/price_created.json", id: "evt_from_file")
+        #expect(
+            try receiver.post("stripe", headers: [("Stripe-Signature", WebhookSigning.stripeHeader(body))], body: body)
+                .status == 200)
+        for flag in ["--stripe-webhook-secret", "--clerk-webhook-secret", "--stripe-api-key"] {
+            let process = try SluiceProcess(
+                ["receive", flag, "whsec_visible_in_ps"], databaseURL: receiver.cluster.url)
+            #expect(process.waitForExit(timeout: 10) == 64, "\(flag): \(process.log)")
+        }
+        let both = try SluiceProcess(
+            ["receive"], databaseURL: receiver.cluster.url,
+            environment: ["STRIPE_WEBHOOK_SECRET": WebhookSigning.stripeSecret, "STRIPE_WEBHOOK_SECRET_FILE": path])
+        #expect(both.waitForExit(timeout: 10) == 78)
+        #expect(both.log.contains("not both"), "\(both.log)")
+    }
+
     @Test("a route without a secret answers 404; a Clerk secret that does not decode stops start-up, exit 78")
     func configuration() throws {
         let receiver = try ReceiverUnderTest(environment: ["CLERK_WEBHOOK_SECRET": ""])

@@ -51,6 +51,7 @@ struct ServiceTests {
         for (variable, value) in [
             ("SLUICE_CONCURRENCY", "lots"), ("SLUICE_ADMIN_LISTEN", "nowhere"), ("SLUICE_QUEUES", "a:0"),
             ("SLUICE_UNIQUE_RETENTION", "7 days"), ("SLUICE_LOG_LEVEL", "loud"),
+            ("STRIPE_API_BASE", "http://stripe.example"),
         ] {
             let worker = try SluiceProcess(databaseURL: "postgresql://127.0.0.1:1/none", environment: [variable: value])
             #expect(worker.waitForExit(timeout: 10) == 78)

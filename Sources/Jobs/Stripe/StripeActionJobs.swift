@@ -55,7 +55,7 @@ struct ChangePlanJob: JobHandler {
             return .success
         }
         return try support.calling {
-            let current = try support.client.send(.GET, "/v1/subscriptions/\(subscription)")
+            let current = try support.client.send(.GET, "/v1/subscriptions/\(StripeClient.pathID(subscription))")
             guard let items = (current.object["items"] as? [String: Any])?["data"] as? [[String: Any]],
                 let item = items.first?["id"] as? String
             else { throw JobError.permanent("subscription \(subscription) has no items to change") }
@@ -64,7 +64,7 @@ struct ChangePlanJob: JobHandler {
                 form.append(("proration_behavior", proration))
             }
             let updated = try support.client.send(
-                .POST, "/v1/subscriptions/\(subscription)", form: form,
+                .POST, "/v1/subscriptions/\(StripeClient.pathID(subscription))", form: form,
                 idempotencyKey: support.idempotencyKey(job, "update"))
             try support.finish(job, subscription: updated, result: StripeJobSupport.summary(updated), on: connection)
             return .success
@@ -90,9 +90,11 @@ struct CancelSubscriptionJob: JobHandler {
             let key = support.idempotencyKey(job, "cancel")
             let updated =
                 at == "now"
-                ? try support.client.send(.DELETE, "/v1/subscriptions/\(subscription)", idempotencyKey: key)
+                ? try support.client.send(
+                    .DELETE, "/v1/subscriptions/\(StripeClient.pathID(subscription))", idempotencyKey: key)
                 : try support.client.send(
-                    .POST, "/v1/subscriptions/\(subscription)", form: [("cancel_at_period_end", "true")],
+                    .POST, "/v1/subscriptions/\(StripeClient.pathID(subscription))",
+                    form: [("cancel_at_period_end", "true")],
                     idempotencyKey: key)
             try support.finish(job, subscription: updated, result: StripeJobSupport.summary(updated), on: connection)
             return .success
@@ -112,7 +114,7 @@ struct ResumeSubscriptionJob: JobHandler {
         let subscription = try support.subscriptionID(payload, on: connection)
         return try support.calling {
             let updated = try support.client.send(
-                .POST, "/v1/subscriptions/\(subscription)",
+                .POST, "/v1/subscriptions/\(StripeClient.pathID(subscription))",
                 form: [("cancel_at_period_end", "false"), ("pause_collection", "")],
                 idempotencyKey: support.idempotencyKey(job, "resume"))
             try support.finish(job, subscription: updated, result: StripeJobSupport.summary(updated), on: connection)

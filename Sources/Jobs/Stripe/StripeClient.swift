@@ -109,17 +109,29 @@ public final class StripeClient: Sendable {
                 .joined(separator: ", ")
             let message = error["message"] as? String ?? body.prefix(200).description
             let description = "Stripe \(method) \(path) answered \(status) (\(detail)): \(message)"
-            switch status {
-            case 429:
+            // Stripe says outright whether a retry can help; without that, a 409 is a request that collided
+            // with its own earlier try (same idempotency key, still in flight), which a retry answers.
+            switch (status, response.headers.first(name: "Stripe-Should-Retry")) {
+            case (429, _):
                 let wait = response.headers.first(name: "Retry-After").flatMap(Double.init) ?? 1
                 throw StripeError(action: .waitAndRetry(seconds: max(wait, 0.1)), description: description)
-            case 500...: throw StripeError(action: .retry, description: description)
+            case (_, "true"), (409, nil), (500..., nil): throw StripeError(action: .retry, description: description)
             default: throw StripeError(action: .fail, description: description)
             }
         }
         let time =
             response.headers.first(name: "Date").flatMap(Self.parseHTTPDate) ?? Int(Date().timeIntervalSince1970)
         return StripeResponse(object: object, body: body, time: time)
+    }
+
+    /// An object id to place in a URL path: Stripe ids are letters, digits and underscores, so anything else
+    /// (a slash, a dot, a query) is refused before it can reach another endpoint.
+    static func pathID(_ id: String) throws(StripeError) -> String {
+        guard !id.isEmpty, id.count <= 255, id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") })
+        else {
+            throw StripeError(action: .fail, description: "\"\(id.prefix(80))\" is not a Stripe object id")
+        }
+        return id
     }
 
     /// Form encoding as Stripe reads it: everything but unreserved characters percent-encoded.

@@ -76,9 +76,16 @@ struct StripeJobSupport: Sendable {
         }
     }
 
-    /// The idempotency key of one of a job's requests: the same for every retry of the job.
+    /// The idempotency key of one of a job's requests: the same for every retry of the job, and never the
+    /// same for another job.
+    ///
+    /// Job ids alone repeat: a database restored from a backup hands out ids again that the lost timeline
+    /// used within Stripe's 24 hours, and two deployments share one Stripe account. The time the job was
+    /// enqueued, to the microsecond, is stored with the job (kept through retries and dead letters) and
+    /// differs between those, so it makes the key unique without a column of its own.
     func idempotencyKey(_ job: ClaimedJob, _ step: String) -> String {
-        "sluice-\(job.id)-\(job.kind)-\(step)"
+        let enqueued = Int64((job.createdAt.timeIntervalSince1970 * 1_000_000).rounded())
+        return "sluice-\(job.id)-\(enqueued)-\(job.kind)-\(step)"
     }
 
     /// Writes a subscription Stripe returned into the model, at the response's time, so the webhook that

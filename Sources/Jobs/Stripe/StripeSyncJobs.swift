@@ -156,7 +156,7 @@ struct ResyncJob: JobHandler {
             var customers: [[String: Any]] = []
             var fetchedAt = Int(Date().timeIntervalSince1970)
             if let id = try support.string(payload, "customer_id") {
-                let customer = try support.client.send(.GET, "/v1/customers/\(id)")
+                let customer = try support.client.send(.GET, "/v1/customers/\(StripeClient.pathID(id))")
                 customers = [customer.object]
                 fetchedAt = customer.time
             } else {

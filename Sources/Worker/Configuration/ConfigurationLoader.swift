@@ -21,22 +21,8 @@ struct ConfigurationOptions: ParsableArguments {
     @Option(help: "Webhook receiver address, host:port, port 0 or 'off'. Env: SLUICE_LISTEN (127.0.0.1:8080).")
     var listen: String?
 
-    @Option(
-        help: "Stripe signing secrets (whsec_...), comma-separated; prefer the environment. Env: STRIPE_WEBHOOK_SECRET."
-    )
-    var stripeWebhookSecret: String?
-
-    @Option(
-        help:
-            "Clerk (Svix) signing secrets (whsec_...), comma-separated; prefer the environment. Env: CLERK_WEBHOOK_SECRET."
-    )
-    var clerkWebhookSecret: String?
-
     @Option(help: "live or test: apply only Stripe events of this mode. Env: STRIPE_MODE (both).")
     var stripeMode: String?
-
-    @Option(help: "Stripe secret key, for the jobs that call Stripe; prefer the environment. Env: STRIPE_API_KEY.")
-    var stripeApiKey: String?
 
     @Option(help: "Stripe API base URL. Env: STRIPE_API_BASE (https://api.stripe.com).")
     var stripeApiBase: String?
@@ -102,18 +88,20 @@ struct ConfigurationLoader {
         }
         let concurrency = try integer("SLUICE_CONCURRENCY", flags.concurrency, default: 10, range: 1...10_000)
         return Configuration(
-            databaseURL: value("DATABASE_URL", flags.databaseURL),
+            databaseURL: try databaseURL(flags.databaseURL),
             listen: try listenAddress("SLUICE_LISTEN", flags.listen, default: "127.0.0.1:8080"),
             webhookSecrets: WebhookSecrets(
-                stripe: try stripeSecrets(WebhookSource.stripe.secretVariable, flags.stripeWebhookSecret),
-                clerk: try clerkKeys(WebhookSource.clerk.secretVariable, flags.clerkWebhookSecret)),
+                stripe: try stripeSecrets(
+                    WebhookSource.stripe.secretVariable, try secret(WebhookSource.stripe.secretVariable)),
+                clerk: try clerkKeys(WebhookSource.clerk.secretVariable, try secret(WebhookSource.clerk.secretVariable))
+            ),
             stripeMode: try stripeMode("STRIPE_MODE", flags.stripeMode),
             stripe: StripeSettings(
-                apiKey: value("STRIPE_API_KEY", flags.stripeApiKey),
+                apiKey: try secret("STRIPE_API_KEY"),
                 baseURL: try stripeBase("STRIPE_API_BASE", flags.stripeApiBase),
                 requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
             periodic: try periodic(
-                "SLUICE_PERIODIC", flags.periodic, stripeConfigured: value("STRIPE_API_KEY", flags.stripeApiKey) != nil),
+                "SLUICE_PERIODIC", flags.periodic, stripeConfigured: try secret("STRIPE_API_KEY") != nil),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             concurrency: concurrency,
             queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
@@ -125,6 +113,28 @@ struct ConfigurationLoader {
             logLevel: try logLevel("SLUICE_LOG_LEVEL", flags.logLevel),
             testJobs: value("SLUICE_TEST_JOBS", nil) == "1"
         )
+    }
+
+    /// `--database-url`, else `DATABASE_URL` or the file `DATABASE_URL_FILE` names (for a URL with a password).
+    private func databaseURL(_ flag: String?) throws(ConfigurationError) -> String? {
+        if let flag, !flag.isEmpty { return flag }
+        return try secret("DATABASE_URL")
+    }
+
+    /// A secret: from the environment, or from the file that `<VARIABLE>_FILE` names (systemd's credentials,
+    /// a mounted secret), never from a flag that `ps` would show.
+    private func secret(_ variable: String) throws(ConfigurationError) -> String? {
+        let direct = environment[variable].flatMap { $0.isEmpty ? nil : $0 }
+        guard let path = environment["\(variable)_FILE"], !path.isEmpty else { return direct }
+        guard direct == nil else {
+            throw ConfigurationError(variable: variable, problem: "set it or \(variable)_FILE, not both")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(
+                variable: "\(variable)_FILE", problem: "cannot read \(path); it must name a file this process can read")
+        }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? nil : text
     }
 
     private func value(_ variable: String, _ flag: String?) -> String? {
@@ -280,9 +290,15 @@ struct ConfigurationLoader {
 
     private func stripeBase(_ variable: String, _ flag: String?) throws(ConfigurationError) -> String {
         guard let text = value(variable, flag) else { return "https://api.stripe.com" }
-        guard let url = URL(string: text), url.scheme == "https" || url.scheme == "http", url.host != nil else {
+        guard let url = URL(string: text), let host = url.host,
+            url.scheme == "https"
+                || (url.scheme == "http" && ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host))
+        else {
+            // The secret key travels in every request: plain http only to a fake on this machine.
             throw ConfigurationError(
-                variable: variable, problem: "expected an http(s) URL such as https://api.stripe.com, got \"\(text)\"")
+                variable: variable,
+                problem: "expected an https URL such as https://api.stripe.com (http only on loopback), got \"\(text)\""
+            )
         }
         return text.hasSuffix("/") ? String(text.dropLast()) : text
     }
