@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 6;
+SET LOCAL sluice.schema_version = 7;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -139,10 +139,37 @@ BEGIN
     PERFORM sluice.add_missing_column('sluice.jobs', 'enqueued_by', 'text DEFAULT SESSION_USER');
     PERFORM sluice.add_missing_column('sluice.dead_letters', 'enqueued_by', 'text');
     PERFORM sluice.add_missing_column('sluice.job_results', 'enqueued_by', 'text');
+    -- Version 7: the status a subscription's last write came from, for same-second ties.
+    PERFORM sluice.add_missing_column('billing.subscriptions', 'previous_status', 'text');
 END
 $$;
 COMMENT ON COLUMN sluice.schema_version.serves_from IS
     'The oldest schema version whose release still works against this one (NULL: only this version).';
+
+DO $$
+BEGIN
+    -- Version 7: the subscription family also takes the event's previous_attributes.
+    IF to_regprocedure('billing.apply_stripe_subscription_event(text, jsonb, text, bigint)') IS NOT NULL THEN
+        DROP FUNCTION billing.apply_stripe_subscription_event(text, jsonb, text, bigint);
+        PERFORM sluice.note_upgrade('billing.apply_stripe_subscription_event takes previous_attributes');
+    END IF;
+END
+$$;
+
+DO $$
+BEGIN
+    -- Version 7: a waiting job holding a deleted user's data is discarded with reason erased.
+    IF to_regclass('sluice.dead_letters') IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint
+                       WHERE conrelid = to_regclass('sluice.dead_letters') AND conname = 'dead_letters_reason_valid'
+                         AND pg_get_constraintdef(oid) LIKE '%erased%') THEN
+        ALTER TABLE sluice.dead_letters DROP CONSTRAINT IF EXISTS dead_letters_reason_valid;
+        ALTER TABLE sluice.dead_letters ADD CONSTRAINT dead_letters_reason_valid
+            CHECK (reason IN ('attempts_exhausted', 'permanent_failure', 'lease_expired', 'erased'));
+        PERFORM sluice.note_upgrade('sluice.dead_letters.reason may be erased');
+    END IF;
+END
+$$;
 
 DO $$
 BEGIN
@@ -291,7 +318,7 @@ CREATE TABLE IF NOT EXISTS sluice.dead_letters (
     died_at      timestamptz NOT NULL DEFAULT now(),
     enqueued_by  text,
     CONSTRAINT dead_letters_reason_valid
-        CHECK (reason IN ('attempts_exhausted', 'permanent_failure', 'lease_expired'))
+        CHECK (reason IN ('attempts_exhausted', 'permanent_failure', 'lease_expired', 'erased'))
 );
 COMMENT ON TABLE sluice.dead_letters IS
     'Jobs that failed for good, kept with their payload and error history until an operator acts: '
@@ -299,7 +326,8 @@ COMMENT ON TABLE sluice.dead_letters IS
 COMMENT ON COLUMN sluice.dead_letters.id IS 'The job''s id, kept so a retried job is the same job.';
 COMMENT ON COLUMN sluice.dead_letters.reason IS
     'attempts_exhausted: the last allowed attempt failed; permanent_failure: the handler said retrying cannot help '
-    '(for example a payload it cannot read); lease_expired: the worker died or hung on the last allowed attempt.';
+    '(for example a payload it cannot read); lease_expired: the worker died or hung on the last allowed attempt; '
+    'erased: a waiting job whose payload held personal data of a deleted user, discarded with its payload.';
 COMMENT ON COLUMN sluice.dead_letters.errors IS 'Every failed attempt: {"attempt", "at", "error", "kind"}, oldest first.';
 COMMENT ON COLUMN sluice.dead_letters.died_at IS 'When the job moved here.';
 CREATE INDEX IF NOT EXISTS dead_letters_by_kind ON sluice.dead_letters (kind, died_at);
@@ -902,6 +930,55 @@ COMMENT ON FUNCTION sluice.prune(integer) IS
     'letters and job results past their retention in sluice.settings. Returns how many rows left each table; '
     'workers call it every minute, and again while a table returns a full batch, so no call holds many locks.';
 
+CREATE OR REPLACE FUNCTION sluice.mentions(document jsonb, ids text[]) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    -- An id as a whole JSON string, at the top level or inside a raw body kept as a string (escaped quotes).
+    SELECT EXISTS (SELECT 1 FROM pg_catalog.unnest(ids) AS i(id)
+                   WHERE pg_catalog.strpos(document::text, '"' || i.id || '"') > 0
+                      OR pg_catalog.strpos(document::text, '\"' || i.id || '\"') > 0)
+$$;
+COMMENT ON FUNCTION sluice.mentions(jsonb, text[]) IS
+    'Whether a JSON document (a payload, a raw webhook body in it, a result) holds any of the ids as a whole string.';
+
+CREATE OR REPLACE FUNCTION sluice.erase_mentions(ids text[]) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    touched integer := 0;
+    n       integer;
+BEGIN
+    -- Waiting jobs go to the dead letters without their payload; a running one is leased to a worker and
+    -- finishes (what it writes is erased again by the list in billing.erasures).
+    WITH gone AS (
+        DELETE FROM sluice.jobs j
+        WHERE j.state = 'available' AND sluice.mentions(j.payload, ids)
+        RETURNING j.id, j.queue, j.kind, j.priority, j.attempt, j.max_attempts, j.errors, j.unique_key,
+                  j.created_at, j.enqueued_by
+    ), buried AS (
+        INSERT INTO sluice.dead_letters (id, queue, kind, payload, priority, attempt, max_attempts, errors, reason,
+                                         unique_key, created_at, enqueued_by)
+        SELECT g.id, g.queue, g.kind, '{"erased": true}', g.priority, g.attempt, g.max_attempts, g.errors, 'erased',
+               g.unique_key, g.created_at, g.enqueued_by
+        FROM gone g
+        RETURNING 1
+    ), freed AS (
+        DELETE FROM sluice.unique_keys u USING gone g WHERE u.key = g.unique_key AND u.job_id = g.id
+    )
+    SELECT count(*) INTO n FROM buried;
+    touched := touched + n;
+    UPDATE sluice.dead_letters d SET payload = '{"erased": true}'
+    WHERE d.payload <> '{"erased": true}' AND sluice.mentions(d.payload, ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    touched := touched + n;
+    DELETE FROM sluice.job_results r WHERE sluice.mentions(r.result, ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN touched + n;
+END
+$$;
+COMMENT ON FUNCTION sluice.erase_mentions(text[]) IS
+    'Removes every queued copy of data about the given ids (a deleted user''s id, their Stripe customers): waiting '
+    'jobs whose payload holds one move to sluice.dead_letters with reason erased and no payload, dead letters lose '
+    'their payload, job results are deleted. Returns how many rows it touched.';
+
 -- ---------------------------------------------------------------------------------------------------
 -- Operators: queues, cancelling, dead letters
 -- ---------------------------------------------------------------------------------------------------
@@ -1258,6 +1335,7 @@ CREATE TABLE IF NOT EXISTS billing.subscriptions (
     ended_at             timestamptz,
     paused               boolean NOT NULL DEFAULT false,
     livemode             boolean,
+    previous_status      text,
     version              bigint,
     rank                 smallint NOT NULL DEFAULT 0,
     updated_at           timestamptz NOT NULL DEFAULT now()
@@ -1271,6 +1349,9 @@ COMMENT ON TABLE billing.subscriptions IS
 COMMENT ON COLUMN billing.subscriptions.items IS
     '[{id, price_id, product_id, lookup_key, plan, unit_amount, quantity, interval, interval_count}] as of version.';
 COMMENT ON COLUMN billing.subscriptions.billing_interval IS 'day, week, month or year: what amount is charged per (times interval_count).';
+COMMENT ON COLUMN billing.subscriptions.previous_status IS
+    'The status the event that wrote this row says the subscription left (its previous_attributes.status): an '
+    'event of the same second in that status is older, and loses.';
 COMMENT ON COLUMN billing.subscriptions.paused IS 'Payment collection is paused (pause_collection set), or status is paused.';
 CREATE INDEX IF NOT EXISTS subscriptions_by_customer ON billing.subscriptions (customer_id);
 COMMENT ON INDEX billing.subscriptions_by_customer IS 'Serves billing.user_access.';
@@ -1608,26 +1689,59 @@ BEGIN
     PERFORM billing.link(object_id,
         coalesce(billing.text_at(obj, '{metadata,clerk_user_id}'), billing.text_at(obj, '{metadata,user_id}')),
         'stripe_customer_metadata', event_id, event_type);
+    -- A deleted customer, or one of an erased user, keeps no email or name, whatever arrives later.
+    IF billing.is_erased_customer(object_id) THEN
+        PERFORM billing.erase_customer(object_id);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION billing.apply_stripe_customer_event(text, jsonb, text, bigint) IS
     'customer.created, .updated, .deleted: the customer row, and its link to a Clerk user from metadata.clerk_user_id '
-    '(or metadata.user_id). A deletion outranks any other state of the same second.';
+    '(or metadata.user_id). A deletion outranks any other state of the same second, and erases the customer''s email '
+    'and name (billing.erase_customer), as does any event of a customer of an erased user.';
 
-CREATE OR REPLACE FUNCTION billing.apply_stripe_subscription_event(event_type text, obj jsonb, event_id text, created bigint)
-RETURNS void
+CREATE OR REPLACE FUNCTION billing.subscription_rank(status text) RETURNS smallint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT (CASE WHEN status IN ('canceled', 'incomplete_expired') THEN 3
+                 WHEN status = 'incomplete' THEN 1
+                 ELSE 2 END)::smallint
+$$;
+COMMENT ON FUNCTION billing.subscription_rank(text) IS
+    'A subscription status''s place in its lifecycle, which wins a tie of versions when previous_attributes does '
+    'not decide it: 3 terminal (canceled, incomplete_expired), 2 live (trialing, active, past_due, unpaid, paused), '
+    '1 incomplete.';
+
+CREATE OR REPLACE FUNCTION billing.apply_stripe_subscription_event(
+    event_type text, obj jsonb, previous jsonb, event_id text, created bigint
+) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    object_id  text;
-    items      jsonb;
-    first_item jsonb;
-    status     text;
-    written    jsonb;
-    old_amount bigint;
-    new_amount bigint;
+    object_id   text;
+    items       jsonb;
+    first_item  jsonb;
+    status      text;
+    left_status text;
+    stored      record;
+    rank        smallint;
+    written     jsonb;
+    old_amount  bigint;
+    new_amount  bigint;
 BEGIN
     object_id := billing.text_at(obj, '{id}', true);
     status := billing.text_at(obj, '{status}', true);
+    left_status := billing.text_at(previous, '{status}');
+    rank := billing.subscription_rank(status);
+    -- A tie of versions (Stripe's created is whole seconds): an event that says it left the stored status is
+    -- the later one and wins; the stored row, if it says it left this event's status, is the later one and
+    -- this event loses; otherwise the lifecycle rank decides, and equal ranks go to the later arrival.
+    SELECT s.status, s.previous_status, s.version, s.rank INTO stored FROM billing.subscriptions s WHERE s.id = object_id;
+    IF stored.version = created AND stored.status IS DISTINCT FROM status THEN
+        IF left_status = stored.status THEN
+            rank := greatest(rank, stored.rank);
+        ELSIF stored.previous_status = status THEN
+            rank := -1;
+        END IF;
+    END IF;
     items := coalesce(billing.field(obj, '{items,data}', 'array', false), '[]');
     SELECT coalesce(jsonb_agg(jsonb_build_object(
                'id', billing.text_at(i, '{id}'),
@@ -1653,7 +1767,8 @@ BEGIN
             'product_id', first_item ->> 'product_id',
             'quantity', (first_item ->> 'quantity')::bigint,
             'amount', (SELECT sum((i ->> 'unit_amount')::bigint * (i ->> 'quantity')::bigint) FROM jsonb_array_elements(items) i),
-            'currency', billing.text_at(obj, '{currency}'),
+            -- API versions without a top-level currency: the first item's price has it.
+            'currency', coalesce(billing.text_at(obj, '{currency}'), billing.text_at(obj, '{items,data,0,price,currency}')),
             'billing_interval', first_item ->> 'interval',
             'interval_count', coalesce((first_item ->> 'interval_count')::integer, 1),
             'created_at', billing.time_at(obj, '{created}'),
@@ -1670,9 +1785,9 @@ BEGIN
             'canceled_at', billing.time_at(obj, '{canceled_at}'),
             'ended_at', billing.time_at(obj, '{ended_at}'),
             'paused', status = 'paused' OR billing.field(obj, '{pause_collection}', 'object', false) IS NOT NULL,
-            'livemode', billing.bool_at(obj, '{livemode}')),
-        created, (CASE WHEN status IN ('canceled', 'incomplete_expired') THEN 2 ELSE 1 END)::smallint,
-        'stripe', event_id, event_type);
+            'livemode', billing.bool_at(obj, '{livemode}'),
+            'previous_status', left_status),
+        created, rank, 'stripe', event_id, event_type);
     -- An upgrade or downgrade: the price changed.
     IF written IS NOT NULL AND written -> '_before' IS NOT NULL
        AND written ->> 'price_id' IS DISTINCT FROM written -> '_before' ->> 'price_id'
@@ -1689,9 +1804,21 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION billing.apply_stripe_subscription_event(text, jsonb, text, bigint) IS
+COMMENT ON FUNCTION billing.apply_stripe_subscription_event(text, jsonb, jsonb, text, bigint) IS
     'customer.subscription.*: the subscription (status, plan, items, amount, periods, trial, cancellation), the '
-    'status history every event reports, and an upgraded, downgraded or price_changed audit entry when the price changed.';
+    'status history every event reports, and an upgraded, downgraded or price_changed audit entry when the price '
+    'changed. previous is the event''s data.previous_attributes, which decides a tie of versions first.';
+
+-- Rows written before version 7 carry the old ranks (1 live or incomplete, 2 terminal).
+DO $$
+BEGIN
+    UPDATE billing.subscriptions s SET rank = billing.subscription_rank(s.status)
+    WHERE s.rank IS DISTINCT FROM billing.subscription_rank(s.status) AND s.status IS NOT NULL;
+    IF FOUND THEN
+        PERFORM sluice.note_upgrade('billing.subscriptions: ranks recomputed (incomplete 1, live 2, terminal 3)');
+    END IF;
+END
+$$;
 
 CREATE OR REPLACE FUNCTION billing.apply_stripe_invoice_event(event_type text, obj jsonb, event_id text, created bigint)
 RETURNS void
@@ -1838,7 +1965,9 @@ BEGIN
 
     CASE billing.stripe_event_family(event_type)
         WHEN 'customer' THEN PERFORM billing.apply_stripe_customer_event(event_type, obj, event_id, created);
-        WHEN 'subscription' THEN PERFORM billing.apply_stripe_subscription_event(event_type, obj, event_id, created);
+        WHEN 'subscription' THEN
+            PERFORM billing.apply_stripe_subscription_event(
+                event_type, obj, billing.field(event, '{data,previous_attributes}', 'object', false), event_id, created);
         WHEN 'invoice' THEN PERFORM billing.apply_stripe_invoice_event(event_type, obj, event_id, created);
         WHEN 'catalog' THEN PERFORM billing.apply_stripe_catalog_event(event_type, obj, event_id, created);
         WHEN 'checkout' THEN PERFORM billing.apply_stripe_checkout_event(event_type, obj, event_id, created);
@@ -1860,27 +1989,66 @@ COMMENT ON FUNCTION billing.apply_stripe_event(jsonb, text) IS
     'than 5 minutes ahead of the database clock (nothing applied or recorded; see billing.future_outcome). A missing or wrong-typed field raises '
     'data_exception (22000) naming it. The stripe.event job calls it.';
 
+CREATE OR REPLACE FUNCTION billing.erase_customer(customer_id text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Unconditional, outside the version rule: erasure is not a state an older event may undo.
+    UPDATE billing.customers c SET email = NULL, name = NULL
+    WHERE c.id = erase_customer.customer_id AND (c.email IS NOT NULL OR c.name IS NOT NULL);
+    UPDATE billing.audit_log a
+    SET before = a.before - '{email,name}'::text[], after = a.after - '{email,name}'::text[]
+    WHERE a.entity = 'customers' AND a.entity_id = erase_customer.customer_id
+      AND (a.before ?| '{email,name}' OR a.after ?| '{email,name}');
+END
+$$;
+COMMENT ON FUNCTION billing.erase_customer(text) IS
+    'Erases a Stripe customer''s email and name from billing.customers and its audit entries. Called on '
+    'customer.deleted and for the customers of a deleted user, whose queued events billing.erase_user also removes '
+    '(a deleted customer''s other pending events, such as its subscription''s end, are still applied).';
+
+CREATE OR REPLACE FUNCTION billing.is_erased_customer(customer_id text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM billing.customer_links l JOIN billing.erasures e ON e.user_id = l.user_id
+                   WHERE l.customer_id = is_erased_customer.customer_id)
+        OR EXISTS (SELECT 1 FROM billing.customers c
+                   WHERE c.id = is_erased_customer.customer_id AND c.deleted_at IS NOT NULL)
+$$;
+COMMENT ON FUNCTION billing.is_erased_customer(text) IS
+    'Whether a customer belongs to an erased user or was deleted: its events are applied without email and name.';
+
 CREATE OR REPLACE FUNCTION billing.erase_user(user_id text, version bigint, event_id text, event_type text)
 RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    customer text;
+    listed   boolean;
 BEGIN
     IF coalesce(user_id, '') = '' OR version IS NULL THEN
         RAISE EXCEPTION 'billing.erase_user: user_id and version (the deletion''s timestamp in ms) are required'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    INSERT INTO billing.erasures (user_id, version) VALUES (erase_user.user_id, erase_user.version)
+    ON CONFLICT DO NOTHING;
+    listed := FOUND;
     -- Versioned like the deletion it stands for: an older event redelivered later never brings the data back.
     PERFORM billing.write('users', user_id, jsonb_build_object(
             'email', NULL, 'first_name', NULL, 'last_name', NULL, 'deleted_at', to_timestamp(version / 1000.0)),
         version, 2::smallint, 'clerk', event_id, event_type);
-    -- Erase the personal data from the history of this user too.
+    -- And unconditionally: a later user.updated is applied without them too (see billing.apply_clerk_event).
+    UPDATE billing.users u SET email = NULL, first_name = NULL, last_name = NULL
+    WHERE u.id = erase_user.user_id AND (u.email IS NOT NULL OR u.first_name IS NOT NULL OR u.last_name IS NOT NULL);
     UPDATE billing.audit_log a
     SET before = a.before - '{email,first_name,last_name}'::text[],
         after = a.after - '{email,first_name,last_name}'::text[]
     WHERE a.entity = 'users' AND a.entity_id = erase_user.user_id
       AND (a.before ?| '{email,first_name,last_name}' OR a.after ?| '{email,first_name,last_name}');
-    INSERT INTO billing.erasures (user_id, version) VALUES (erase_user.user_id, erase_user.version)
-    ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
+    FOR customer IN SELECT l.customer_id FROM billing.customer_links l WHERE l.user_id = erase_user.user_id LOOP
+        PERFORM billing.erase_customer(customer);
+    END LOOP;
+    PERFORM sluice.erase_mentions(
+        ARRAY[erase_user.user_id]
+        || ARRAY(SELECT l.customer_id FROM billing.customer_links l WHERE l.user_id = erase_user.user_id));
+    IF NOT listed THEN
         RETURN false;
     END IF;
     INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action)
@@ -1889,9 +2057,11 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.erase_user(text, bigint, text, text) IS
-    'Erases a user''s personal data (email, names) from billing.users and from the audit log, as of version (the '
-    'deletion''s Clerk timestamp, ms), and lists the user in billing.erasures. Safe to repeat; returns false when '
-    'the user was already listed. user.deleted calls it; so does sluice erasures apply after a restore.';
+    'Erases a user''s personal data for good: email and names from billing.users and the audit log, the email and '
+    'name of their Stripe customers (billing.erase_customer), and every queued copy (waiting jobs, dead letters, '
+    'job results: sluice.erase_mentions); lists the user in billing.erasures, so later events are applied without '
+    'it. version is the deletion''s Clerk timestamp (ms). Safe to repeat; returns false when the user was already '
+    'listed. user.deleted calls it; so does sluice erasures apply after a restore.';
 
 CREATE OR REPLACE FUNCTION billing.apply_clerk_event(event jsonb, event_id text) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -1899,6 +2069,7 @@ DECLARE
     event_type text := billing.text_at(event, '{type}', true);
     data       jsonb := billing.field(event, '{data}', 'object');
     user_id    text := billing.text_at(data, '{id}', true);
+    erased     boolean;
     primary_id text;
     stamp      bigint;
     problem    text;
@@ -1918,12 +2089,15 @@ BEGIN
 
     IF event_type IN ('user.created', 'user.updated') THEN
         primary_id := billing.text_at(data, '{primary_email_address_id}');
+        -- An erased user stays erased: a later event (a Clerk id reused, a replay) writes no personal data.
+        erased := EXISTS (SELECT 1 FROM billing.erasures e WHERE e.user_id = data ->> 'id');
         PERFORM billing.write('users', user_id, jsonb_build_object(
-                'email', (SELECT billing.text_at(a, '{email_address}')
-                          FROM jsonb_array_elements(coalesce(billing.field(data, '{email_addresses}', 'array', false), '[]')) a
-                          WHERE a ->> 'id' = primary_id),
-                'first_name', billing.text_at(data, '{first_name}'),
-                'last_name', billing.text_at(data, '{last_name}'),
+                'email', CASE WHEN NOT erased THEN
+                    (SELECT billing.text_at(a, '{email_address}')
+                     FROM jsonb_array_elements(coalesce(billing.field(data, '{email_addresses}', 'array', false), '[]')) a
+                     WHERE a ->> 'id' = primary_id) END,
+                'first_name', CASE WHEN NOT erased THEN billing.text_at(data, '{first_name}') END,
+                'last_name', CASE WHEN NOT erased THEN billing.text_at(data, '{last_name}') END,
                 'created_at', to_timestamp(billing.bigint_at(data, '{created_at}') / 1000.0)),
             billing.bigint_at(data, '{updated_at}', true), 1::smallint, 'clerk', event_id, event_type);
         PERFORM billing.link(billing.text_at(data, '{private_metadata,stripe_customer_id}'), user_id, 'clerk',
@@ -1968,13 +2142,16 @@ LANGUAGE sql STABLE AS $$
                         interval '0') AS period
     ), candidates AS (
         SELECT s.*,
-               -- When the latest run of past_due began: the earliest past_due report after the last other status.
+               -- When the latest run of past_due began: the earliest past_due report since the last other
+               -- status (the same second counts: the stored past_due already won that tie), else the version.
                CASE WHEN s.status = 'past_due' THEN
-                   (SELECT min(h.at) FROM billing.subscription_status_history h
-                    WHERE h.subscription_id = s.id AND h.status = 'past_due'
-                      AND h.at > coalesce((SELECT max(o.at) FROM billing.subscription_status_history o
-                                           WHERE o.subscription_id = s.id AND o.status <> 'past_due'
-                                             AND o.at <= to_timestamp(s.version)), '-infinity'))
+                   coalesce(
+                       (SELECT min(h.at) FROM billing.subscription_status_history h
+                        WHERE h.subscription_id = s.id AND h.status = 'past_due'
+                          AND h.at >= coalesce((SELECT max(o.at) FROM billing.subscription_status_history o
+                                                WHERE o.subscription_id = s.id AND o.status <> 'past_due'
+                                                  AND o.at <= to_timestamp(s.version)), '-infinity')),
+                       to_timestamp(s.version))
                END AS past_due_since
         FROM billing.customer_links l
         JOIN billing.subscriptions s ON s.customer_id = l.customer_id
@@ -1983,7 +2160,7 @@ LANGUAGE sql STABLE AS $$
         SELECT c.*,
                CASE
                    WHEN c.status IN ('active', 'trialing') THEN true
-                   WHEN c.status = 'past_due' THEN now() < c.past_due_since + (SELECT period FROM grace)
+                   WHEN c.status = 'past_due' THEN coalesce(now() < c.past_due_since + (SELECT period FROM grace), false)
                    ELSE false
                END AS grants
         FROM candidates c
@@ -2007,8 +2184,10 @@ LANGUAGE sql STABLE AS $$
                WHEN b.id IS NULL AND EXISTS (SELECT 1 FROM billing.customer_links l WHERE l.user_id = access_of.user_id)
                    THEN 'no subscription'
                WHEN b.id IS NULL THEN 'no Stripe customer linked'
-               WHEN b.status = 'trialing' THEN 'trialing until ' || b.trial_end
-               WHEN b.status = 'active' AND b.cancel_at_period_end THEN 'active; cancels at period end ' || b.current_period_end
+               -- A reason is never NULL: a missing date leaves only its clause out.
+               WHEN b.status = 'trialing' THEN 'trialing' || coalesce(' until ' || b.trial_end, '')
+               WHEN b.status = 'active' AND b.cancel_at_period_end
+                   THEN 'active; cancels at period end' || coalesce(' ' || b.current_period_end, '')
                WHEN b.status = 'active' THEN 'active'
                WHEN b.status = 'past_due' AND b.grants
                    THEN 'past_due since ' || b.past_due_since || '; grace period until '

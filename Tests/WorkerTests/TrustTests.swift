@@ -295,3 +295,226 @@ struct FutureEventTests {
         #expect(try cluster.count("SELECT count(*) FROM billing.users") == 0)
     }
 }
+
+/// Stripe's `created` is whole seconds, so two events of one subscription often share it. Every pair of
+/// statuses, in both orders, must end in the same state, and access must follow it.
+@Suite("trust: same-second ties")
+struct SameSecondTieTests {
+    static let statuses = [
+        "incomplete", "incomplete_expired", "trialing", "active", "past_due", "unpaid", "canceled", "paused",
+    ]
+    let events = BillingEvents()
+
+    func event(_ id: String, _ type: String, subscription: String, customer: String, status: String, left: String?)
+        -> String
+    {
+        var object = events.subscription(
+            status: status, price: events.price("price_basic", amount: 1200, lookupKey: "basic"), id: subscription,
+            customer: customer)
+        object["id"] = subscription
+        var data: [String: Any] = ["object": object]
+        if let left { data["previous_attributes"] = ["status": left] }
+        let envelope: [String: Any] = [
+            "id": id, "object": "event", "type": type, "created": events.start + 600, "livemode": false, "data": data,
+        ]
+        return String(decoding: BillingEvents.json(envelope), as: UTF8.self)
+    }
+
+    static func expectedAccess(_ status: String) -> Bool { ["active", "trialing", "past_due"].contains(status) }
+
+    @Test(
+        "a transition (previous_attributes) and the state it left, in the same second, end in the transition's state in either order"
+    )
+    func transitionsWin() throws {
+        let cluster = try Cluster()
+        let connection = try cluster.connect()
+        try connection.run(
+            script: "UPDATE billing.settings SET value = '100000 days' WHERE key = 'past_due_grace_period'",
+            context: "a grace period that covers the test's dates")
+        var failures: [String] = []
+        for from in Self.statuses {
+            for to in Self.statuses where to != from {
+                for reversed in [false, true] {
+                    let tag = "\(from)_\(to)_\(reversed ? "r" : "f")"
+                    let customer = "cus_\(tag)"
+                    let user = "user_\(tag)"
+                    let link = events.stripe(
+                        "link_\(tag)", "customer.created", at: 0,
+                        ["id": customer, "object": "customer", "metadata": ["clerk_user_id": user]])
+                    try BillingEvents.apply(link, on: connection)
+                    let created = event(
+                        "evt_c_\(tag)", "customer.subscription.created", subscription: "sub_\(tag)", customer: customer,
+                        status: from, left: nil)
+                    let updated = event(
+                        "evt_u_\(tag)", "customer.subscription.updated", subscription: "sub_\(tag)", customer: customer,
+                        status: to, left: from)
+                    for body in reversed ? [updated, created] : [created, updated] {
+                        try connection.query("SELECT billing.apply_stripe_event($1::jsonb)", [body], context: "apply")
+                    }
+                    let row = try connection.query(
+                        """
+                        SELECT s.status, a.has_access, a.reason FROM billing.subscriptions s, billing.access_of($2) a
+                        WHERE s.id = $1
+                        """, ["sub_\(tag)", user], context: "state"
+                    ).single()
+                    let status = try row.decode(String.self, at: 0)
+                    let access = try row.decode(Bool.self, at: 1)
+                    let reason = try row.decode(String?.self, at: 2)
+                    if status != to || access != Self.expectedAccess(to) || !(reason ?? "").contains(to) {
+                        failures.append("\(tag): \(status) access=\(access) reason=\(reason ?? "NULL")")
+                    }
+                }
+            }
+        }
+        #expect(failures == [], "\(failures.count) of \(Self.statuses.count * (Self.statuses.count - 1) * 2)")
+    }
+
+    @Test("without previous_attributes the later state in the lifecycle wins a tie in either order")
+    func ranksDecide() throws {
+        let cluster = try Cluster()
+        let connection = try cluster.connect()
+        let rank: [String: Int] = [
+            "incomplete": 1, "incomplete_expired": 3, "canceled": 3, "trialing": 2, "active": 2, "past_due": 2,
+            "unpaid": 2, "paused": 2,
+        ]
+        var failures: [String] = []
+        for first in Self.statuses {
+            for second in Self.statuses where rank[first]! < rank[second]! {
+                for reversed in [false, true] {
+                    let tag = "\(first)_\(second)_\(reversed ? "r" : "f")"
+                    let a = event(
+                        "evt_a_\(tag)", "customer.subscription.updated", subscription: "sub_\(tag)", customer: "cus_x",
+                        status: first, left: nil)
+                    let b = event(
+                        "evt_b_\(tag)", "customer.subscription.updated", subscription: "sub_\(tag)", customer: "cus_x",
+                        status: second, left: nil)
+                    for body in reversed ? [b, a] : [a, b] {
+                        try connection.query("SELECT billing.apply_stripe_event($1::jsonb)", [body], context: "apply")
+                    }
+                    let status = try connection.query(
+                        "SELECT status FROM billing.subscriptions WHERE id = $1", ["sub_\(tag)"], context: "state"
+                    ).single().decode(String.self, at: 0)
+                    if status != second { failures.append("\(tag): \(status)") }
+                }
+            }
+        }
+        #expect(failures == [])
+    }
+}
+
+@Suite("trust: erasure")
+struct ErasureTests {
+    static func apply(_ connection: PostgresConnection, _ event: String, clerkID: String? = nil) throws {
+        if let clerkID {
+            try connection.query("SELECT billing.apply_clerk_event($1::jsonb, $2)", [event, clerkID], context: "apply")
+        } else {
+            try connection.query("SELECT billing.apply_stripe_event($1::jsonb)", [event], context: "apply")
+        }
+    }
+
+    static func user(_ id: String, type: String, updatedAt: Int, email: String) -> String {
+        """
+        {"type": "\(type)", "timestamp": \(updatedAt), "data": {"id": "\(id)", "first_name": "Ada", "last_name": "L",
+         "updated_at": \(updatedAt), "created_at": 1700000000000, "primary_email_address_id": "e1",
+         "email_addresses": [{"id": "e1", "email_address": "\(email)"}]}}
+        """
+    }
+
+    static func customer(_ id: String, type: String, created: Int, email: String, user: String?) -> String {
+        let metadata = user.map { #"{"clerk_user_id": "\#($0)"}"# } ?? "{}"
+        return """
+            {"id": "evt_\(id)_\(created)", "type": "\(type)", "created": \(created), "livemode": false,
+             "data": {"object": {"id": "\(id)", "email": "\(email)", "name": "Ada L", "livemode": false,
+                                 "metadata": \(metadata)}}}
+            """
+    }
+
+    @Test(
+        "user.deleted erases the person everywhere for good: user, linked customer, audit log, waiting jobs, dead letters, results"
+    )
+    func erasureIsComplete() throws {
+        let cluster = try Cluster()
+        let connection = try cluster.connect()
+        try Self.apply(
+            connection,
+            Self.customer(
+                "cus_e", type: "customer.created", created: 1_700_000_000, email: "ada@example.com", user: "user_e"))
+        try Self.apply(
+            connection,
+            Self.user("user_e", type: "user.created", updatedAt: 1_700_000_000_000, email: "ada@example.com"),
+            clerkID: "msg_1")
+        let queue = JobQueue()
+        let invoiceBody =
+            #"{"id": "evt_inv", "type": "invoice.paid", "data": {"object": {"customer": "cus_e", "customer_email": "ada@example.com"}}}"#
+        let payload = String(
+            decoding: try JSONSerialization.data(withJSONObject: ["event_id": "evt_inv", "body": invoiceBody]),
+            as: UTF8.self)
+        let waiting = try queue.enqueue(
+            NewJob(kind: "stripe.event", payload: payload, queue: "webhooks"), on: connection)
+        let other = try queue.enqueue(
+            NewJob(kind: "mail.send", payload: #"{"user_id": "user_e2", "email": "grace@example.com"}"#), on: connection
+        )
+        try connection.run(
+            script: """
+                INSERT INTO sluice.dead_letters (id, queue, kind, payload, attempt, max_attempts, reason, created_at)
+                VALUES (-1, 'default', 'mail.send', '{"user_id": "user_e", "email": "ada@example.com"}', 1, 1,
+                        'permanent_failure', now());
+                INSERT INTO sluice.job_results (job_id, kind, result)
+                VALUES (-2, 'stripe.create_portal_session', '{"customer": "cus_e", "url": "https://billing.example/ada"}');
+                """, context: "a dead letter and a result about the user")
+
+        try Self.apply(
+            connection,
+            #"{"type": "user.deleted", "timestamp": 1700000500000, "data": {"id": "user_e", "deleted": true}}"#,
+            clerkID: "msg_2")
+
+        func count(_ sql: String) throws -> Int { try cluster.count(sql) }
+        #expect(try count("SELECT count(*) FROM billing.users WHERE email IS NOT NULL OR first_name IS NOT NULL") == 0)
+        #expect(try count("SELECT count(*) FROM billing.customers WHERE email IS NOT NULL OR name IS NOT NULL") == 0)
+        #expect(
+            try count("SELECT count(*) FROM billing.audit_log WHERE (before::text || after::text) LIKE '%example.com%'")
+                == 0)
+        #expect(try count("SELECT count(*) FROM sluice.jobs WHERE payload::text LIKE '%ada@example.com%'") == 0)
+        #expect(try count("SELECT count(*) FROM sluice.dead_letters WHERE payload::text LIKE '%ada@example.com%'") == 0)
+        #expect(try count("SELECT count(*) FROM sluice.job_results") == 0)
+        #expect(
+            try count("SELECT count(*) FROM sluice.dead_letters WHERE id = \(waiting) AND reason = 'erased'") == 1)
+        // Another user's job, whose id merely starts the same, is untouched.
+        #expect(try count("SELECT count(*) FROM sluice.jobs WHERE id = \(other)") == 1)
+
+        // Later events bring nothing back: a newer user.updated, a customer.updated.
+        try Self.apply(
+            connection,
+            Self.user("user_e", type: "user.updated", updatedAt: 1_700_000_900_000, email: "ada@new.example"),
+            clerkID: "msg_3")
+        try Self.apply(
+            connection,
+            Self.customer(
+                "cus_e", type: "customer.updated", created: 1_700_000_900, email: "ada@new.example", user: nil))
+        #expect(try count("SELECT count(*) FROM billing.users WHERE email IS NOT NULL OR first_name IS NOT NULL") == 0)
+        #expect(try count("SELECT count(*) FROM billing.customers WHERE email IS NOT NULL OR name IS NOT NULL") == 0)
+        #expect(
+            try count("SELECT count(*) FROM billing.audit_log WHERE (before::text || after::text) LIKE '%example%'")
+                == 0)
+    }
+
+    @Test("customer.deleted erases that customer's email and name, and its audit entries")
+    func customerDeletion() throws {
+        let cluster = try Cluster()
+        let connection = try cluster.connect()
+        try Self.apply(
+            connection,
+            Self.customer(
+                "cus_d", type: "customer.created", created: 1_700_000_000, email: "bob@example.com", user: nil))
+        try Self.apply(
+            connection,
+            Self.customer(
+                "cus_d", type: "customer.deleted", created: 1_700_000_100, email: "bob@example.com", user: nil))
+        #expect(
+            try cluster.count("SELECT count(*) FROM billing.customers WHERE email IS NOT NULL OR name IS NOT NULL") == 0
+        )
+        #expect(
+            try cluster.count(
+                "SELECT count(*) FROM billing.audit_log WHERE (before::text || after::text) LIKE '%bob@%'") == 0)
+    }
+}

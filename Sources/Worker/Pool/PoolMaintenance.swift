@@ -179,20 +179,15 @@ final class PoolMaintenance: Sendable {
         // also renews leases, and a backlog (a million expired rows after raising a retention) is worked
         // off over many rounds instead of holding locks or starving the heartbeat.
         let budget = ContinuousClock.now + .milliseconds(500)
+        let batchSize = 5000
         var pruned: [String: Int] = [:]
         var backlog = false
-        for prune in [Pruner.queue, .billing] {
-            repeat {
-                let batch =
-                    switch prune {
-                    case .queue: try queue.prune(batchSize: 1000, on: connection)
-                    case .billing: try BillingRetention.prune(batchSize: 1000, on: connection)
-                    }
-                pruned.merge(batch, uniquingKeysWith: +)
-                backlog = batch.values.contains { $0 >= 1000 }
-            } while backlog && ContinuousClock.now < budget
-            if backlog { break }
-        }
+        repeat {
+            let batch = try queue.prune(batchSize: batchSize, on: connection)
+                .merging(BillingRetention.prune(batchSize: batchSize, on: connection), uniquingKeysWith: +)
+            pruned.merge(batch, uniquingKeysWith: +)
+            backlog = batch.values.contains { $0 >= batchSize }
+        } while backlog && ContinuousClock.now < budget
         for (table, count) in pruned where count > 0 { metrics.pruned(table: table, count: count) }
         let trimmed = try queue.trimErrorHistory(keep: settings.errorHistoryLimit, batchSize: 1000, on: connection)
         let timeouts = try queue.kindTimeouts(on: connection)
@@ -206,5 +201,4 @@ final class PoolMaintenance: Sendable {
         return backlog
     }
 
-    private enum Pruner { case queue, billing }
 }
