@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 7;
+SET LOCAL sluice.schema_version = 8;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -141,10 +141,24 @@ BEGIN
     PERFORM sluice.add_missing_column('sluice.job_results', 'enqueued_by', 'text');
     -- Version 7: the status a subscription's last write came from, for same-second ties.
     PERFORM sluice.add_missing_column('billing.subscriptions', 'previous_status', 'text');
+    -- Version 8: a user's link to a deleted customer is kept as history when a later one replaces it.
+    PERFORM sluice.add_missing_column('billing.customer_links', 'unlinked_at', 'timestamptz');
 END
 $$;
 COMMENT ON COLUMN sluice.schema_version.serves_from IS
     'The oldest schema version whose release still works against this one (NULL: only this version).';
+
+DO $$
+BEGIN
+    -- Version 8: one current customer per user (a partial unique index below), no longer one ever.
+    IF to_regclass('billing.customer_links') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = to_regclass('billing.customer_links') AND conname = 'customer_links_user_id_key') THEN
+        ALTER TABLE billing.customer_links DROP CONSTRAINT customer_links_user_id_key;
+        PERFORM sluice.note_upgrade('billing.customer_links: one current customer per user, earlier ones kept');
+    END IF;
+END
+$$;
 
 DO $$
 BEGIN
@@ -1273,15 +1287,18 @@ COMMENT ON TABLE billing.customers IS 'Stripe customers. version: the created ti
 
 CREATE TABLE IF NOT EXISTS billing.customer_links (
     customer_id text PRIMARY KEY,
-    user_id     text NOT NULL UNIQUE,
+    user_id     text NOT NULL,
     linked_by   text NOT NULL,
     event_id    text NOT NULL,
-    linked_at   timestamptz NOT NULL DEFAULT now()
+    linked_at   timestamptz NOT NULL DEFAULT now(),
+    unlinked_at timestamptz
 );
 COMMENT ON TABLE billing.customer_links IS
     'Which Clerk user a Stripe customer belongs to, from whichever says so first: the customer''s metadata '
-    '(clerk_user_id or user_id), a checkout session''s client_reference_id, or the user''s private_metadata.stripe_customer_id.';
-COMMENT ON INDEX billing.customer_links_user_id_key IS 'One customer per user: the first link wins.';
+    '(clerk_user_id or user_id), a checkout session''s client_reference_id, or the user''s private_metadata.stripe_customer_id. '
+    'A user has one current customer (unlinked_at NULL); a deleted one is kept, unlinked, when a later one is linked.';
+CREATE UNIQUE INDEX IF NOT EXISTS customer_links_current_user ON billing.customer_links (user_id) WHERE unlinked_at IS NULL;
+COMMENT ON INDEX billing.customer_links_current_user IS 'One current customer per user: the first link wins while it lives.';
 
 CREATE TABLE IF NOT EXISTS billing.products (
     id         text PRIMARY KEY,
@@ -1627,9 +1644,23 @@ COMMENT ON FUNCTION billing.write(text, text, jsonb, bigint, smallint, text, tex
 CREATE OR REPLACE FUNCTION billing.link(customer_id text, user_id text, linked_by text, event_id text, event_type text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    replaced text;
 BEGIN
-    IF customer_id IS NULL OR user_id IS NULL THEN
+    IF customer_id IS NULL OR user_id IS NULL
+       OR EXISTS (SELECT 1 FROM billing.customer_links l WHERE l.customer_id = link.customer_id) THEN
         RETURN;
+    END IF;
+    -- A user's customer that Stripe deleted no longer stands in the way of the next one; it stays as history.
+    UPDATE billing.customer_links l SET unlinked_at = now()
+    WHERE l.user_id = link.user_id AND l.unlinked_at IS NULL
+      AND EXISTS (SELECT 1 FROM billing.customers c WHERE c.id = l.customer_id AND c.deleted_at IS NOT NULL)
+    RETURNING l.customer_id INTO replaced;
+    IF replaced IS NOT NULL THEN
+        INSERT INTO billing.audit_log (source, event_id, event_type, entity, entity_id, action, before)
+        VALUES (CASE WHEN linked_by = 'clerk' THEN 'clerk' ELSE 'stripe' END, link.event_id, event_type,
+                'customer_links', replaced, 'unlinked',
+                jsonb_build_object('customer_id', replaced, 'user_id', link.user_id));
     END IF;
     INSERT INTO billing.customer_links (customer_id, user_id, linked_by, event_id)
     VALUES (link.customer_id, link.user_id, link.linked_by, link.event_id)
@@ -1643,7 +1674,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION billing.link(text, text, text, text, text) IS
-    'Links a Stripe customer and a Clerk user if neither is linked yet: the first source to say so wins.';
+    'Links a Stripe customer and a Clerk user if the customer is not linked yet and the user has no current live '
+    'customer: the first source to say so wins. A user''s deleted customer is unlinked (kept, with unlinked_at) '
+    'when a later one is linked.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Applying events: one function per family of Stripe event types, behind one dispatcher. A family

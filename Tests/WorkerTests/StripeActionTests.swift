@@ -166,6 +166,48 @@ struct StripeActionTests {
         #expect(dead.last?.contains("is not a Stripe object id") == true, "\(dead)")
     }
 
+    @Test(
+        "a user whose Stripe customer was deleted checks out as a new customer, which is then linked; the old link stays"
+    )
+    func deletedCustomerDoesNotBlock() async throws {
+        let (run, stripe, environment) = try await setUp("deleted_customer")
+        let connection = try run.connect()
+        try BillingEvents.apply(
+            events.stripe("cus_1_deleted", "customer.deleted", at: 50, ["id": "cus_1", "object": "customer"]),
+            on: connection)
+        _ = try enqueue(
+            "stripe.create_checkout_session",
+            #"{"user_id": "user_1", "price": "price_pro", "success_url": "https://a/ok", "cancel_url": "https://a/no"}"#,
+            on: run)
+        try run.process([], environment: environment)
+        let session = try #require(stripe.received.first { $0.path == "/v1/checkout/sessions" })
+        #expect(session.form["customer"] == nil)
+        #expect(session.form["client_reference_id"] == "user_1")
+        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM sluice.dead_letters") == "0")
+
+        // Stripe made cus_2 at checkout: the session's completion links it, and cus_1 stays as history.
+        try BillingEvents.apply(
+            events.stripe(
+                "checkout_done", "checkout.session.completed", at: 51,
+                ["id": "cs_2", "object": "checkout.session", "customer": "cus_2", "client_reference_id": "user_1"]),
+            on: connection)
+        #expect(
+            try BillingTests.value(
+                connection,
+                "SELECT customer_id FROM billing.customer_links WHERE user_id = 'user_1' AND unlinked_at IS NULL")
+                == "cus_2")
+        #expect(
+            try BillingTests.value(
+                connection,
+                "SELECT (unlinked_at IS NOT NULL)::text FROM billing.customer_links WHERE customer_id = 'cus_1'")
+                == "true")
+        #expect(
+            try BillingTests.value(
+                connection,
+                "SELECT count(*)::text FROM billing.audit_log WHERE action = 'unlinked' AND entity_id = 'cus_1'")
+                == "1")
+    }
+
     @Test("a portal session URL reaches a caller waiting on NOTIFY sluice_job_results")
     func portalResult() async throws {
         let (run, stripe, environment) = try await setUp("portal")

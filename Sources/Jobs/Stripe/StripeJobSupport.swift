@@ -54,9 +54,13 @@ struct StripeJobSupport: Sendable {
             if required { throw JobError.permanent("the payload needs customer_id or user_id") }
             return nil
         }
+        // The user's current customer, unless Stripe deleted it: a checkout then makes a new one.
         let rows = try connection.query(
-            "SELECT customer_id FROM billing.customer_links WHERE user_id = $1", [user],
-            context: "finding the customer of \(user)")
+            """
+            SELECT l.customer_id FROM billing.customer_links l
+            WHERE l.user_id = $1 AND l.unlinked_at IS NULL
+              AND NOT EXISTS (SELECT 1 FROM billing.customers c WHERE c.id = l.customer_id AND c.deleted_at IS NOT NULL)
+            """, [user], context: "finding the customer of \(user)")
         if let row = rows.first { return try row.decode(String.self, at: 0) }
         if required { throw JobError.permanent("user \(user) has no Stripe customer") }
         return nil

@@ -101,7 +101,7 @@ struct ReportUsageJob: JobHandler {
                     SELECT e.idempotency_key, e.quantity, extract(epoch FROM e.recorded_at)::bigint, m.event_name, l.customer_id
                     FROM billing.usage_events e
                     JOIN billing.meters m ON m.feature = e.feature
-                    JOIN billing.customer_links l ON l.user_id = e.user_id
+                    JOIN billing.customer_links l ON l.user_id = e.user_id AND l.unlinked_at IS NULL
                     WHERE e.reported_at IS NULL AND e.allowed AND e.report_error IS NULL
                     ORDER BY e.recorded_at
                     LIMIT 100
