@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 8;
+SET LOCAL sluice.schema_version = 9;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -415,6 +415,7 @@ COMMENT ON TABLE sluice.kind_rules IS
 INSERT INTO sluice.kind_rules (kind, roles) VALUES
     ('stripe.event', '{sluice_receiver}'),
     ('clerk.event', '{sluice_receiver}'),
+    ('stripe.fetched_event', '{}'),
     ('stripe.change_plan', '{sluice_billing,sluice_api}'),
     ('stripe.cancel_subscription', '{sluice_billing,sluice_api}'),
     ('stripe.resume_subscription', '{sluice_billing,sluice_api}'),

@@ -245,11 +245,13 @@ struct FutureEventTests {
         #expect(try cluster.count("SELECT count(*) FROM billing.processed_events") == 0)
 
         let queue = JobQueue()
-        let id = try queue.enqueue(NewJob(kind: "stripe.event", payload: future), on: connection)
+        let id = try queue.enqueue(NewJob(kind: "stripe.event", payload: Self.stored(future)), on: connection)
         // Four minutes ahead is within the tolerance: a clock a little behind delays nothing.
         let soon = Self.stripeEvent(id: "evt_soon", created: Int(Date().timeIntervalSince1970) + 240)
-        _ = try queue.enqueue(NewJob(kind: "stripe.event", payload: soon), on: connection)
-        let worker = try SluiceProcess(databaseURL: cluster.url, environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0"])
+        _ = try queue.enqueue(NewJob(kind: "stripe.event", payload: Self.stored(soon)), on: connection)
+        let worker = try SluiceProcess(
+            databaseURL: cluster.url,
+            environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0", "STRIPE_WEBHOOK_SECRET": WebhookSigning.stripeSecret])
         #expect(
             eventually(timeout: 20) {
                 (try? cluster.count(
@@ -279,6 +281,15 @@ struct FutureEventTests {
         #expect(try reason.decode(String.self, at: 1).contains("ahead of the database clock"))
         worker.signal(SIGTERM)
         #expect(worker.waitForExit(timeout: 10) == 0)
+    }
+
+    /// The payload the receiver stores for a signed delivery of `event`.
+    static func stored(_ event: String) -> String {
+        let body = Array(event.utf8)
+        let payload: [String: Any] = [
+            "event_id": "evt", "body": event, "headers": ["stripe-signature": WebhookSigning.stripeHeader(body)],
+        ]
+        return String(decoding: try! JSONSerialization.data(withJSONObject: payload), as: UTF8.self)
     }
 
     @Test("a Clerk event whose updated_at (milliseconds) is in the future waits too")
@@ -516,5 +527,109 @@ struct ErasureTests {
         #expect(
             try cluster.count(
                 "SELECT count(*) FROM billing.audit_log WHERE (before::text || after::text) LIKE '%bob@%'") == 0)
+    }
+}
+
+@Suite("trust: forged events")
+struct ForgedEventTests {
+    let events = BillingEvents()
+
+    static func payload(_ object: [String: Any]) -> String {
+        String(decoding: try! JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+    }
+
+    @Test(
+        "a webhook event job changes billing only when its stored raw body and headers verify, or Sluice fetched it itself; forged ones die saying so"
+    )
+    func forgedEventsDie() throws {
+        let cluster = try Cluster()
+        let run = try BillingRun(cluster: cluster, name: "forged")
+        let connection = try run.connect()
+        let queue = JobQueue()
+        let subscription = events.stripe(
+            "forged_sub", "customer.subscription.created", at: 2,
+            events.subscription(
+                status: "active", price: events.price("price_basic", amount: 1200, lookupKey: "basic"),
+                customer: "cus_g"))
+        let body = String(decoding: subscription.body, as: UTF8.self)
+        // Receiver-shaped, with a signature nobody holds the secret of.
+        _ = try queue.enqueue(
+            NewJob(
+                kind: "stripe.event",
+                payload: Self.payload([
+                    "event_id": "evt_forged_sub", "body": body,
+                    "headers": ["stripe-signature": "t=1790000000,v1=" + String(repeating: "ab", count: 32)],
+                ]), queue: "webhooks"), on: connection)
+        // The bare event, as if an operator or a restored dump had put it there.
+        _ = try queue.enqueue(NewJob(kind: "stripe.event", payload: body, queue: "webhooks"), on: connection)
+        // A Clerk event signed with another secret.
+        let user = events.clerk(
+            "forged_user", "user.created", at: 2,
+            events.user("user_g", email: "mallory@example.com", first: "M", last: "X", updatedMinute: 2))
+        var headers: [String: String] = [:]
+        let otherSecret = "whsec_" + Data(repeating: 9, count: 32).base64EncodedString()
+        for (name, value) in WebhookSigning.svixHeaders(user.body, id: user.eventID, secrets: [otherSecret]) {
+            headers[name] = value
+        }
+        _ = try queue.enqueue(
+            NewJob(
+                kind: "clerk.event",
+                payload: Self.payload([
+                    "event_id": user.eventID, "body": String(decoding: user.body, as: UTF8.self), "headers": headers,
+                ]), queue: "webhooks"), on: connection)
+        // What reconciliation enqueues: fetched from Stripe by Sluice, owner-only, applied without a signature.
+        let fetched = events.stripe(
+            "fetched_customer", "customer.created", at: 1,
+            ["id": "cus_f", "object": "customer", "metadata": ["clerk_user_id": "user_f"]])
+        _ = try queue.enqueue(
+            NewJob(
+                kind: "stripe.fetched_event",
+                payload: Self.payload([
+                    "source": "reconcile", "event_id": "evt_fetched_customer",
+                    "body": String(decoding: fetched.body, as: UTF8.self),
+                ]), queue: "webhooks"), on: connection)
+        // And one genuine delivery.
+        let genuine = events.stripe(
+            "genuine_customer", "customer.created", at: 1,
+            ["id": "cus_g", "object": "customer", "metadata": ["clerk_user_id": "user_g"]])
+        try run.process([genuine])
+
+        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM billing.subscriptions") == "0")
+        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM billing.users") == "0")
+        #expect(
+            try BillingTests.value(
+                connection, "SELECT string_agg(customer_id, ',' ORDER BY customer_id) FROM billing.customer_links")
+                == "cus_f,cus_g")
+        let reasons = try connection.query(
+            "SELECT kind, reason, errors -> -1 ->> 'error' FROM sluice.dead_letters ORDER BY id", context: "dead"
+        ).map { row throws(PostgresError) in
+            "\(try row.decode(String.self, at: 0)) \(try row.decode(String.self, at: 1)): \(try row.decode(String.self, at: 2))"
+        }
+        #expect(reasons.count == 3, "\(reasons)")
+        #expect(reasons.allSatisfy { $0.contains("permanent_failure") && $0.contains("the event is not applied") })
+        #expect(reasons[0].contains("stored signature does not verify"), "\(reasons)")
+        #expect(reasons[1].contains("not a delivery the receiver stored"), "\(reasons)")
+        #expect(reasons[2].hasPrefix("clerk.event") && reasons[2].contains("does not verify"), "\(reasons)")
+    }
+
+    @Test("a worker without webhook secrets claims nothing from queue webhooks, says so once, and runs the rest")
+    func noSecretsNoWebhooks() throws {
+        let cluster = try Cluster()
+        let queue = JobQueue()
+        let connection = try cluster.connect()
+        let webhook = try queue.enqueue(
+            NewJob(kind: "stripe.event", payload: #"{"event_id": "evt_x"}"#, queue: "webhooks"), on: connection)
+        _ = try queue.enqueue(NewJob(kind: "sluice.noop"), on: connection)
+        let worker = try SluiceProcess(
+            databaseURL: cluster.url, environment: ["STRIPE_WEBHOOK_SECRET": "", "CLERK_WEBHOOK_SECRET": ""])
+        #expect(
+            eventually(timeout: 15) {
+                (try? cluster.count("SELECT count(*) FROM sluice.jobs WHERE queue = 'default'")) == 0
+            })
+        Thread.sleep(forTimeInterval: 2)
+        #expect(try cluster.count("SELECT count(*) FROM sluice.jobs WHERE id = $1 AND attempt = 0", [webhook]) == 1)
+        #expect(worker.log.components(separatedBy: "Not claiming from a queue").count == 2, "\(worker.log)")
+        worker.signal(SIGTERM)
+        #expect(worker.waitForExit(timeout: 10) == 0)
     }
 }

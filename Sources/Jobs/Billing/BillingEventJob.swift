@@ -17,26 +17,42 @@ public struct BillingEventJob: JobHandler {
     public let usesTransaction = true
     private let statement: PreparedStatement
     private let bindingsFor: @Sendable (ClaimedJob) -> [(any PostgresBindable)?]
+    /// The secrets a stored delivery must verify against; nil for events Sluice fetched from Stripe itself.
+    private let signatures: WebhookSignatures?
 
-    /// The `stripe.event` handler.
-    /// - Parameter mode: `live` or `test` to record events of the other mode without applying them
-    ///   (`STRIPE_MODE`); nil applies both.
-    public static func stripe(mode: String?) -> BillingEventJob {
+    /// The `stripe.event` handler: a delivery the receiver stored, verified again before it is applied.
+    /// - Parameters:
+    ///   - mode: `live` or `test` to record events of the other mode without applying them (`STRIPE_MODE`);
+    ///     nil applies both.
+    ///   - signatures: the webhook secrets the stored signature must verify against.
+    public static func stripe(mode: String?, signatures: WebhookSignatures) -> BillingEventJob {
         BillingEventJob(
-            kind: "stripe.event",
-            statement: PreparedStatement(
-                name: "billing_apply_stripe_event",
-                sql: "SELECT billing.apply_stripe_event(\(eventOf("$1")), $2::text)"),
-            bindingsFor: { job in [job.payload, mode] })
+            kind: "stripe.event", statement: applyStripe, bindingsFor: { job in [job.payload, mode] },
+            signatures: signatures)
+    }
+
+    /// `stripe.fetched_event`: an event Sluice listed from Stripe's API itself (reconciliation), applied
+    /// without a signature. Only the schema owner may enqueue this kind (`sluice.kind_rules`).
+    public static func fetched(mode: String?) -> BillingEventJob {
+        BillingEventJob(
+            kind: "stripe.fetched_event", statement: applyStripe, bindingsFor: { job in [job.payload, mode] },
+            signatures: nil)
     }
 
     /// The `clerk.event` handler; the payload's `event_id` (the svix-id) identifies the event.
-    public static let clerk = BillingEventJob(
-        kind: "clerk.event",
-        statement: PreparedStatement(
-            name: "billing_apply_clerk_event",
-            sql: "SELECT billing.apply_clerk_event(\(eventOf("$1")), billing.text_at($1::jsonb, '{event_id}', true))"),
-        bindingsFor: { job in [job.payload] })
+    public static func clerk(signatures: WebhookSignatures) -> BillingEventJob {
+        BillingEventJob(
+            kind: "clerk.event",
+            statement: PreparedStatement(
+                name: "billing_apply_clerk_event",
+                sql:
+                    "SELECT billing.apply_clerk_event(\(eventOf("$1")), billing.text_at($1::jsonb, '{event_id}', true))"
+            ),
+            bindingsFor: { job in [job.payload] }, signatures: signatures)
+    }
+
+    private static let applyStripe = PreparedStatement(
+        name: "billing_apply_stripe_event", sql: "SELECT billing.apply_stripe_event(\(eventOf("$1")), $2::text)")
 
     /// The event in a job payload: the raw body the receiver kept, or the payload itself.
     private static func eventOf(_ parameter: String) -> String {
@@ -47,6 +63,13 @@ public struct BillingEventJob: JobHandler {
     }
 
     public func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
+        if let signatures {
+            do {
+                try signatures.verify(kind: kind, payload: job.payload)
+            } catch {
+                throw JobError.permanent("the event is not applied: \(error)")
+            }
+        }
         do {
             let outcome = try context.connection().execute(
                 statement, bindingsFor(job), context: "applying a \(kind) job to the billing model"

@@ -11,7 +11,8 @@ enum StripeSyncJobs {
 
 /// `stripe.reconcile` (periodic, every 15 minutes by default): lists Stripe's events since the last run
 /// (`/v1/events`, at most 30 days back, five minutes of overlap) and enqueues each one not processed yet as
-/// a `stripe.event` job, with the webhook's unique key, so an event that also arrives by webhook runs once.
+/// a `stripe.fetched_event` job, with the webhook's unique key, so an event that also arrives by webhook
+/// runs once.
 /// One run at a time cluster-wide: a run that finds another still working waits 30 s.
 struct ReconcileJob: JobHandler {
     let kind = "stripe.reconcile"
@@ -56,8 +57,9 @@ struct ReconcileJob: JobHandler {
                         "source": "reconcile", "event_id": id, "type": event["type"] ?? NSNull(),
                         "body": StripeJobSupport.json(event),
                     ]
+                    // Fetched from Stripe's API by Sluice itself, so it carries no signature: an owner-only kind.
                     return NewJob(
-                        kind: "stripe.event", payload: StripeJobSupport.json(payload), queue: "webhooks",
+                        kind: "stripe.fetched_event", payload: StripeJobSupport.json(payload), queue: "webhooks",
                         uniqueKey: "stripe:\(id)")
                 }
                 for result in try JobQueue().enqueueUnique(jobs, on: connection) {

@@ -83,7 +83,9 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
     try await ServiceRunner(
         configuration: configuration, runtime: runtime,
         registry: StandardJobs.registry(
-            testJobs: configuration.testJobs, stripeMode: configuration.stripeMode, stripe: configuration.stripe),
+            testJobs: configuration.testJobs, stripeMode: configuration.stripeMode, stripe: configuration.stripe,
+            signatures: WebhookSignatures(
+                stripeSecrets: configuration.webhookSecrets.stripe, clerkKeys: configuration.webhookSecrets.clerk)),
         runsPool: runsPool, runsReceiver: runsReceiver
     ).run()
 }

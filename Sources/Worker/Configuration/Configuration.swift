@@ -89,6 +89,9 @@ struct WebhookSecrets: Sendable, CustomStringConvertible, CustomDebugStringConve
         }
     }
 
+    /// No source can be verified: a worker claims nothing from queue `webhooks`.
+    var isEmpty: Bool { stripe.isEmpty && clerk.isEmpty }
+
     var description: String { "stripe: \(stripe.count) secret(s), clerk: \(clerk.count) secret(s)" }
     var debugDescription: String { description }
 }

@@ -120,7 +120,9 @@ struct ServiceRunner {
             pollSeconds: configuration.pollSeconds,
             uniqueRetentionSeconds: configuration.uniqueRetentionSeconds,
             errorHistoryLimit: configuration.errorHistoryLimit,
-            periodic: configuration.periodic
+            periodic: configuration.periodic,
+            // Its events are verified again against the webhook secrets: without any, leave them to others.
+            excludedQueues: configuration.webhookSecrets.isEmpty ? [WebhookSource.queue] : []
         )
     }
 

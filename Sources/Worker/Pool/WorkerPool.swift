@@ -15,6 +15,8 @@ struct PoolSettings: Sendable {
     var errorHistoryLimit: Int
     /// Kinds enqueued once per slot of their interval (`SLUICE_PERIODIC`).
     var periodic: [PeriodicSchedule] = []
+    /// Queues this pool never claims from, whatever `queues` says (`webhooks` without webhook secrets).
+    var excludedQueues: Set<String> = []
 }
 
 /// Runs jobs: a fetcher claims batches when slots are free, each job runs on a slot's serial queue under
@@ -57,7 +59,10 @@ final class WorkerPool: Sendable {
         }
         switch settings.queues {
         case .all: addLane(nil, settings.concurrency)
-        case .named(let named): for lane in named { addLane(lane.name, lane.concurrency) }
+        case .named(let named):
+            for lane in named where !settings.excludedQueues.contains(lane.name) {
+                addLane(lane.name, lane.concurrency)
+            }
         }
         self.slots = slots
         let state = PoolStateStore(PoolState(lanes: lanes))
@@ -95,6 +100,11 @@ final class WorkerPool: Sendable {
 
     /// Starts claiming and running jobs in the background; connection failures are retried, not thrown.
     func start() {
+        for excluded in settings.excludedQueues.sorted() {
+            logger.warning(
+                "Not claiming from a queue: its jobs need the webhook secrets to verify their events",
+                metadata: ["job.queue": "\(excluded)", "fix": "set STRIPE_WEBHOOK_SECRET or CLERK_WEBHOOK_SECRET"])
+        }
         logger.info(
             "Worker pool starting",
             metadata: [
@@ -254,7 +264,9 @@ final class WorkerPool: Sendable {
                     if let name = lane.queue {
                         names = [name]
                     } else {
-                        names = state.withLock { $0.knownQueues.sorted() }
+                        names = state.withLock { $0.knownQueues.sorted() }.filter {
+                            !settings.excludedQueues.contains($0)
+                        }
                         // Start from a different queue each round so no queue starves the others.
                         if !names.isEmpty {
                             rotation = (rotation + 1) % names.count

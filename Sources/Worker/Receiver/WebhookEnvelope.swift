@@ -1,4 +1,5 @@
 import Foundation
+import Jobs
 
 /// The two fields the receiver reads from a verified body, for routing and deduplication; the handlers
 /// read the rest from the job's copy of the raw body.

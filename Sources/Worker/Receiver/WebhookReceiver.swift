@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import Jobs
 import Logging
 import Metrics
 import NIOCore

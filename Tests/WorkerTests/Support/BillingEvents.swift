@@ -18,8 +18,18 @@ struct BillingEvents {
         var eventID: String
         var body: [UInt8]
 
+        /// The job the receiver would have made: the raw body and its signature headers, signed with the
+        /// test secrets (the job verifies them again).
         var job: NewJob {
-            let payload: [String: Any] = ["event_id": eventID, "body": String(decoding: body, as: UTF8.self)]
+            var headers: [String: String] = [:]
+            if kind == "stripe.event" {
+                headers["stripe-signature"] = WebhookSigning.stripeHeader(body)
+            } else {
+                for (name, value) in WebhookSigning.svixHeaders(body, id: eventID) { headers[name] = value }
+            }
+            let payload: [String: Any] = [
+                "event_id": eventID, "body": String(decoding: body, as: UTF8.self), "headers": headers,
+            ]
             let text = String(decoding: try! JSONSerialization.data(withJSONObject: payload), as: UTF8.self)
             // The receiver's unique key: stripe:<event id>, clerk:<svix-id>.
             let source = kind == "stripe.event" ? "stripe" : "clerk"
@@ -199,6 +209,8 @@ struct BillingRun {
             ["work"], databaseURL: url,
             environment: [
                 "SLUICE_CONCURRENCY": "\(concurrency)", "SLUICE_QUEUES": "webhooks", "SLUICE_PERIODIC": "off",
+                "STRIPE_WEBHOOK_SECRET": WebhookSigning.stripeSecret,
+                "CLERK_WEBHOOK_SECRET": WebhookSigning.clerkSecret,
             ].merging(environment) {
                 _, new in new
             })

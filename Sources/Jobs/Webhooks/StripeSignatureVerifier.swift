@@ -1,4 +1,4 @@
-import Crypto
+public import Crypto
 import Foundation
 
 /// Verifies Stripe's `Stripe-Signature` header, as Stripe's own libraries do.
@@ -8,20 +8,21 @@ import Foundation
 /// passes (Stripe sends one `v1` per active secret while a secret is being rolled); `v0` and unknown
 /// schemes are ignored. The signature is checked before the timestamp, so only a genuine delivery is ever
 /// called stale.
-struct StripeSignatureVerifier: Sendable {
-    static let headerName = "Stripe-Signature"
+public struct StripeSignatureVerifier: Sendable {
+    public static let headerName = "Stripe-Signature"
     /// Stripe's libraries default to five minutes; older deliveries are refused as replays.
-    static let toleranceSeconds = 300
+    public static let toleranceSeconds = 300
 
     private let keys: [SymmetricKey]
 
     /// - Parameter secrets: the endpoint's signing secrets (`whsec_…`), used byte for byte as HMAC keys.
-    init(secrets: [String]) {
+    public init(secrets: [String]) {
         keys = secrets.map { SymmetricKey(data: Array($0.utf8)) }
     }
 
-    /// - Parameter now: the current Unix time in seconds.
-    func verify(header: String?, body: [UInt8], now: Int) throws(WebhookRejection) {
+    /// - Parameter now: the current Unix time in seconds; nil checks the signature only (a stored delivery,
+    ///   verified again long after it arrived).
+    public func verify(header: String?, body: [UInt8], now: Int?) throws(WebhookRejection) {
         guard let header, !header.isEmpty else {
             throw .badSignature("missing \(Self.headerName) header")
         }
@@ -47,6 +48,7 @@ struct StripeSignatureVerifier: Sendable {
         else {
             throw .badSignature("no v1 signature matches a configured STRIPE_WEBHOOK_SECRET")
         }
+        guard let now else { return }
         // A signed but absurd timestamp (Int.min) must not trap: an overflowing age is as stale as it gets.
         let (age, overflow) = now.subtractingReportingOverflow(seconds)
         guard !overflow, age <= Self.toleranceSeconds else {

@@ -1,4 +1,4 @@
-import Crypto
+public import Crypto
 import Foundation
 
 /// Verifies a Svix-signed delivery (Clerk's webhooks), as Svix's own libraries do.
@@ -9,39 +9,39 @@ import Foundation
 /// `"<id>.<timestamp>.<raw body>"` keyed with the base64-decoded part of the secret after `whsec_`. Any
 /// `v1` matching any configured secret passes; other schemes (`v1a`) are ignored. Timestamps more than
 /// five minutes old or ahead are refused, once the signature has proved the delivery genuine.
-struct SvixSignatureVerifier: Sendable {
+public struct SvixSignatureVerifier: Sendable {
     /// The header names of one delivery: Svix's own, or the Standard Webhooks ones.
-    struct HeaderNames: Sendable {
-        var id: String
-        var timestamp: String
-        var signature: String
+    public struct HeaderNames: Sendable {
+        public var id: String
+        public var timestamp: String
+        public var signature: String
 
-        static let svix = HeaderNames(id: "svix-id", timestamp: "svix-timestamp", signature: "svix-signature")
-        static let standard = HeaderNames(
+        public static let svix = HeaderNames(id: "svix-id", timestamp: "svix-timestamp", signature: "svix-signature")
+        public static let standard = HeaderNames(
             id: "webhook-id", timestamp: "webhook-timestamp", signature: "webhook-signature")
     }
 
     /// The headers of a delivery that passed: its message id (the deduplication key) and what to keep.
-    struct Verified: Sendable {
-        var messageID: String
-        var headers: [(name: String, value: String)]
+    public struct Verified: Sendable {
+        public var messageID: String
+        public var headers: [(name: String, value: String)]
     }
 
-    static let toleranceSeconds = 300
+    public static let toleranceSeconds = 300
     /// Svix message ids are short; a longer one is not a Svix delivery and would bloat the unique key.
-    static let maxMessageIDLength = 255
+    public static let maxMessageIDLength = 255
     /// Svix generates 24-byte (192-bit) secrets; anything shorter is a paste error or a weak key.
-    static let minimumKeyBytes = 24
+    public static let minimumKeyBytes = 24
 
     private let keys: [SymmetricKey]
 
     /// - Parameter keys: the decoded secrets, from ``key(fromSecret:)``.
-    init(keys: [SymmetricKey]) {
+    public init(keys: [SymmetricKey]) {
         self.keys = keys
     }
 
     /// The HMAC key in a `whsec_…` secret, or a reason it is unusable (never naming the secret itself).
-    static func key(fromSecret secret: String) -> Result<SymmetricKey, SecretProblem> {
+    public static func key(fromSecret secret: String) -> Result<SymmetricKey, SecretProblem> {
         var encoded = secret.hasPrefix("whsec_") ? String(secret.dropFirst("whsec_".count)) : secret
         // Accept the base64 without its trailing padding, as some dashboards copy it.
         if encoded.count % 4 != 0 { encoded += String(repeating: "=", count: 4 - encoded.count % 4) }
@@ -55,14 +55,15 @@ struct SvixSignatureVerifier: Sendable {
         return .success(SymmetricKey(data: bytes))
     }
 
-    struct SecretProblem: Error {
-        var reason: String
+    public struct SecretProblem: Error {
+        public var reason: String
     }
 
     /// - Parameters:
     ///   - header: the value of a request header by (lower-case) name, or nil.
-    ///   - now: the current Unix time in seconds.
-    func verify(header: (String) -> String?, body: [UInt8], now: Int) throws(WebhookRejection) -> Verified {
+    ///   - now: the current Unix time in seconds; nil checks the signature only (a stored delivery, verified
+    ///     again long after it arrived).
+    public func verify(header: (String) -> String?, body: [UInt8], now: Int?) throws(WebhookRejection) -> Verified {
         let names =
             header(HeaderNames.svix.id) == nil && header(HeaderNames.standard.id) != nil ? .standard : HeaderNames.svix
         guard let id = header(names.id), !id.isEmpty else { throw .badSignature("missing \(names.id) header") }
@@ -89,6 +90,10 @@ struct SvixSignatureVerifier: Sendable {
         guard SignatureMatch.any(keys: keys, signed: signed, body: body, candidates: candidates) else {
             throw .badSignature("no v1 signature matches a configured CLERK_WEBHOOK_SECRET")
         }
+        let verified = Verified(
+            messageID: id,
+            headers: [(names.id, id), (names.timestamp, timestamp), (names.signature, signature)])
+        guard let now else { return verified }
         // A signed but absurd timestamp (Int.min) must not trap: an overflowing age is out of range.
         let (age, overflow) = now.subtractingReportingOverflow(seconds)
         guard !overflow, age.magnitude <= UInt(Self.toleranceSeconds) else {
@@ -99,8 +104,6 @@ struct SvixSignatureVerifier: Sendable {
                         ? "signature timestamp is \(age) s old, more than \(Self.toleranceSeconds) s"
                         : "signature timestamp is \(-age) s ahead, more than \(Self.toleranceSeconds) s")
         }
-        return Verified(
-            messageID: id,
-            headers: [(names.id, id), (names.timestamp, timestamp), (names.signature, signature)])
+        return verified
     }
 }
