@@ -217,18 +217,6 @@ extension JobQueue {
             context: "pruning old dead letters")
         return try rows.single().decode(Int.self, at: 0)
     }
-
-    /// Deletes up to `batchSize` job results (`sluice.job_results`) older than `seconds`; returns how many.
-    public func pruneJobResults(
-        olderThan seconds: Double = 7 * 86_400, batchSize: Int = 1000, on connection: PostgresConnection
-    )
-        throws(PostgresError) -> Int
-    {
-        let rows = try connection.query(
-            "SELECT sluice.prune_job_results(make_interval(secs => $1), $2)", [seconds, batchSize],
-            context: "pruning old job results")
-        return try rows.single().decode(Int.self, at: 0)
-    }
 }
 
 extension JobQueue {

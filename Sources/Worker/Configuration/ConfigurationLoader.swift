@@ -91,10 +91,8 @@ struct ConfigurationLoader {
             databaseURL: try databaseURL(flags.databaseURL),
             listen: try listenAddress("SLUICE_LISTEN", flags.listen, default: "127.0.0.1:8080"),
             webhookSecrets: WebhookSecrets(
-                stripe: try stripeSecrets(
-                    WebhookSource.stripe.secretVariable, try secret(WebhookSource.stripe.secretVariable)),
-                clerk: try clerkKeys(WebhookSource.clerk.secretVariable, try secret(WebhookSource.clerk.secretVariable))
-            ),
+                stripe: try stripeSecrets(WebhookSource.stripe.secretVariable),
+                clerk: try clerkKeys(WebhookSource.clerk.secretVariable)),
             stripeMode: try stripeMode("STRIPE_MODE", flags.stripeMode),
             stripe: StripeSettings(
                 apiKey: try secret("STRIPE_API_KEY"),
@@ -248,13 +246,14 @@ struct ConfigurationLoader {
 
     /// Comma-separated secrets, so one can be rotated while the other still signs. Problems name the
     /// variable and the position, never the secret.
-    private func secrets(_ variable: String, _ flag: String?) -> [String] {
-        guard let text = value(variable, flag) else { return [] }
+    /// A comma-separated list of secrets (old and new while one is rolled), from ``secret(_:)``.
+    private func secrets(_ variable: String) throws(ConfigurationError) -> [String] {
+        guard let text = try secret(variable) else { return [] }
         return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
-    private func stripeSecrets(_ variable: String, _ flag: String?) throws(ConfigurationError) -> [String] {
-        let secrets = secrets(variable, flag)
+    private func stripeSecrets(_ variable: String) throws(ConfigurationError) -> [String] {
+        let secrets = try secrets(variable)
         for (index, secret) in secrets.enumerated() where !secret.hasPrefix("whsec_") || secret.count < 10 {
             throw ConfigurationError(
                 variable: variable,
@@ -264,8 +263,8 @@ struct ConfigurationLoader {
         return secrets
     }
 
-    private func clerkKeys(_ variable: String, _ flag: String?) throws(ConfigurationError) -> [SymmetricKey] {
-        let secrets = secrets(variable, flag)
+    private func clerkKeys(_ variable: String) throws(ConfigurationError) -> [SymmetricKey] {
+        let secrets = try secrets(variable)
         var keys: [SymmetricKey] = []
         for (index, secret) in secrets.enumerated() {
             switch SvixSignatureVerifier.key(fromSecret: secret) {

@@ -200,5 +200,4 @@ final class PoolMaintenance: Sendable {
         }
         return backlog
     }
-
 }
