@@ -82,6 +82,11 @@ let package = Package(
         ),
         .target(
             name: "TestKit",
+            dependencies: [
+                "PGQueue",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Tests/TestKit"
         ),
         .testTarget(
@@ -89,8 +94,19 @@ let package = Package(
             dependencies: ["PGQueue", "TestKit"]
         ),
         .testTarget(
+            name: "JobsTests",
+            dependencies: [
+                "Jobs",
+                "PGQueue",
+                "TestKit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .testTarget(
             name: "WorkerTests",
             dependencies: [
+                "Worker",
                 "PGQueue",
                 "TestKit",
                 "Jobs",

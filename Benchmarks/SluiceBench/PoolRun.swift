@@ -1,5 +1,6 @@
 import Foundation
 import PGQueue
+import TestKit
 
 /// Runs the real `sluice work` binary against the benchmark database.
 enum PoolRun {
@@ -19,14 +20,16 @@ enum PoolRun {
 
     static func burnDown(binary: String, databaseURL: String, on connection: PostgresConnection) throws -> BurnDown {
         let start = ContinuousClock.now
-        let pid = try ChildProcess.spawn(binary, ["work"], environment: workEnvironment(databaseURL))
-        defer { ChildProcess.stop(pid) }
+        let worker = try ChildProcess(
+            path: binary, arguments: ["work"],
+            environment: ChildProcess.inheriting(workEnvironment(databaseURL)), outputPath: nil)
+        defer { worker.stop() }
         let empty = PreparedStatement(name: "bench_empty", sql: "SELECT NOT EXISTS (SELECT 1 FROM sluice.jobs)")
         while try !connection.execute(empty, context: "checking for jobs").single().decode(Bool.self, at: 0) {
             usleep(5_000)
         }
         let seconds = (ContinuousClock.now - start).seconds
-        return BurnDown(seconds: seconds, peakRSSKiB: ChildProcess.peakRSSKiB(pid))
+        return BurnDown(seconds: seconds, peakRSSKiB: worker.peakRSSKiB)
     }
 
     /// With `sluice work` idle, enqueues one `sluice.test.mark` job at a time, 20 ms apart, and returns
@@ -43,8 +46,10 @@ enum PoolRun {
                 TRUNCATE sluice_test.marks;
                 """,
             context: "creating the marks table")
-        let pid = try ChildProcess.spawn(binary, ["work"], environment: workEnvironment(databaseURL))
-        defer { ChildProcess.stop(pid) }
+        let worker = try ChildProcess(
+            path: binary, arguments: ["work"],
+            environment: ChildProcess.inheriting(workEnvironment(databaseURL)), outputPath: nil)
+        defer { worker.stop() }
         Thread.sleep(forTimeInterval: 1)
         let queue = JobQueue()
         for _ in 0..<samples {

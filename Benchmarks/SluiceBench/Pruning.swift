@@ -1,5 +1,6 @@
 import Foundation
 import PGQueue
+import TestKit
 
 /// `make bench BENCH=prune`: a million expired rows in each of two tables, pruned by the housekeeping of a
 /// `sluice work` that drains a full queue at the same time. The ceiling is the same burn-down with nothing
@@ -36,10 +37,12 @@ enum Pruning {
         let remaining = try leftOver(on: connection)
         var pruneSeconds = (ContinuousClock.now - start).seconds
         if remaining > 0 {
-            let pid = try ChildProcess.spawn(
-                binary, ["work"],
-                environment: ["DATABASE_URL": databaseURL, "SLUICE_ADMIN_LISTEN": "off", "SLUICE_LOG_LEVEL": "warning"])
-            defer { ChildProcess.stop(pid) }
+            let worker = try ChildProcess(
+                path: binary, arguments: ["work"],
+                environment: ChildProcess.inheriting([
+                    "DATABASE_URL": databaseURL, "SLUICE_ADMIN_LISTEN": "off", "SLUICE_LOG_LEVEL": "warning",
+                ]), outputPath: nil)
+            defer { worker.stop() }
             let deadline = ContinuousClock.now + .seconds(600)
             while try leftOver(on: connection) > 0, ContinuousClock.now < deadline { usleep(100_000) }
             pruneSeconds = (ContinuousClock.now - start).seconds

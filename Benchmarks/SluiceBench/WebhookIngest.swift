@@ -38,16 +38,16 @@ enum WebhookIngest {
 
         let logPath = folder + "/receiver.log"
         let port = try freePort()
-        let receiver = try ChildProcess.spawn(
-            binary, ["receive"],
-            environment: [
+        let receiver = try ChildProcess(
+            path: binary, arguments: ["receive"],
+            environment: ChildProcess.inheriting([
                 "DATABASE_URL": database.url, "SLUICE_LISTEN": "127.0.0.1:\(port)", "SLUICE_ADMIN_LISTEN": "off",
                 "STRIPE_WEBHOOK_SECRET": secret,
                 "SLUICE_LOG_LEVEL": ProcessInfo.processInfo.environment["SLUICE_LOG_LEVEL"] ?? "info",
-            ],
+            ]),
             outputPath: logPath)
         var stopped = false
-        defer { if !stopped { ChildProcess.stop(receiver) } }
+        defer { if !stopped { receiver.stop() } }
         try waitUntilListening(port: port, logPath: logPath)
 
         let threads = 2
@@ -62,8 +62,8 @@ enum WebhookIngest {
         guard wrk.status == 0 else {
             throw BenchFailure("wrk failed (is it installed? make bench installs it):\n\(wrk.output)")
         }
-        let peakRSS = ChildProcess.peakRSSKiB(receiver)
-        ChildProcess.stop(receiver)
+        let peakRSS = receiver.peakRSSKiB
+        receiver.stop()
         stopped = true
         let report = try WrkReport(wrk.output)
         let jobs = try connection.query(

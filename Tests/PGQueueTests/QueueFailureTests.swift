@@ -1,5 +1,6 @@
 import Foundation
 import PGQueue
+import TestKit
 import Testing
 
 @Suite("failures, retries and dead letters")

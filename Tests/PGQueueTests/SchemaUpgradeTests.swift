@@ -1,12 +1,13 @@
 import Foundation
 import PGQueue
+import TestKit
 import Testing
 
 /// Every schema.sql that was ever committed, frozen in Tests/Fixtures/schemas, upgrades in place to the
 /// current one: the same catalog as a fresh install, and every row still there.
 @Suite("schema upgrades")
 struct SchemaUpgradeTests {
-    static let folder = TestSchema.root.appendingPathComponent("Tests/Fixtures/schemas")
+    static let folder = Repository.url("Tests/Fixtures/schemas")
 
     /// Every frozen schema but the newest, which is schema.sql itself.
     static let pastSchemas: [String] = {

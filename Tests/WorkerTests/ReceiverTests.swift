@@ -8,17 +8,12 @@ import Testing
 /// and Svix's published algorithms independently of the receiver's code.
 @Suite("webhook receiver", .serialized)
 struct ReceiverTests {
-    static let stripeFixtures = [
-        "checkout_session_completed", "customer_deleted", "customer_updated", "invoice_finalized", "invoice_paid",
-        "price_created", "product_created", "subscription_created", "subscription_deleted", "subscription_updated",
-    ]
-
     @Test("genuine Stripe deliveries of every fixture are accepted once each and kept byte for byte")
     func stripeAccepted() throws {
         let receiver = try ReceiverUnderTest()
         // Some fixtures share an event id (customer_deleted and customer_updated): the first one wins.
         var firstBodyOfEvent: [String: [UInt8]] = [:]
-        for name in Self.stripeFixtures {
+        for name in WebhookSigning.stripeFixtures {
             let body = try WebhookSigning.fixture("stripe/events/\(name).json")
             let event = try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
             let id = try #require(event?["id"] as? String)
@@ -50,7 +45,7 @@ struct ReceiverTests {
         #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="accepted"}"#) == accepted)
         #expect(
             try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="duplicate"}"#)
-                == 2 * Self.stripeFixtures.count - accepted)
+                == 2 * WebhookSigning.stripeFixtures.count - accepted)
     }
 
     @Test("twenty concurrent deliveries of one event make one job; a verified unknown type is accepted")
@@ -409,20 +404,5 @@ struct ReceiverTests {
             ["receive"], databaseURL: receiver.cluster.url, environment: ["STRIPE_WEBHOOK_SECRET": "sk_live_oops"])
         #expect(stripe.waitForExit(timeout: 10) == 78)
         #expect(stripe.log.contains("STRIPE_WEBHOOK_SECRET") && !stripe.log.contains("sk_live_oops"))
-    }
-}
-
-/// SplitMix64: a reproducible stream of random values, so a failing round can be replayed.
-struct SeededGenerator: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
     }
 }

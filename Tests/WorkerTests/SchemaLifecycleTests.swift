@@ -14,7 +14,7 @@ struct SchemaLifecycleTests {
     @Test("the embedded schema is schema.sql")
     func embeddedMatchesFile() throws {
         let file = try String(
-            contentsOf: Cluster.repositoryRoot.appendingPathComponent("schema.sql"), encoding: .utf8)
+            contentsOf: Repository.url("schema.sql"), encoding: .utf8)
         #expect(SluiceSchema.script.sql == file)
     }
 
@@ -22,42 +22,42 @@ struct SchemaLifecycleTests {
         "a rolling deploy: a newer schema that still serves this release keeps it claiming; one that does not stops it, once, with /readyz naming both versions"
     )
     func rollingDeploy() async throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         let build = SluiceSchema.version
-        let worker = try SluiceProcess(databaseURL: cluster.url, environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0"])
+        let worker = try SluiceProcess(databaseURL: database.url, environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0"])
         let port = try #require(
             eventually(timeout: 20) { worker.listeningPort("Admin server") != nil }
                 ? worker.listeningPort("Admin server") : nil, "\(worker.log)")
         let queue = JobQueue()
 
         // The next release migrated: one version ahead, still serving this one.
-        try cluster.connect().query(
+        try database.connect().query(
             "UPDATE sluice.schema_version SET version = $1, serves_from = $2", [build + 1, build], context: "newer")
-        _ = try queue.enqueue(NewJob(kind: "sluice.noop"), on: cluster.connect())
+        _ = try queue.enqueue(NewJob(kind: "sluice.noop"), on: database.connect())
         #expect(
-            eventually(timeout: 15) { (try? cluster.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
+            eventually(timeout: 15) { (try? database.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
         let served = try await ServiceTests.get("http://127.0.0.1:\(port)/readyz")
         #expect(served.status == 200, "\(served.body)")
         #expect(served.body.contains("still serves"), "\(served.body)")
 
         // A later release removed what this one uses: it stops claiming, says so once, and is not ready.
-        try cluster.connect().query(
+        try database.connect().query(
             "UPDATE sluice.schema_version SET version = $1, serves_from = $1", [build + 1],
             context: "newer, not serving")
         #expect(eventually(timeout: 15) { worker.log.contains("Schema does not serve this release") }, "\(worker.log)")
-        let id = try queue.enqueue(NewJob(kind: "sluice.noop"), on: cluster.connect())
+        let id = try queue.enqueue(NewJob(kind: "sluice.noop"), on: database.connect())
         try await Task.sleep(for: .seconds(3))
-        #expect(try cluster.count("SELECT count(*) FROM sluice.jobs WHERE id = $1 AND attempt = 0", [id]) == 1)
+        #expect(try database.count("SELECT count(*) FROM sluice.jobs WHERE id = $1 AND attempt = 0", [id]) == 1)
         let stale = try await ServiceTests.get("http://127.0.0.1:\(port)/readyz")
         #expect(stale.status == 503)
         #expect(stale.body.contains("version \(build + 1)") && stale.body.contains("\(build)"), "\(stale.body)")
         #expect(worker.log.components(separatedBy: "Schema does not serve this release").count == 2, "\(worker.log)")
 
         // Back to a schema that serves it: it claims again.
-        try cluster.connect().query(
+        try database.connect().query(
             "UPDATE sluice.schema_version SET version = $1, serves_from = $2", [build, build - 1], context: "current")
         #expect(
-            eventually(timeout: 15) { (try? cluster.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
+            eventually(timeout: 15) { (try? database.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
         #expect(worker.log.contains("Schema serves this release again"))
         worker.signal(SIGTERM)
         #expect(worker.waitForExit(timeout: 10) == 0)
@@ -65,34 +65,34 @@ struct SchemaLifecycleTests {
 
     @Test("sluice migrate --check exits 1 while an upgrade is due and 0 once current; --dry-run applies nothing")
     func migrateCommand() throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         try connection.run(script: "DROP SCHEMA sluice CASCADE; DROP SCHEMA billing CASCADE", context: "start empty")
-        let past = Cluster.repositoryRoot.appendingPathComponent("Tests/Fixtures/schemas/13-v2-835d844.sql")
+        let past = Repository.url("Tests/Fixtures/schemas/13-v2-835d844.sql")
         try connection.run(script: String(contentsOf: past, encoding: .utf8), context: "a version 2 database")
 
-        let check = try SluiceProcess(["migrate", "--check"], databaseURL: cluster.url)
+        let check = try SluiceProcess(["migrate", "--check"], databaseURL: database.url)
         #expect(check.waitForExit(timeout: 30) == 1, "\(check.log)")
         #expect(
             check.log.contains("database: version 2; this release: version \(SluiceSchema.version)"), "\(check.log)")
 
-        let dryRun = try SluiceProcess(["migrate", "--dry-run"], databaseURL: cluster.url)
+        let dryRun = try SluiceProcess(["migrate", "--dry-run"], databaseURL: database.url)
         #expect(dryRun.waitForExit(timeout: 30) == 0, "\(dryRun.log)")
         #expect(dryRun.log.contains("add column sluice.schema_version.serves_from integer"), "\(dryRun.log)")
         #expect(try InstalledSchema.read(on: connection)?.version == 2)
 
-        let migrate = try SluiceProcess(["migrate"], databaseURL: cluster.url)
+        let migrate = try SluiceProcess(["migrate"], databaseURL: database.url)
         #expect(migrate.waitForExit(timeout: 30) == 0, "\(migrate.log)")
         #expect(migrate.log.contains("schema upgraded from version 2 to \(SluiceSchema.version)"), "\(migrate.log)")
 
-        let again = try SluiceProcess(["migrate", "--check"], databaseURL: cluster.url)
+        let again = try SluiceProcess(["migrate", "--check"], databaseURL: database.url)
         #expect(again.waitForExit(timeout: 30) == 0, "\(again.log)")
     }
 
     @Test("housekeeping prunes expired rows in batches while workers keep completing jobs, and counts them")
     func pruning() async throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         try connection.run(
             script: """
                 INSERT INTO sluice.dead_letters (id, queue, kind, payload, attempt, max_attempts, reason, created_at, died_at)
@@ -109,16 +109,16 @@ struct SchemaLifecycleTests {
         let queue = JobQueue()
         _ = try queue.enqueue((0..<200).map { _ in NewJob(kind: "sluice.noop") }, on: connection)
         let worker = try SluiceProcess(
-            databaseURL: cluster.url, environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0"])
+            databaseURL: database.url, environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0"])
         #expect(
             eventually(timeout: 30) {
-                (try? cluster.count("SELECT count(*) FROM sluice.dead_letters")) == 1
-                    && (try? cluster.count("SELECT count(*) FROM billing.processed_events")) == 1
+                (try? database.count("SELECT count(*) FROM sluice.dead_letters")) == 1
+                    && (try? database.count("SELECT count(*) FROM billing.processed_events")) == 1
             }, "\(worker.log)")
         #expect(
-            eventually(timeout: 15) { (try? cluster.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
+            eventually(timeout: 15) { (try? database.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
         // The audit log is kept by default.
-        #expect(try cluster.count("SELECT count(*) FROM billing.audit_log") == 1)
+        #expect(try database.count("SELECT count(*) FROM billing.audit_log") == 1)
         #expect(
             worker.log.contains("sluice.dead_letters.pruned=2500") || worker.log.contains("sluice.dead_letters.pruned"),
             "\(worker.log)")

@@ -15,15 +15,15 @@ struct ServiceTests {
         "READY=1 on NOTIFY_SOCKET once serving, /healthz, /readyz and /metrics on the admin port, STOPPING=1 and exit 0 on SIGTERM"
     )
     func readinessAndAdmin() async throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         let socket = try NotifySocket()
         let worker = try SluiceProcess(
-            databaseURL: cluster.url,
+            databaseURL: database.url,
             environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0", "NOTIFY_SOCKET": socket.path])
         #expect(socket.waitFor("READY=1", timeout: 20), "\(worker.log)")
         let port = try #require(worker.listeningPort("Admin server"), "\(worker.log)")
-        _ = try JobQueue().enqueue(NewJob(kind: "sluice.noop"), on: cluster.connect())
-        #expect(eventually(timeout: 10) { (try? cluster.count("SELECT count(*) FROM sluice.jobs")) == 0 })
+        _ = try JobQueue().enqueue(NewJob(kind: "sluice.noop"), on: database.connect())
+        #expect(eventually(timeout: 10) { (try? database.count("SELECT count(*) FROM sluice.jobs")) == 0 })
 
         let health = try await Self.get("http://127.0.0.1:\(port)/healthz")
         #expect(health.status == 200)
@@ -36,7 +36,7 @@ struct ServiceTests {
         #expect(metrics.body.contains("sluice_job_duration_seconds_bucket"))
 
         // An old schema makes the process unready, and says what to do.
-        try cluster.connect().query("UPDATE sluice.schema_version SET version = 0", context: "pretend old")
+        try database.connect().query("UPDATE sluice.schema_version SET version = 0", context: "pretend old")
         let stale = try await Self.get("http://127.0.0.1:\(port)/readyz")
         #expect(stale.status == 503)
         #expect(stale.body.contains("sluice migrate"))
@@ -63,10 +63,10 @@ struct ServiceTests {
 
     @Test("WATCHDOG=1 pings at half the watchdog interval while the pool runs")
     func watchdogPings() throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         let socket = try NotifySocket()
         let worker = try SluiceProcess(
-            databaseURL: cluster.url, environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "1000000"])
+            databaseURL: database.url, environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "1000000"])
         #expect(eventually(timeout: 20) { socket.received.filter { $0 == "WATCHDOG=1" }.count >= 3 }, "\(worker.log)")
         worker.signal(SIGTERM)
         #expect(worker.waitForExit(timeout: 10) == 0)
@@ -74,13 +74,14 @@ struct ServiceTests {
 
     @Test("a second SIGTERM stops at once without waiting for running jobs; their leases are left to expire")
     func secondSignal() throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         let worker = try SluiceProcess(
-            databaseURL: cluster.url, environment: ["SLUICE_SHUTDOWN_SECONDS": "25", "SLUICE_LEASE_SECONDS": "30"])
-        _ = try JobQueue().enqueue(NewJob(kind: "sluice.noop", payload: #"{"sleep_ms": 20000}"#), on: cluster.connect())
+            databaseURL: database.url, environment: ["SLUICE_SHUTDOWN_SECONDS": "25", "SLUICE_LEASE_SECONDS": "30"])
+        _ = try JobQueue().enqueue(
+            NewJob(kind: "sluice.noop", payload: #"{"sleep_ms": 20000}"#), on: database.connect())
         #expect(
             eventually(timeout: 10) {
-                (try? cluster.count("SELECT count(*) FROM sluice.jobs WHERE state = 'running'")) == 1
+                (try? database.count("SELECT count(*) FROM sluice.jobs WHERE state = 'running'")) == 1
             })
         worker.signal(SIGTERM)
         #expect(eventually(timeout: 5) { worker.log.contains("Stopping gracefully") })
@@ -88,7 +89,7 @@ struct ServiceTests {
         worker.signal(SIGTERM)
         #expect(worker.waitForExit(timeout: 10) == 1)
         #expect(Date().timeIntervalSince(signalled) < 5)
-        #expect(try cluster.count("SELECT count(*) FROM sluice.jobs WHERE state = 'running'") == 1)
+        #expect(try database.count("SELECT count(*) FROM sluice.jobs WHERE state = 'running'") == 1)
     }
 
     static func get(_ url: String) async throws -> (status: Int, body: String) {

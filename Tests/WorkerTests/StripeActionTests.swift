@@ -11,8 +11,7 @@ struct StripeActionTests {
 
     /// A database with user_1 linked to cus_1 and subscribed (sub_1, price_basic), and a fake Stripe.
     func setUp(_ name: String) async throws -> (BillingRun, FakeStripe, [String: String]) {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: name)
+        let run = try BillingRun()
         let connection = try run.connect()
         for delivery in events.lifecycle.prefix(9) { try BillingEvents.apply(delivery, on: connection) }
         let stripe = try FakeStripe()
@@ -32,8 +31,7 @@ struct StripeActionTests {
             "stripe.change_plan",
             #"{"user_id": "user_1", "price": "price_team", "proration_behavior": "always_invoice"}"#, on: run)
         let enqueued = try #require(
-            try BillingTests.value(
-                run.connect(),
+            try run.connect().firstValue(
                 "SELECT (extract(epoch FROM created_at) * 1000000)::bigint::text FROM sluice.jobs WHERE id = \(id)"))
         try run.process([], environment: environment)
         let requests = stripe.received
@@ -52,11 +50,10 @@ struct StripeActionTests {
         #expect(post.headers["idempotency-key"] == "sluice-\(id)-\(enqueued)-stripe.change_plan-update")
         let connection = try run.connect()
         #expect(
-            try BillingTests.value(
-                connection, "SELECT price_id || ' ' || plan FROM billing.subscriptions WHERE id = 'sub_1'")
+            try connection.firstValue("SELECT price_id || ' ' || plan FROM billing.subscriptions WHERE id = 'sub_1'")
                 == "price_team team")
         #expect(
-            try BillingTests.value(connection, "SELECT sluice.job_result(\(id)) -> 'subscription' ->> 'price'")
+            try connection.firstValue("SELECT sluice.job_result(\(id)) -> 'subscription' ->> 'price'")
                 == "price_team")
     }
 
@@ -85,8 +82,8 @@ struct StripeActionTests {
         #expect(gets.count == 2)
         if gets.count == 2 { #expect(gets[1].at.timeIntervalSince(gets[0].at) >= 0.9) }
         let connection = try run.connect()
-        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM sluice.dead_letters") == "0")
-        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM sluice.job_results") == "2")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM sluice.dead_letters") == "0")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM sluice.job_results") == "2")
     }
 
     @Test("402 and 400 answers end in the dead letters with Stripe's message")
@@ -155,7 +152,7 @@ struct StripeActionTests {
         #expect(!stripe.received.contains { $0.path.contains("discount") })
         let connection = try run.connect()
         #expect(
-            try BillingTests.value(connection, "SELECT count(*)::text FROM sluice.job_results WHERE job_id = \(resume)")
+            try connection.firstValue("SELECT count(*)::text FROM sluice.job_results WHERE job_id = \(resume)")
                 == "1")
         let dead = try connection.query(
             "SELECT kind || ' ' || attempt || ': ' || (errors -> -1 ->> 'error') FROM sluice.dead_letters ORDER BY kind",
@@ -183,7 +180,7 @@ struct StripeActionTests {
         let session = try #require(stripe.received.first { $0.path == "/v1/checkout/sessions" })
         #expect(session.form["customer"] == nil)
         #expect(session.form["client_reference_id"] == "user_1")
-        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM sluice.dead_letters") == "0")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM sluice.dead_letters") == "0")
 
         // Stripe made cus_2 at checkout: the session's completion links it, and cus_1 stays as history.
         try BillingEvents.apply(
@@ -192,18 +189,15 @@ struct StripeActionTests {
                 ["id": "cs_2", "object": "checkout.session", "customer": "cus_2", "client_reference_id": "user_1"]),
             on: connection)
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT customer_id FROM billing.customer_links WHERE user_id = 'user_1' AND unlinked_at IS NULL")
                 == "cus_2")
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT (unlinked_at IS NOT NULL)::text FROM billing.customer_links WHERE customer_id = 'cus_1'")
                 == "true")
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT count(*)::text FROM billing.audit_log WHERE action = 'unlinked' AND entity_id = 'cus_1'")
                 == "1")
     }
@@ -220,7 +214,7 @@ struct StripeActionTests {
         #expect(
             eventually(timeout: 10) { (try? listener.pollNotifications())?.contains { $0.payload == "\(id)" } == true })
         #expect(
-            try BillingTests.value(listener, "SELECT sluice.job_result(\(id)) ->> 'url'")
+            try listener.firstValue("SELECT sluice.job_result(\(id)) ->> 'url'")
                 == "https://billing.stripe.com/p/session/test_cus_1")
         #expect(stripe.received.count == 1)
     }
@@ -240,18 +234,18 @@ struct StripeActionTests {
         #expect(session.form["line_items[0][price]"] == "price_pro")
         let connection = try run.connect()
         #expect(
-            try BillingTests.value(connection, "SELECT sluice.job_result(\(checkout)) ->> 'url'")
+            try connection.firstValue("SELECT sluice.job_result(\(checkout)) ->> 'url'")
                 == "https://checkout.stripe.com/c/pay/cs_test")
         #expect(
-            try BillingTests.value(
-                connection, "SELECT cancel_at_period_end::text FROM billing.subscriptions WHERE id = 'sub_1'") == "true"
+            try connection.firstValue("SELECT cancel_at_period_end::text FROM billing.subscriptions WHERE id = 'sub_1'")
+                == "true"
         )
 
         _ = try enqueue("stripe.cancel_subscription", #"{"subscription_id": "sub_1", "at": "now"}"#, on: run)
         try run.process([], environment: environment)
         #expect(stripe.received.last.map { "\($0.method) \($0.path)" } == "DELETE /v1/subscriptions/sub_1")
         #expect(
-            try BillingTests.value(connection, "SELECT status FROM billing.subscriptions WHERE id = 'sub_1'")
+            try connection.firstValue("SELECT status FROM billing.subscriptions WHERE id = 'sub_1'")
                 == "canceled")
     }
 }

@@ -14,8 +14,7 @@ struct StripeSyncTests {
 
     @Test("reconciliation enqueues exactly the events that neither a webhook nor an earlier run brought")
     func reconcile() async throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "reconcile")
+        let run = try BillingRun()
         let connection = try run.connect()
         let stripe = try FakeStripe()
         let lifecycle = events.lifecycle
@@ -32,19 +31,18 @@ struct StripeSyncTests {
         let id = try JobQueue().enqueue(NewJob(kind: "stripe.reconcile", queue: "webhooks"), on: connection)
         try run.process(
             [], environment: ["STRIPE_API_BASE": stripe.url, "STRIPE_API_KEY": "sk_test_x", "SLUICE_PERIODIC": "off"])
-        #expect(try BillingTests.value(connection, "SELECT sluice.job_result(\(id)) ->> 'enqueued'") == "1")
-        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM billing.processed_events") == "3")
-        #expect(try BillingTests.value(connection, "SELECT status FROM billing.subscriptions") == "active")
+        #expect(try connection.firstValue("SELECT sluice.job_result(\(id)) ->> 'enqueued'") == "1")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.processed_events") == "3")
+        #expect(try connection.firstValue("SELECT status FROM billing.subscriptions") == "active")
         #expect(
-            try BillingTests.value(connection, "SELECT value FROM billing.settings WHERE key = 'stripe_events_cursor'")
+            try connection.firstValue("SELECT value FROM billing.settings WHERE key = 'stripe_events_cursor'")
                 != nil)
         #expect(stripe.received.first?.form["limit"] == "100")
     }
 
     @Test("usage reported twice is billed once: one meter event per use, identified by its key")
     func meteredUsage() async throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "metered")
+        let run = try BillingRun()
         let connection = try run.connect()
         for delivery in events.lifecycle.prefix(7) { try BillingEvents.apply(delivery, on: connection) }
         try connection.run(
@@ -63,8 +61,7 @@ struct StripeSyncTests {
         try JobQueue().enqueue(NewJob(kind: "stripe.report_usage", queue: "webhooks"), on: connection)
         try run.process([], environment: environment)
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT idempotency_key || ': ' || report_error FROM billing.usage_events WHERE report_error IS NOT NULL"
             )?
             .hasSuffix("No such meter.") == true)
@@ -81,14 +78,13 @@ struct StripeSyncTests {
                 $0.form["payload[stripe_customer_id]"] == "cus_1" && $0.form["event_name"] == "llm_tokens"
             })
         #expect(
-            try BillingTests.value(
-                connection, "SELECT count(*)::text FROM billing.usage_events WHERE reported_at IS NULL") == "0")
+            try connection.firstValue("SELECT count(*)::text FROM billing.usage_events WHERE reported_at IS NULL")
+                == "0")
     }
 
     @Test("resync refetches a customer's subscriptions and open invoices and applies them")
     func resync() async throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "resync")
+        let run = try BillingRun()
         let connection = try run.connect()
         let stripe = try FakeStripe()
         let subscription = events.subscription(
@@ -120,31 +116,31 @@ struct StripeSyncTests {
         try run.process(
             [], environment: ["STRIPE_API_BASE": stripe.url, "STRIPE_API_KEY": "sk_test_x", "SLUICE_PERIODIC": "off"])
         #expect(
-            try BillingTests.value(connection, "SELECT sluice.job_result(\(id))::text")
+            try connection.firstValue("SELECT sluice.job_result(\(id))::text")
                 == #"{"invoices": 1, "customers": 1, "subscriptions": 1}"#)
         #expect(
-            try BillingTests.value(connection, "SELECT status || ' ' || plan FROM billing.subscriptions")
+            try connection.firstValue("SELECT status || ' ' || plan FROM billing.subscriptions")
                 == "past_due pro")
         #expect(
-            try BillingTests.value(connection, "SELECT status || ' ' || attempt_count FROM billing.invoices")
+            try connection.firstValue("SELECT status || ' ' || attempt_count FROM billing.invoices")
                 == "open 2")
         #expect(stripe.received.first { $0.path == "/v1/subscriptions" }?.form["status"] == "all")
     }
 
     @Test("a periodic job runs once per slot with three worker processes running")
     func periodic() throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         let environment = ["SLUICE_PERIODIC": "sluice.test.mark@1s", "SLUICE_CONCURRENCY": "2"]
         let workers = try (0..<3).map { _ in
-            try SluiceProcess(["work"], databaseURL: cluster.url, environment: environment)
+            try SluiceProcess(["work"], databaseURL: database.url, environment: environment)
         }
         Thread.sleep(forTimeInterval: 6)
         for worker in workers { worker.signal(SIGTERM) }
         for worker in workers { _ = worker.waitForExit(timeout: 20) }
-        let slots = try cluster.count(
+        let slots = try database.count(
             "SELECT count(*) FROM sluice.unique_keys WHERE key LIKE 'periodic:sluice.test.mark:%'")
-        let marks = try cluster.count("SELECT count(*) FROM sluice_test.marks")
-        let distinct = try cluster.count("SELECT count(DISTINCT job_id) FROM sluice_test.marks")
+        let marks = try database.count("SELECT count(*) FROM sluice_test.marks")
+        let distinct = try database.count("SELECT count(DISTINCT job_id) FROM sluice_test.marks")
         #expect(slots >= 4, "\(workers.map(\.log).joined(separator: "\n---\n"))")
         #expect(marks == distinct)
         #expect(marks >= slots - 1 && marks <= slots)

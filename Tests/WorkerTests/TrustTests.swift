@@ -15,7 +15,7 @@ struct TrustTests {
             cluster = try Cluster()
             let connection = try cluster.connect()
             let roles = try String(
-                contentsOf: Cluster.repositoryRoot.appendingPathComponent("deploy/roles.sql"), encoding: .utf8)
+                contentsOf: Repository.url("deploy/roles.sql"), encoding: .utf8)
             try connection.run(script: roles, context: "applying deploy/roles.sql")
             for (login, group) in members {
                 try connection.run(script: "CREATE ROLE \(login) LOGIN IN ROLE \(group)", context: "a member role")
@@ -133,8 +133,8 @@ struct TrustTests {
 
     @Test("every PL/pgSQL function pins its search_path, so nothing in a caller's path can shadow what it calls")
     func searchPathsArePinned() throws {
-        let cluster = try Cluster()
-        let unpinned = try cluster.connect().query(
+        let database = try TestDatabase()
+        let unpinned = try database.connect().query(
             """
             SELECT n.nspname || '.' || p.proname FROM pg_proc p
             JOIN pg_namespace n ON n.oid = p.pronamespace JOIN pg_language l ON l.oid = p.prolang
@@ -150,7 +150,7 @@ struct TrustTests {
         let cluster = try Cluster()
         let admin = try cluster.connect()
         let roles = try String(
-            contentsOf: Cluster.repositoryRoot.appendingPathComponent("deploy/roles.sql"), encoding: .utf8)
+            contentsOf: Repository.url("deploy/roles.sql"), encoding: .utf8)
         try admin.run(script: roles, context: "the administrator's part")
         try admin.run(script: "CREATE ROLE sluice_owner LOGIN NOSUPERUSER", context: "an owner")
         try admin.run(script: "CREATE DATABASE owned OWNER sluice_owner", context: "its database")
@@ -189,8 +189,8 @@ struct UsageTrustTests {
         "an idempotency key reused for another user, feature or quantity is refused with SQLSTATE SL409, naming what differs"
     )
     func idempotencyKeysCannotBeBorrowed() throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         try connection.run(
             script:
                 "INSERT INTO billing.plan_limits (plan, feature, limit_per_period) VALUES ('free', 'img', NULL), ('free', 'api', NULL)",
@@ -208,18 +208,18 @@ struct UsageTrustTests {
             #expect(error?.message.contains("user_a") == false || user == "user_a", "the message names another user")
         }
         #expect(
-            try cluster.count(
+            try database.count(
                 "SELECT used::int FROM billing.usage_counters WHERE user_id = 'user_a' AND feature = 'img'") == 1)
     }
 
     @Test("without SLUICE_TEST_JOBS a sluice.noop sleeps at most a second")
     func noopSleepIsCapped() throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         _ = try JobQueue().enqueue(
-            NewJob(kind: "sluice.noop", payload: #"{"sleep_ms": 600000}"#), on: cluster.connect())
-        let worker = try SluiceProcess(databaseURL: cluster.url, environment: ["SLUICE_TEST_JOBS": "0"])
+            NewJob(kind: "sluice.noop", payload: #"{"sleep_ms": 600000}"#), on: database.connect())
+        let worker = try SluiceProcess(databaseURL: database.url, environment: ["SLUICE_TEST_JOBS": "0"])
         #expect(
-            eventually(timeout: 10) { (try? cluster.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
+            eventually(timeout: 10) { (try? database.count("SELECT count(*) FROM sluice.jobs")) == 0 }, "\(worker.log)")
         worker.signal(SIGTERM)
         #expect(worker.waitForExit(timeout: 10) == 0)
     }
@@ -236,13 +236,13 @@ struct FutureEventTests {
 
     @Test("an event dated in 2100 is not applied: its job snoozes, and dies after an hour naming the clock")
     func futureEventWaitsThenDies() async throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         let future = Self.stripeEvent(id: "evt_2100", created: 4_102_444_800)
         #expect(
             try connection.query("SELECT billing.apply_stripe_event($1::jsonb)", [future], context: "apply").single()
                 .decode(String.self, at: 0).hasPrefix("future:"))
-        #expect(try cluster.count("SELECT count(*) FROM billing.processed_events") == 0)
+        #expect(try database.count("SELECT count(*) FROM billing.processed_events") == 0)
 
         let queue = JobQueue()
         let id = try queue.enqueue(NewJob(kind: "stripe.event", payload: Self.stored(future)), on: connection)
@@ -250,18 +250,18 @@ struct FutureEventTests {
         let soon = Self.stripeEvent(id: "evt_soon", created: Int(Date().timeIntervalSince1970) + 240)
         _ = try queue.enqueue(NewJob(kind: "stripe.event", payload: Self.stored(soon)), on: connection)
         let worker = try SluiceProcess(
-            databaseURL: cluster.url,
+            databaseURL: database.url,
             environment: ["SLUICE_ADMIN_LISTEN": "127.0.0.1:0", "STRIPE_WEBHOOK_SECRET": WebhookSigning.stripeSecret])
         #expect(
             eventually(timeout: 20) {
-                (try? cluster.count(
+                (try? database.count(
                     "SELECT count(*) FROM sluice.jobs WHERE id = $1 AND run_at > now() + interval '50 minutes'", [id]))
                     == 1
             }, "\(worker.log)")
-        #expect(try cluster.count("SELECT count(*) FROM billing.processed_events WHERE event_id = 'evt_2100'") == 0)
+        #expect(try database.count("SELECT count(*) FROM billing.processed_events WHERE event_id = 'evt_2100'") == 0)
         #expect(
             eventually(timeout: 10) {
-                (try? cluster.count("SELECT count(*) FROM billing.processed_events WHERE event_id = 'evt_soon'")) == 1
+                (try? database.count("SELECT count(*) FROM billing.processed_events WHERE event_id = 'evt_soon'")) == 1
             })
         let port = try #require(worker.listeningPort("Admin server"))
         let metrics = try await ServiceTests.get("http://127.0.0.1:\(port)/metrics")
@@ -273,7 +273,7 @@ struct FutureEventTests {
         try connection.query(
             "UPDATE sluice.jobs SET created_at = now() - interval '61 minutes', run_at = now() WHERE id = $1", [id],
             context: "an hour passes")
-        #expect(eventually(timeout: 20) { (try? cluster.count("SELECT count(*) FROM sluice.dead_letters")) == 1 })
+        #expect(eventually(timeout: 20) { (try? database.count("SELECT count(*) FROM sluice.dead_letters")) == 1 })
         let reason = try connection.query(
             "SELECT reason, errors -> -1 ->> 'error' FROM sluice.dead_letters WHERE id = $1", [id], context: "why"
         ).single()
@@ -294,16 +294,16 @@ struct FutureEventTests {
 
     @Test("a Clerk event whose updated_at (milliseconds) is in the future waits too")
     func clerkFutureEvent() throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         let later = (Int(Date().timeIntervalSince1970) + 3600) * 1000
         let event = """
             {"type": "user.updated", "timestamp": \(later), "data": {"id": "user_f", "updated_at": \(later)}}
             """
-        let outcome = try cluster.connect().query(
+        let outcome = try database.connect().query(
             "SELECT billing.apply_clerk_event($1::jsonb, 'msg_f')", [event], context: "apply"
         ).single().decode(String.self, at: 0)
         #expect(outcome.hasPrefix("future:"))
-        #expect(try cluster.count("SELECT count(*) FROM billing.users") == 0)
+        #expect(try database.count("SELECT count(*) FROM billing.users") == 0)
     }
 }
 
@@ -337,8 +337,8 @@ struct SameSecondTieTests {
         "a transition (previous_attributes) and the state it left, in the same second, end in the transition's state in either order"
     )
     func transitionsWin() throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         try connection.run(
             script: "UPDATE billing.settings SET value = '100000 days' WHERE key = 'past_due_grace_period'",
             context: "a grace period that covers the test's dates")
@@ -382,8 +382,8 @@ struct SameSecondTieTests {
 
     @Test("without previous_attributes the later state in the lifecycle wins a tie in either order")
     func ranksDecide() throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         let rank: [String: Int] = [
             "incomplete": 1, "incomplete_expired": 3, "canceled": 3, "trialing": 2, "active": 2, "past_due": 2,
             "unpaid": 2, "paused": 2,
@@ -444,8 +444,8 @@ struct ErasureTests {
         "user.deleted erases the person everywhere for good: user, linked customer, audit log, waiting jobs, dead letters, results"
     )
     func erasureIsComplete() throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         try Self.apply(
             connection,
             Self.customer(
@@ -479,7 +479,7 @@ struct ErasureTests {
             #"{"type": "user.deleted", "timestamp": 1700000500000, "data": {"id": "user_e", "deleted": true}}"#,
             clerkID: "msg_2")
 
-        func count(_ sql: String) throws -> Int { try cluster.count(sql) }
+        func count(_ sql: String) throws -> Int { try database.count(sql) }
         #expect(try count("SELECT count(*) FROM billing.users WHERE email IS NOT NULL OR first_name IS NOT NULL") == 0)
         #expect(try count("SELECT count(*) FROM billing.customers WHERE email IS NOT NULL OR name IS NOT NULL") == 0)
         #expect(
@@ -511,8 +511,8 @@ struct ErasureTests {
 
     @Test("customer.deleted erases that customer's email and name, and its audit entries")
     func customerDeletion() throws {
-        let cluster = try Cluster()
-        let connection = try cluster.connect()
+        let database = try TestDatabase()
+        let connection = try database.connect()
         try Self.apply(
             connection,
             Self.customer(
@@ -522,10 +522,11 @@ struct ErasureTests {
             Self.customer(
                 "cus_d", type: "customer.deleted", created: 1_700_000_100, email: "bob@example.com", user: nil))
         #expect(
-            try cluster.count("SELECT count(*) FROM billing.customers WHERE email IS NOT NULL OR name IS NOT NULL") == 0
+            try database.count("SELECT count(*) FROM billing.customers WHERE email IS NOT NULL OR name IS NOT NULL")
+                == 0
         )
         #expect(
-            try cluster.count(
+            try database.count(
                 "SELECT count(*) FROM billing.audit_log WHERE (before::text || after::text) LIKE '%bob@%'") == 0)
     }
 }
@@ -542,8 +543,7 @@ struct ForgedEventTests {
         "a webhook event job changes billing only when its stored raw body and headers verify, or Sluice fetched it itself; forged ones die saying so"
     )
     func forgedEventsDie() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "forged")
+        let run = try BillingRun()
         let connection = try run.connect()
         let queue = JobQueue()
         let subscription = events.stripe(
@@ -594,11 +594,11 @@ struct ForgedEventTests {
             ["id": "cus_g", "object": "customer", "metadata": ["clerk_user_id": "user_g"]])
         try run.process([genuine])
 
-        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM billing.subscriptions") == "0")
-        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM billing.users") == "0")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.subscriptions") == "0")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.users") == "0")
         #expect(
-            try BillingTests.value(
-                connection, "SELECT string_agg(customer_id, ',' ORDER BY customer_id) FROM billing.customer_links")
+            try connection.firstValue(
+                "SELECT string_agg(customer_id, ',' ORDER BY customer_id) FROM billing.customer_links")
                 == "cus_f,cus_g")
         let reasons = try connection.query(
             "SELECT kind, reason, errors -> -1 ->> 'error' FROM sluice.dead_letters ORDER BY id", context: "dead"
@@ -614,20 +614,20 @@ struct ForgedEventTests {
 
     @Test("a worker without webhook secrets claims nothing from queue webhooks, says so once, and runs the rest")
     func noSecretsNoWebhooks() throws {
-        let cluster = try Cluster()
+        let database = try TestDatabase()
         let queue = JobQueue()
-        let connection = try cluster.connect()
+        let connection = try database.connect()
         let webhook = try queue.enqueue(
             NewJob(kind: "stripe.event", payload: #"{"event_id": "evt_x"}"#, queue: "webhooks"), on: connection)
         _ = try queue.enqueue(NewJob(kind: "sluice.noop"), on: connection)
         let worker = try SluiceProcess(
-            databaseURL: cluster.url, environment: ["STRIPE_WEBHOOK_SECRET": "", "CLERK_WEBHOOK_SECRET": ""])
+            databaseURL: database.url, environment: ["STRIPE_WEBHOOK_SECRET": "", "CLERK_WEBHOOK_SECRET": ""])
         #expect(
             eventually(timeout: 15) {
-                (try? cluster.count("SELECT count(*) FROM sluice.jobs WHERE queue = 'default'")) == 0
+                (try? database.count("SELECT count(*) FROM sluice.jobs WHERE queue = 'default'")) == 0
             })
         Thread.sleep(forTimeInterval: 2)
-        #expect(try cluster.count("SELECT count(*) FROM sluice.jobs WHERE id = $1 AND attempt = 0", [webhook]) == 1)
+        #expect(try database.count("SELECT count(*) FROM sluice.jobs WHERE id = $1 AND attempt = 0", [webhook]) == 1)
         #expect(worker.log.components(separatedBy: "Not claiming from a queue").count == 2, "\(worker.log)")
         worker.signal(SIGTERM)
         #expect(worker.waitForExit(timeout: 10) == 0)

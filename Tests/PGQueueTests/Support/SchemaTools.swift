@@ -1,5 +1,6 @@
 import Foundation
 import PGQueue
+import TestKit
 
 /// psql and pg_dump, run against a test database as an operator would.
 enum SchemaTools {

@@ -1,10 +1,12 @@
 import Foundation
 import Jobs
 import PGQueue
+import TestKit
 
-/// A PostgreSQL cluster of the test's own, started with scripts/postgres.sh, so that stopping or
+/// A PostgreSQL cluster of the test's own, for tests that stop or restart the server or create roles (which
+/// are cluster-wide); the rest use a ``TestDatabase``. Started with scripts/postgres.sh, so that stopping or
 /// restarting it disturbs no other test. Stopped and deleted when the value goes away.
-final class Cluster: Sendable {
+final class Cluster: DatabaseUnderTest {
     let directory: String
     let url: String
 
@@ -13,14 +15,7 @@ final class Cluster: Sendable {
         url = try Self.script(["start", directory]).trimmingCharacters(in: .whitespacesAndNewlines)
         let connection = try PostgresConnection(connectionString: url)
         try SluiceSchema.script.apply(on: connection)
-        try connection.run(
-            script: """
-                CREATE SCHEMA sluice_test;
-                CREATE TABLE sluice_test.marks (
-                    job_id bigint NOT NULL, attempt integer NOT NULL, enqueued_at timestamptz, started_at timestamptz
-                );
-                """,
-            context: "creating the marks table")
+        try connection.run(script: TestSchema.marksTable, context: "creating the marks table")
     }
 
     deinit {
@@ -42,26 +37,12 @@ final class Cluster: Sendable {
         _ = try Self.script(["resume", directory])
     }
 
-    func connect() throws -> PostgresConnection {
-        try PostgresConnection(connectionString: url)
-    }
-
-    /// Runs a query on a new connection and returns the first column of the first row as an integer.
-    func count(_ sql: String, _ bindings: [(any PostgresBindable)?] = []) throws -> Int {
-        let connection = try connect()
-        return try connection.query(sql, bindings, context: "counting").single().decode(Int.self, at: 0)
-    }
-
-    static let repositoryRoot = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-
     private static func script(_ arguments: [String]) throws -> String {
         let outputPath = NSTemporaryDirectory() + "sluice-script-\(UInt32.random(in: 0...UInt32.max)).out"
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
         let child = try ChildProcess(
             path: "/bin/bash",
-            arguments: [repositoryRoot.appendingPathComponent("scripts/postgres.sh").path] + arguments,
+            arguments: [Repository.url("scripts/postgres.sh").path] + arguments,
             environment: ProcessInfo.processInfo.environment, outputPath: outputPath)
         let status = child.wait(timeout: 120)
         let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
@@ -71,8 +52,4 @@ final class Cluster: Sendable {
         // 'start' prints the URL as its last line; anything before it is the server's chatter.
         return output.split(separator: "\n").last.map(String.init) ?? ""
     }
-}
-
-struct ScriptFailure: Error, CustomStringConvertible {
-    var description: String
 }

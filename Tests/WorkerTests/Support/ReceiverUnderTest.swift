@@ -15,7 +15,7 @@ final class ReceiverUnderTest: Sendable {
         var url = cluster.url
         if let role {
             let script = try String(
-                contentsOf: Cluster.repositoryRoot.appendingPathComponent("deploy/roles.sql"), encoding: .utf8)
+                contentsOf: Repository.url("deploy/roles.sql"), encoding: .utf8)
             try cluster.connect().run(script: script, context: "applying deploy/roles.sql")
             url = url.replacingOccurrences(of: "://postgres@", with: "://\(role)@")
         }

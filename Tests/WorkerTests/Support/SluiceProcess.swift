@@ -1,4 +1,5 @@
 import Foundation
+import TestKit
 
 /// The real `sluice` binary, started as a child process for a fault test; killed if still running when the
 /// value goes away. Its log goes to a file that failures print.
@@ -11,7 +12,7 @@ final class SluiceProcess: Sendable {
         let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("sluice")
         if FileManager.default.isExecutableFile(atPath: beside.path) { return beside }
-        return Cluster.repositoryRoot.appendingPathComponent(".build/debug/sluice")
+        return Repository.url(".build/debug/sluice")
     }()
 
     /// Starts `sluice <arguments>` with a short lease, test jobs on, the admin server off and the receiver (if

@@ -1,10 +1,11 @@
 import Foundation
+import Jobs
 import PGQueue
 import TestKit
 import Testing
 
 /// `billing.record_usage`, plan limits, entitlements and the analytics views, on a real PostgreSQL.
-@Suite("usage, limits and analytics", .serialized)
+@Suite("usage, limits and analytics")
 struct UsageTests {
     let events = BillingEvents()
 
@@ -57,8 +58,7 @@ struct UsageTests {
 
     @Test("fifty threads racing for a user's last ten units: exactly ten succeed")
     func race() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "race")
+        let run = try HandlerRun()
         let setup = try run.connect()
         try setup.query("INSERT INTO billing.plan_limits VALUES ('free', 'api_calls', 100)", context: "limits")
         #expect(try Self.record("racer", "api_calls", 90, key: "warm-up", on: setup).allowed)
@@ -71,16 +71,15 @@ struct UsageTests {
         }
         #expect(allowed.value.withLock { $0 } == 10)
         #expect(
-            try BillingTests.value(setup, "SELECT used::text FROM billing.usage_counters WHERE user_id = 'racer'")
+            try setup.firstValue("SELECT used::text FROM billing.usage_counters WHERE user_id = 'racer'")
                 == "100")
         #expect(
-            try BillingTests.value(setup, "SELECT count(*)::text FROM billing.usage_events WHERE NOT allowed") == "40")
+            try setup.firstValue("SELECT count(*)::text FROM billing.usage_events WHERE NOT allowed") == "40")
     }
 
     @Test("concurrent retries of one idempotency key count once and all get the first answer")
     func idempotency() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "idempotency")
+        let run = try HandlerRun()
         try run.connect().query("INSERT INTO billing.plan_limits VALUES ('free', 'exports', 12)", context: "limits")
         let answers = Box<[Answer]>([])
         try onThreads(20) { _ in
@@ -98,8 +97,7 @@ struct UsageTests {
 
     @Test("limits: unlimited, not in the plan, an upgrade raises the limit at once, a downgrade keeps what was used")
     func planChanges() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "plans")
+        let run = try HandlerRun()
         let connection = try run.connect()
         try connection.run(
             script: """
@@ -127,8 +125,7 @@ struct UsageTests {
         try subscribe("ada", price: basic, at: 3, on: connection)
         #expect(try Self.record("ada", "seats", 1, key: "s4", on: connection).allowed == false)
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT used || '/' || limit_value || ' ' || remaining FROM billing.entitlements WHERE user_id = 'ada' AND feature = 'seats'"
             )
                 == "11/10 0")
@@ -150,10 +147,9 @@ struct UsageTests {
         #expect(month)
     }
 
-    @Test("usage.record jobs through the pool: applied once, a bad payload dead-lettered naming the field")
+    @Test("usage.record jobs through their handler: applied once, a bad payload dead-lettered naming the field")
     func usageJobs() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "usage_jobs")
+        let run = try HandlerRun()
         let connection = try run.connect()
         try connection.query("INSERT INTO billing.plan_limits VALUES ('free', 'emails', 3)", context: "limits")
         for payload in [
@@ -166,19 +162,18 @@ struct UsageTests {
         }
         try run.process([])
         #expect(
-            try BillingTests.value(connection, "SELECT used::text FROM billing.usage_counters WHERE user_id = 'mia'")
+            try connection.firstValue("SELECT used::text FROM billing.usage_counters WHERE user_id = 'mia'")
                 == "3")
-        #expect(try BillingTests.value(connection, "SELECT count(*)::text FROM billing.usage_events") == "2")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.usage_events") == "2")
         #expect(
-            try BillingTests.value(connection, "SELECT errors -> -1 ->> 'error' FROM sluice.dead_letters")?.contains(
+            try connection.firstValue("SELECT errors -> -1 ->> 'error' FROM sluice.dead_letters")?.contains(
                 "field quantity must be a number")
                 == true)
     }
 
     @Test("the analytics views give the hand-computed figures of a seeded data set")
     func analytics() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "analytics")
+        let run = try HandlerRun()
         let connection = try run.connect()
         let monthly = events.price("price_m", amount: 1200, lookupKey: "pro")
         let yearly = events.price("price_y", amount: 12_000, lookupKey: "pro", interval: "year")
@@ -216,33 +211,28 @@ struct UsageTests {
 
         // MRR: pro usd = 1200 (a) + 12000 / 12 (b) + 1200 (c, past_due) = 3400; basic eur = 900; trials and canceled out.
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT string_agg(plan || ' ' || currency || ' ' || subscriptions || ' ' || mrr, '; ' ORDER BY plan) FROM billing.mrr"
             )
                 == "basic eur 1 900; pro usd 3 3400")
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT string_agg(plan || ':' || status || ':' || subscriptions, ' ' ORDER BY plan, status) FROM billing.active_subscriptions"
             )
                 == "basic:active:1 pro:active:2 pro:past_due:1 pro:trialing:1")
         // All six were created in September 2026; the canceled one ended 30 days after its period began, in October.
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT string_agg(to_char(month, 'YYYY-MM') || ' ' || new || ' ' || churned || ' ' || net, '; ' ORDER BY month) FROM billing.subscription_movements"
             )
                 == "2026-09 6 0 6; 2026-10 0 1 -1")
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT to_char(month, 'YYYY-MM') || ' ' || failed || ' ' || recovered || ' ' || still_open || ' ' || lost || ' ' || recovery_rate FROM billing.payment_recovery"
             )
                 == "2026-09 3 1 1 1 0.333")
         #expect(
-            try BillingTests.value(
-                connection,
+            try connection.firstValue(
                 "SELECT string_agg(rank || ':' || user_id || ':' || used, ' ' ORDER BY rank) FROM billing.top_usage WHERE feature = 'api'"
             )
                 == "1:u2:50 2:u1:30 3:u3:10")

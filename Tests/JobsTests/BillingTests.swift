@@ -1,26 +1,20 @@
 import Foundation
+import Jobs
 import PGQueue
 import TestKit
 import Testing
 
-/// The billing model, fed through the real pool (`sluice work`) with jobs shaped as the receiver stores
-/// them, each run on a database of its own.
-@Suite("billing model", .serialized)
+/// The billing model, fed through the job handlers with jobs shaped as the receiver stores them, each run
+/// on a database of its own.
+@Suite("billing model")
 struct BillingTests {
     let events = BillingEvents()
 
-    static func value(_ connection: PostgresConnection, _ sql: String) throws -> String? {
-        let rows = try connection.query(sql, context: "reading")
-        guard let row = rows.first else { return nil }
-        return try row.decode(String?.self, at: 0)
-    }
-
     @Test("the fixtures and events built from objects.json, in both payload shapes, change the model as expected")
     func fixtures() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "fixtures")
+        let run = try HandlerRun()
         var deliveries: [BillingEvents.Delivery] = []
-        for name in ReceiverTests.stripeFixtures {
+        for name in WebhookSigning.stripeFixtures {
             let body = try WebhookSigning.fixture("stripe/events/\(name).json")
             let id = try #require(
                 (try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])?["id"] as? String)
@@ -45,69 +39,63 @@ struct BillingTests {
             deliveries.append(
                 events.stripe("objects_\(resource)", type, at: 100, try #require(objects[resource] as? [String: Any])))
         }
-        let worker = try run.process(deliveries)
+        let failures = try run.process(deliveries)
         let connection = try run.connect()
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM sluice.dead_letters") == "0", "\(worker.log)")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM sluice.dead_letters") == "0", "\(failures)")
 
         // 2020 shape: periods on the subscription; the deleted one is canceled.
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT status || ' ' || current_period_end::date FROM billing.subscriptions WHERE id = 'sub_JLEPMp81LApOJl'"
             )
                 == "active 2021-05-21")
         #expect(
-            try Self.value(connection, "SELECT status FROM billing.subscriptions WHERE id = 'sub_JdIzvfy6o5GZRd'")
+            try connection.firstValue("SELECT status FROM billing.subscriptions WHERE id = 'sub_JdIzvfy6o5GZRd'")
                 == "canceled")
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT subscription_id || ' ' || status FROM billing.invoices WHERE id = 'in_1KJqKBJDPojXS6LNJbvLUgEy'"
             )
                 == "sub_JsuPyCPhXWfZar paid")
         // Current shape: the period from the items, the invoice's subscription from parent.subscription_details.
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT current_period_end::text FROM billing.subscriptions WHERE id = 'sub_1Pgc6rB7WZ01zgkWNy0Cn5nw'")
                 != nil)
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT subscription_id || ' ' || attempt_count || ' ' || next_payment_attempt::date FROM billing.invoices WHERE id = 'in_1Pgc6tB7WZ01zgkWu9fdqL6I'"
             )
                 == "subscription 0 2009-02-13")
         #expect(
-            try Self.value(
-                connection, "SELECT unit_amount::text FROM billing.prices WHERE id = 'price_1J02UOJDPojXS6LNDao8fiaO'")
+            try connection.firstValue(
+                "SELECT unit_amount::text FROM billing.prices WHERE id = 'price_1J02UOJDPojXS6LNDao8fiaO'")
                 == "400")
         #expect(
-            try Self.value(connection, "SELECT active::text FROM billing.products WHERE id = 'prod_JdJ6Wt7rsz4EPJ'")
+            try connection.firstValue("SELECT active::text FROM billing.products WHERE id = 'prod_JdJ6Wt7rsz4EPJ'")
                 == "true")
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT (deleted_at IS NOT NULL)::text FROM billing.customers WHERE id = 'cus_IhGfebO16cMIGN'")
                 == "true")
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM billing.charges") == "1")
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM billing.disputes") == "1")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.charges") == "1")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.disputes") == "1")
         #expect(
-            try Self.value(connection, "SELECT email FROM billing.users WHERE id = 'user_2vQk8Y1WmZ7nTbD4sJ0xKc9Lh'")
+            try connection.firstValue("SELECT email FROM billing.users WHERE id = 'user_2vQk8Y1WmZ7nTbD4sJ0xKc9Lh'")
                 == "ada.lovelace@example.com")
         #expect(
-            try Self.value(
-                connection, "SELECT outcome FROM billing.processed_events WHERE event_id = 'evt_objects_payout'")
+            try connection.firstValue(
+                "SELECT outcome FROM billing.processed_events WHERE event_id = 'evt_objects_payout'")
                 == "ignored")
         // customer_deleted and customer_updated carry the same event id: the second is absorbed.
         #expect(
-            try Self.value(connection, "SELECT count(*)::text FROM billing.processed_events")
+            try connection.firstValue("SELECT count(*)::text FROM billing.processed_events")
                 == "\(deliveries.count - 1)")
     }
 
     @Test("every handled event type is applied; an unknown type is recorded as ignored")
     func everyType() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "types")
+        let run = try HandlerRun()
         let price = events.price("price_t", amount: 900, lookupKey: "team")
         var deliveries: [BillingEvents.Delivery] = []
         var minute = 0
@@ -148,35 +136,33 @@ struct BillingTests {
         try run.process(deliveries)
         let connection = try run.connect()
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT string_agg(type, ',' ORDER BY type) FROM billing.processed_events WHERE outcome <> 'applied'")
                 == "invoiceitem.created")
         #expect(
-            try Self.value(connection, "SELECT count(*)::text FROM billing.processed_events") == "\(deliveries.count)")
+            try connection.firstValue("SELECT count(*)::text FROM billing.processed_events") == "\(deliveries.count)")
         #expect(
-            try Self.value(connection, "SELECT status || ' ' || paused || ' ' || plan FROM billing.subscriptions")
+            try connection.firstValue("SELECT status || ' ' || paused || ' ' || plan FROM billing.subscriptions")
                 == "trialing false team")
         #expect(
-            try Self.value(connection, "SELECT string_agg(status, ',' ORDER BY id) FROM billing.invoices")
+            try connection.firstValue("SELECT string_agg(status, ',' ORDER BY id) FROM billing.invoices")
                 == "draft,open,uncollectible,paid,open,open,paid,draft,void")
         #expect(
-            try Self.value(connection, "SELECT count(*)::text FROM billing.customers WHERE deleted_at IS NOT NULL")
+            try connection.firstValue("SELECT count(*)::text FROM billing.customers WHERE deleted_at IS NOT NULL")
                 == "1")
         #expect(
-            try Self.value(connection, "SELECT user_id FROM billing.customer_links WHERE customer_id = 'cus_9'")
+            try connection.firstValue("SELECT user_id FROM billing.customer_links WHERE customer_id = 'cus_9'")
                 == "user_9")
-        #expect(try Self.value(connection, "SELECT refunded::text FROM billing.charges") == "true")
-        #expect(try Self.value(connection, "SELECT reason FROM billing.disputes") == "fraudulent")
+        #expect(try connection.firstValue("SELECT refunded::text FROM billing.charges") == "true")
+        #expect(try connection.firstValue("SELECT reason FROM billing.disputes") == "fraudulent")
     }
 
     @Test("a whole lifecycle in order: upgrade logged, payment failure recorded, access follows the status")
     func lifecycle() throws {
-        let cluster = try Cluster()
         let lifecycle = events.lifecycle
 
         // Through the cancellation at period end: still active, and it says until when.
-        let partial = try BillingRun(cluster: cluster, name: "partial")
+        let partial = try HandlerRun()
         try partial.process(Array(lifecycle.prefix(14)))
         let access = try partial.connect().query(
             "SELECT has_access, plan, status, reason FROM billing.user_access WHERE user_id = 'user_1'",
@@ -187,45 +173,42 @@ struct BillingTests {
         #expect(try access.decode(String.self, at: 3).contains("cancels at period end"))
 
         // Past due: access during the grace period only, counted from when it became past_due.
-        let pastDue = try BillingRun(cluster: cluster, name: "past_due")
+        let pastDue = try HandlerRun()
         try pastDue.process(Array(lifecycle.prefix(11)))
         let connection = try pastDue.connect()
         #expect(
-            try Self.value(connection, "SELECT has_access::text || ' ' || plan FROM billing.user_access")
+            try connection.firstValue("SELECT has_access::text || ' ' || plan FROM billing.user_access")
                 == "false free")
         #expect(
-            try Self.value(connection, "SELECT reason FROM billing.user_access")?.contains("grace period over") == true)
+            try connection.firstValue("SELECT reason FROM billing.user_access")?.contains("grace period over") == true)
         try connection.query(
             "UPDATE billing.settings SET value = '100 years' WHERE key = 'past_due_grace_period'", context: "grace")
         #expect(
-            try Self.value(connection, "SELECT has_access::text || ' ' || plan FROM billing.user_access") == "true pro")
+            try connection.firstValue("SELECT has_access::text || ' ' || plan FROM billing.user_access") == "true pro")
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT attempt_count || ' ' || status || ' ' || next_payment_attempt::date FROM billing.invoices WHERE id = 'in_2'"
             )
                 == "1 open 2026-09-24")
 
         // The whole lifecycle: canceled, no access, free plan; the upgrade is in the audit log.
-        let full = try BillingRun(cluster: cluster, name: "whole")
+        let full = try HandlerRun()
         try full.process(lifecycle)
         let done = try full.connect()
         #expect(
-            try Self.value(done, "SELECT status || ' ' || plan || ' ' || amount FROM billing.subscriptions")
+            try done.firstValue("SELECT status || ' ' || plan || ' ' || amount FROM billing.subscriptions")
                 == "canceled pro 2500")
         #expect(
-            try Self.value(done, "SELECT has_access::text || ' ' || plan || ' ' || reason FROM billing.user_access")
+            try done.firstValue("SELECT has_access::text || ' ' || plan || ' ' || reason FROM billing.user_access")
                 == "false free subscription canceled")
         #expect(
-            try Self.value(done, "SELECT email || ' ' || last_name FROM billing.users") == "ada@example.org Lovelace")
+            try done.firstValue("SELECT email || ' ' || last_name FROM billing.users") == "ada@example.org Lovelace")
         #expect(
-            try Self.value(
-                done,
+            try done.firstValue(
                 "SELECT string_agg(id || ':' || status || ':' || attempt_count, ' ' ORDER BY id) FROM billing.invoices")
                 == "in_1:paid:1 in_2:paid:2")
         #expect(
-            try Self.value(
-                done,
+            try done.firstValue(
                 "SELECT before ->> 'price_id' || ' -> ' || (after ->> 'price_id') FROM billing.audit_log WHERE action = 'upgraded'"
             )
                 == "price_basic -> price_pro")
@@ -233,9 +216,8 @@ struct BillingTests {
 
     @Test("the lifecycle with duplicates, in twelve seeded random orders, ends in exactly the in-order state")
     func anyOrder() throws {
-        let cluster = try Cluster()
         let lifecycle = events.lifecycle
-        let inOrder = try BillingRun(cluster: cluster, name: "in_order")
+        let inOrder = try HandlerRun()
         try inOrder.process(lifecycle)
         let expected = try inOrder.state()
 
@@ -248,7 +230,7 @@ struct BillingTests {
                 again.name += "_again"
                 deliveries.insert(again, at: Int.random(in: 0...deliveries.count, using: &generator))
             }
-            let run = try BillingRun(cluster: cluster, name: "order_\(round)")
+            let run = try HandlerRun()
             let connection = try run.connect()
             for delivery in deliveries {
                 var job = delivery.job
@@ -265,8 +247,7 @@ struct BillingTests {
 
     @Test("forty concurrent updates of one subscription end in the newest state, nothing failed")
     func concurrentUpdates() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "concurrent")
+        let run = try HandlerRun()
         let statuses = ["active", "past_due", "trialing", "unpaid"]
         var deliveries = (1...40).map { minute in
             events.stripe(
@@ -279,17 +260,16 @@ struct BillingTests {
         deliveries.shuffle(using: &generator)
         try run.process(deliveries, concurrency: 10)
         let connection = try run.connect()
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM sluice.dead_letters") == "0")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM sluice.dead_letters") == "0")
         #expect(
-            try Self.value(connection, "SELECT status || ' ' || plan FROM billing.subscriptions") == "active plan_40")
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM billing.subscription_status_history") == "40")
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM billing.processed_events") == "40")
+            try connection.firstValue("SELECT status || ' ' || plan FROM billing.subscriptions") == "active plan_40")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.subscription_status_history") == "40")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.processed_events") == "40")
     }
 
     @Test("an event with a missing or wrong-typed field dies at once naming the field; the others are applied")
     func malformedEvents() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "malformed")
+        let run = try HandlerRun()
         var wrongType = events.invoice("in_bad", status: "open", paid: 0, attempts: 1)
         wrongType["amount_due"] = "lots"
         var noCustomer = events.subscription(
@@ -323,14 +303,13 @@ struct BillingTests {
         #expect(
             rows[1].3.contains("event evt_bad_invoice: field data.object.amount_due must be a number"), "\(rows[1].3)")
         #expect(rows[2].3.contains("field data.object.customer is missing"), "\(rows[2].3)")
-        #expect(try Self.value(connection, "SELECT string_agg(id, ',') FROM billing.invoices") == "in_good")
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM billing.processed_events") == "1")
+        #expect(try connection.firstValue("SELECT string_agg(id, ',') FROM billing.invoices") == "in_good")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.processed_events") == "1")
     }
 
     @Test("user.deleted erases email and names from the user and from its audit entries; older events cannot undo it")
     func userDeletion() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "deletion")
+        let run = try HandlerRun()
         let created = events.clerk(
             "created", "user.created", at: 0,
             events.user("user_9", email: "grace@example.com", first: "Grace", last: "Hopper", updatedMinute: 0))
@@ -343,24 +322,21 @@ struct BillingTests {
         try run.process([created, deleted, updated])
         let connection = try run.connect()
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT coalesce(email, '-') || ' ' || coalesce(first_name, '-') || ' ' || (deleted_at IS NOT NULL) FROM billing.users"
             )
                 == "- - true")
         #expect(
-            try Self.value(
-                connection,
+            try connection.firstValue(
                 "SELECT count(*)::text FROM billing.audit_log WHERE (before::text || after::text) ~ '(grace|Grace|Hopper)'"
             ) == "0")
         #expect(
-            try Self.value(connection, "SELECT count(*)::text FROM billing.audit_log WHERE action = 'erased'") == "1")
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM billing.user_access") == "0")
+            try connection.firstValue("SELECT count(*)::text FROM billing.audit_log WHERE action = 'erased'") == "1")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.user_access") == "0")
     }
 
     @Test("ties: a paid invoice beats an open one of the same second, a deletion beats an update, in either order")
     func ties() throws {
-        let cluster = try Cluster()
         let open = events.stripe(
             "open", "invoice.finalized", at: 1, events.invoice("in_t", status: "open", paid: 0, attempts: 0))
         let paid = events.stripe(
@@ -370,24 +346,23 @@ struct BillingTests {
             ["id": "prod_t", "object": "product", "name": "T", "active": true])
         let gone = events.stripe(
             "product_deleted", "product.deleted", at: 2, ["id": "prod_t", "object": "product", "deleted": true])
-        for (index, order) in [[open, paid, product, gone], [paid, open, gone, product]].enumerated() {
-            let run = try BillingRun(cluster: cluster, name: "ties_\(index)")
+        for order in [[open, paid, product, gone], [paid, open, gone, product]] {
+            let run = try HandlerRun()
             try run.process(order)
             let connection = try run.connect()
-            #expect(try Self.value(connection, "SELECT status FROM billing.invoices") == "paid")
-            #expect(try Self.value(connection, "SELECT (deleted_at IS NOT NULL)::text FROM billing.products") == "true")
+            #expect(try connection.firstValue("SELECT status FROM billing.invoices") == "paid")
+            #expect(try connection.firstValue("SELECT (deleted_at IS NOT NULL)::text FROM billing.products") == "true")
         }
     }
 
     @Test("with STRIPE_MODE=live a test-mode event is recorded as other_mode and not applied")
     func stripeMode() throws {
-        let cluster = try Cluster()
-        let run = try BillingRun(cluster: cluster, name: "mode")
+        let run = try HandlerRun()
         try run.process(
             [events.stripe("test_mode", "customer.created", at: 1, ["id": "cus_t", "object": "customer"])],
-            environment: ["STRIPE_MODE": "live"])
+            stripeMode: "live")
         let connection = try run.connect()
-        #expect(try Self.value(connection, "SELECT outcome FROM billing.processed_events") == "other_mode")
-        #expect(try Self.value(connection, "SELECT count(*)::text FROM billing.customers") == "0")
+        #expect(try connection.firstValue("SELECT outcome FROM billing.processed_events") == "other_mode")
+        #expect(try connection.firstValue("SELECT count(*)::text FROM billing.customers") == "0")
     }
 }

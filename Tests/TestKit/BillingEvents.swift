@@ -1,26 +1,33 @@
 import Foundation
-import Jobs
-import PGQueue
-import TestKit
+public import PGQueue
 
 /// Builds Stripe and Clerk events for the billing tests, in the shapes Stripe and Clerk send: Stripe events
 /// wrap an object in an envelope (`id`, `type`, `created`, `data.object`); subscriptions come in the
 /// current shape (periods on the items) or the 2020 one (periods on the subscription), invoices name their
 /// subscription under `parent.subscription_details` or `subscription`.
-struct BillingEvents {
+public struct BillingEvents {
     /// Seconds of the first event; every later event is a minute further on.
-    let start = 1_790_000_000
+    public let start = 1_790_000_000
+
+    public init() {}
 
     /// One delivery: the job kind and the payload the receiver would have stored.
-    struct Delivery: Sendable {
-        var name: String
-        var kind: String
-        var eventID: String
-        var body: [UInt8]
+    public struct Delivery: Sendable {
+        public var name: String
+        public var kind: String
+        public var eventID: String
+        public var body: [UInt8]
+
+        public init(name: String, kind: String, eventID: String, body: [UInt8]) {
+            self.name = name
+            self.kind = kind
+            self.eventID = eventID
+            self.body = body
+        }
 
         /// The job the receiver would have made: the raw body and its signature headers, signed with the
         /// test secrets (the job verifies them again).
-        var job: NewJob {
+        public var job: NewJob {
             var headers: [String: String] = [:]
             if kind == "stripe.event" {
                 headers["stripe-signature"] = WebhookSigning.stripeHeader(body)
@@ -37,7 +44,7 @@ struct BillingEvents {
         }
     }
 
-    func stripe(_ name: String, _ type: String, at minute: Int, _ object: [String: Any]) -> Delivery {
+    public func stripe(_ name: String, _ type: String, at minute: Int, _ object: [String: Any]) -> Delivery {
         let event: [String: Any] = [
             "id": "evt_\(name)", "object": "event", "type": type, "created": start + minute * 60, "livemode": false,
             "api_version": "2025-03-31.basil", "data": ["object": object],
@@ -45,7 +52,7 @@ struct BillingEvents {
         return Delivery(name: name, kind: "stripe.event", eventID: "evt_\(name)", body: Self.json(event))
     }
 
-    func clerk(_ name: String, _ type: String, at minute: Int, _ data: [String: Any]) -> Delivery {
+    public func clerk(_ name: String, _ type: String, at minute: Int, _ data: [String: Any]) -> Delivery {
         let event: [String: Any] = [
             "object": "event", "type": type, "timestamp": (start + minute * 60) * 1000, "data": data,
             "instance_id": "ins_test",
@@ -53,7 +60,7 @@ struct BillingEvents {
         return Delivery(name: name, kind: "clerk.event", eventID: "msg_\(name)", body: Self.json(event))
     }
 
-    func user(_ id: String, email: String, first: String, last: String, updatedMinute: Int) -> [String: Any] {
+    public func user(_ id: String, email: String, first: String, last: String, updatedMinute: Int) -> [String: Any] {
         [
             "id": id, "object": "user", "first_name": first, "last_name": last,
             "primary_email_address_id": "idn_\(id)",
@@ -64,7 +71,9 @@ struct BillingEvents {
         ]
     }
 
-    func price(_ id: String, amount: Int, lookupKey: String, interval: String = "month", currency: String = "usd")
+    public func price(
+        _ id: String, amount: Int, lookupKey: String, interval: String = "month", currency: String = "usd"
+    )
         -> [String: Any]
     {
         [
@@ -74,7 +83,7 @@ struct BillingEvents {
     }
 
     /// A subscription with one item; `legacy` puts the period on the subscription (API 2020) instead of the item.
-    func subscription(
+    public func subscription(
         status: String, price: [String: Any], cancelAtPeriodEnd: Bool = false, periodMinute: Int = 0,
         legacy: Bool = false, id: String = "sub_1", customer: String = "cus_1", createdMinute: Int = 0
     ) -> [String: Any] {
@@ -98,7 +107,7 @@ struct BillingEvents {
         return object
     }
 
-    func invoice(
+    public func invoice(
         _ id: String, status: String, paid: Int, attempts: Int, nextAttemptMinute: Int? = nil, legacy: Bool = false,
         subscription: String = "sub_1"
     ) -> [String: Any] {
@@ -118,7 +127,7 @@ struct BillingEvents {
 
     /// Sign-up in Clerk, checkout, subscription, first invoice paid, upgrade, a failed payment and its
     /// recovery, cancellation at period end, and the end of the subscription: 16 events in order.
-    var lifecycle: [Delivery] {
+    public var lifecycle: [Delivery] {
         let basic = price("price_basic", amount: 1000, lookupKey: "basic")
         let pro = price("price_pro", amount: 2500, lookupKey: "pro")
         return [
@@ -166,7 +175,7 @@ struct BillingEvents {
     }
 
     /// Applies a delivery straight through the billing functions, without the queue (for SQL-level tests).
-    static func apply(_ delivery: Delivery, on connection: PostgresConnection) throws {
+    public static func apply(_ delivery: Delivery, on connection: PostgresConnection) throws {
         let body = String(decoding: delivery.body, as: UTF8.self)
         if delivery.kind == "stripe.event" {
             try connection.query("SELECT billing.apply_stripe_event($1::jsonb)", [body], context: "applying")
@@ -176,73 +185,7 @@ struct BillingEvents {
         }
     }
 
-    static func json(_ object: [String: Any]) -> [UInt8] {
+    public static func json(_ object: [String: Any]) -> [UInt8] {
         Array(try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
-    }
-}
-
-/// Runs deliveries through the real pool: a database of their own on `cluster`, the jobs enqueued in the
-/// given order, and `sluice work` until the queue is empty.
-struct BillingRun {
-    let cluster: Cluster
-    let url: String
-
-    init(cluster: Cluster, name: String) throws {
-        self.cluster = cluster
-        let admin = try cluster.connect()
-        try admin.run(script: "CREATE DATABASE \(name)", context: "creating a database for one run")
-        // The cluster's URL ends in its database, /postgres.
-        url = String(cluster.url.dropLast("postgres".count)) + name
-        try SluiceSchema.script.apply(on: PostgresConnection(connectionString: url))
-    }
-
-    func connect() throws -> PostgresConnection { try PostgresConnection(connectionString: url) }
-
-    /// Enqueues `deliveries` in order and runs `sluice work` with `concurrency` slots until no job waits.
-    @discardableResult
-    func process(_ deliveries: [BillingEvents.Delivery], concurrency: Int = 1, environment: [String: String] = [:])
-        throws -> SluiceProcess
-    {
-        let connection = try connect()
-        for delivery in deliveries { try JobQueue().enqueue(delivery.job, on: connection) }
-        let worker = try SluiceProcess(
-            ["work"], databaseURL: url,
-            environment: [
-                "SLUICE_CONCURRENCY": "\(concurrency)", "SLUICE_QUEUES": "webhooks", "SLUICE_PERIODIC": "off",
-                "STRIPE_WEBHOOK_SECRET": WebhookSigning.stripeSecret,
-                "CLERK_WEBHOOK_SECRET": WebhookSigning.clerkSecret,
-            ].merging(environment) {
-                _, new in new
-            })
-        let drained = eventually(timeout: 60) {
-            (try? connection.query("SELECT count(*) FROM sluice.jobs", context: "count").single().decode(
-                Int.self, at: 0)) == 0
-        }
-        worker.signal(SIGTERM)
-        _ = worker.waitForExit(timeout: 20)
-        guard drained else { throw ScriptFailure(description: "jobs left in the queue:\n\(worker.log)") }
-        return worker
-    }
-
-    /// Every billing table but the audit log, as text, without the columns that record when a row was
-    /// written or which event got somewhere first: two runs of the same events must give the same text.
-    func state() throws -> String {
-        let connection = try connect()
-        var tables: [String] = []
-        for (table, volatile) in [
-            ("users", ["updated_at"]), ("customers", ["updated_at"]),
-            ("customer_links", ["linked_at", "linked_by", "event_id"]),
-            ("products", ["updated_at"]), ("prices", ["updated_at"]), ("subscriptions", ["updated_at"]),
-            ("subscription_status_history", []), ("invoices", ["updated_at"]), ("charges", ["updated_at"]),
-            ("disputes", ["updated_at"]), ("processed_events", ["processed_at"]),
-        ] {
-            let strip = volatile.map { " - '\($0)'" }.joined()
-            let rows = try connection.query(
-                "SELECT coalesce(jsonb_agg(to_jsonb(t)\(strip) ORDER BY (to_jsonb(t)\(strip))::text), '[]')::text FROM billing.\(table) t",
-                context: "reading billing.\(table)"
-            ).single().decode(String.self, at: 0)
-            tables.append("\(table): \(rows)")
-        }
-        return tables.joined(separator: "\n")
     }
 }

@@ -1,14 +1,11 @@
 import Foundation
-import PGQueue
+public import PGQueue
 
 /// The repository's `schema.sql`, read from the checkout: PGQueue does not embed it, its users apply it.
-enum TestSchema {
-    static let root = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+public enum TestSchema {
+    public static let path = Repository.url("schema.sql").path
 
-    static let path = root.appendingPathComponent("schema.sql").path
-
-    static let script: SchemaScript = {
+    public static let script: SchemaScript = {
         do {
             return try SchemaScript(sql: String(contentsOfFile: path, encoding: .utf8))
         } catch {
