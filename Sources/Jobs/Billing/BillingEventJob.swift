@@ -17,18 +17,19 @@ public struct BillingEventJob: JobHandler {
     public let usesTransaction = true
     private let statement: PreparedStatement
     private let bindingsFor: @Sendable (ClaimedJob) -> [(any PostgresBindable)?]
-    /// The secrets a stored delivery must verify against; nil for events Sluice fetched from Stripe itself.
-    private let signatures: WebhookSignatures?
+    /// The verifiers a stored delivery must pass, and its source; nil for events Sluice fetched from
+    /// Stripe itself.
+    private let verification: (verifiers: WebhookVerifiers, source: WebhookSource)?
 
     /// The `stripe.event` handler: a delivery the receiver stored, verified again before it is applied.
     /// - Parameters:
     ///   - mode: `live` or `test` to record events of the other mode without applying them (`STRIPE_MODE`);
     ///     nil applies both.
-    ///   - signatures: the webhook secrets the stored signature must verify against.
-    public static func stripe(mode: String?, signatures: WebhookSignatures) -> BillingEventJob {
+    ///   - verifiers: the webhook verifiers the stored signature must pass.
+    public static func stripe(mode: String?, verifiers: WebhookVerifiers) -> BillingEventJob {
         BillingEventJob(
-            kind: "stripe.event", statement: applyStripe, bindingsFor: { job in [job.payload, mode] },
-            signatures: signatures)
+            kind: WebhookSource.stripe.jobKind, statement: applyStripe, bindingsFor: { job in [job.payload, mode] },
+            verification: (verifiers, .stripe))
     }
 
     /// `stripe.fetched_event`: an event Sluice listed from Stripe's API itself (reconciliation), applied
@@ -36,19 +37,19 @@ public struct BillingEventJob: JobHandler {
     public static func fetched(mode: String?) -> BillingEventJob {
         BillingEventJob(
             kind: "stripe.fetched_event", statement: applyStripe, bindingsFor: { job in [job.payload, mode] },
-            signatures: nil)
+            verification: nil)
     }
 
     /// The `clerk.event` handler; the payload's `event_id` (the svix-id) identifies the event.
-    public static func clerk(signatures: WebhookSignatures) -> BillingEventJob {
+    public static func clerk(verifiers: WebhookVerifiers) -> BillingEventJob {
         BillingEventJob(
-            kind: "clerk.event",
+            kind: WebhookSource.clerk.jobKind,
             statement: PreparedStatement(
                 name: "billing_apply_clerk_event",
                 sql:
                     "SELECT billing.apply_clerk_event(\(eventOf("$1")), billing.text_at($1::jsonb, '{event_id}', true))"
             ),
-            bindingsFor: { job in [job.payload] }, signatures: signatures)
+            bindingsFor: { job in [job.payload] }, verification: (verifiers, .clerk))
     }
 
     private static let applyStripe = PreparedStatement(
@@ -63,9 +64,9 @@ public struct BillingEventJob: JobHandler {
     }
 
     public func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        if let signatures {
+        if let verification {
             do {
-                try signatures.verify(kind: kind, payload: job.payload)
+                try verification.verifiers.verifyStored(source: verification.source, payload: job.payload)
             } catch {
                 throw JobError.permanent("the event is not applied: \(error)")
             }

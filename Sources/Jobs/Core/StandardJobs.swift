@@ -4,14 +4,14 @@ public enum StandardJobs {
     /// model; `usage.record`; and the Stripe actions (`stripe.change_plan`, `stripe.cancel_subscription`,
     /// `stripe.resume_subscription`, `stripe.create_portal_session`, `stripe.create_checkout_session`).
     /// `testJobs` adds the crash and mark kinds used by fault tests; `stripeMode` (`live` or `test`) makes
-    /// the Stripe event handler record and skip events of the other mode; `signatures` are the webhook
-    /// secrets stored events must verify against (`stripe.fetched_event`, from reconciliation, needs none).
+    /// the Stripe event handler record and skip events of the other mode; `verifiers` are what stored
+    /// events must verify with again (`stripe.fetched_event`, from reconciliation, needs none).
     public static func registry(
-        testJobs: Bool, stripeMode: String? = nil, stripe: StripeSettings, signatures: WebhookSignatures
+        testJobs: Bool, stripeMode: String? = nil, stripe: StripeSettings, verifiers: WebhookVerifiers
     ) -> JobRegistry {
         var registry = JobRegistry([
-            NoopJob(allowsCrash: testJobs), BillingEventJob.stripe(mode: stripeMode, signatures: signatures),
-            BillingEventJob.fetched(mode: stripeMode), BillingEventJob.clerk(signatures: signatures), UsageRecordJob(),
+            NoopJob(allowsCrash: testJobs), BillingEventJob.stripe(mode: stripeMode, verifiers: verifiers),
+            BillingEventJob.fetched(mode: stripeMode), BillingEventJob.clerk(verifiers: verifiers), UsageRecordJob(),
         ])
         for handler in StripeActionJobs.all(client: StripeClient(settings: stripe)) { registry.register(handler) }
         if testJobs { registry.register(TestMarkJob()) }

@@ -1,7 +1,8 @@
-public import Crypto
+import Crypto
 import Foundation
 
-/// Verifies a Svix-signed delivery (Clerk's webhooks), as Svix's own libraries do.
+/// Verifies a Svix-signed delivery (Clerk's webhooks), as Svix's own libraries do, and reads the event's
+/// `type`; the `svix-id` header is the event's id (Clerk's bodies carry none).
 ///
 /// Three headers: `svix-id`, `svix-timestamp` (Unix seconds) and `svix-signature`, a space-separated list
 /// of `v1,<base64>` entries; the Standard Webhooks names `webhook-id`, `webhook-timestamp` and
@@ -9,7 +10,7 @@ import Foundation
 /// `"<id>.<timestamp>.<raw body>"` keyed with the base64-decoded part of the secret after `whsec_`. Any
 /// `v1` matching any configured secret passes; other schemes (`v1a`) are ignored. Timestamps more than
 /// five minutes old or ahead are refused, once the signature has proved the delivery genuine.
-public struct SvixSignatureVerifier: Sendable {
+public struct SvixSignatureVerifier: WebhookVerifier {
     /// The header names of one delivery: Svix's own, or the Standard Webhooks ones.
     public struct HeaderNames: Sendable {
         public var id: String
@@ -21,12 +22,6 @@ public struct SvixSignatureVerifier: Sendable {
             id: "webhook-id", timestamp: "webhook-timestamp", signature: "webhook-signature")
     }
 
-    /// The headers of a delivery that passed: its message id (the deduplication key) and what to keep.
-    public struct Verified: Sendable {
-        public var messageID: String
-        public var headers: [(name: String, value: String)]
-    }
-
     public static let toleranceSeconds = 300
     /// Svix message ids are short; a longer one is not a Svix delivery and would bloat the unique key.
     public static let maxMessageIDLength = 255
@@ -35,35 +30,42 @@ public struct SvixSignatureVerifier: Sendable {
 
     private let keys: [SymmetricKey]
 
-    /// - Parameter keys: the decoded secrets, from ``key(fromSecret:)``.
-    public init(keys: [SymmetricKey]) {
+    /// - Parameter secrets: the endpoint's signing secrets, `whsec_` and the base64 of the HMAC key.
+    public init(secrets: [String]) throws(WebhookSecretProblem) {
+        var keys: [SymmetricKey] = []
+        for (index, secret) in secrets.enumerated() {
+            guard let key = Self.key(fromSecret: secret) else {
+                throw WebhookSecretProblem(
+                    index: index,
+                    reason: "is not whsec_ followed by the base64 of at least \(Self.minimumKeyBytes) bytes; copy the "
+                        + "endpoint's signing secret from the Clerk dashboard again")
+            }
+            keys.append(key)
+        }
         self.keys = keys
     }
 
-    /// The HMAC key in a `whsec_…` secret, or a reason it is unusable (never naming the secret itself).
-    public static func key(fromSecret secret: String) -> Result<SymmetricKey, SecretProblem> {
+    /// The HMAC key in a `whsec_…` secret, or nil when it does not decode to a key long enough.
+    private static func key(fromSecret secret: String) -> SymmetricKey? {
         var encoded = secret.hasPrefix("whsec_") ? String(secret.dropFirst("whsec_".count)) : secret
         // Accept the base64 without its trailing padding, as some dashboards copy it.
         if encoded.count % 4 != 0 { encoded += String(repeating: "=", count: 4 - encoded.count % 4) }
-        guard let bytes = Data(base64Encoded: encoded) else {
-            return .failure(SecretProblem(reason: "is not whsec_ followed by base64"))
-        }
-        guard bytes.count >= minimumKeyBytes else {
-            return .failure(
-                SecretProblem(reason: "decodes to \(bytes.count) bytes, fewer than \(minimumKeyBytes); copy it again"))
-        }
-        return .success(SymmetricKey(data: bytes))
+        guard let bytes = Data(base64Encoded: encoded), bytes.count >= minimumKeyBytes else { return nil }
+        return SymmetricKey(data: bytes)
     }
 
-    public struct SecretProblem: Error {
-        public var reason: String
+    public func verify(body: [UInt8], header: (String) -> String?, now: Int?) throws(WebhookRejection)
+        -> VerifiedDelivery
+    {
+        let (id, headers) = try verifySignature(header: header, body: body, now: now)
+        let envelope = try WebhookEnvelope.parse(body, requiresID: false)
+        return VerifiedDelivery(eventID: id, type: envelope.type, headers: headers)
     }
 
-    /// - Parameters:
-    ///   - header: the value of a request header by (lower-case) name, or nil.
-    ///   - now: the current Unix time in seconds; nil checks the signature only (a stored delivery, verified
-    ///     again long after it arrived).
-    public func verify(header: (String) -> String?, body: [UInt8], now: Int?) throws(WebhookRejection) -> Verified {
+    /// The message id and the headers to keep, once the signature and the timestamp pass.
+    private func verifySignature(header: (String) -> String?, body: [UInt8], now: Int?) throws(WebhookRejection)
+        -> (id: String, headers: [(name: String, value: String)])
+    {
         let names =
             header(HeaderNames.svix.id) == nil && header(HeaderNames.standard.id) != nil ? .standard : HeaderNames.svix
         guard let id = header(names.id), !id.isEmpty else { throw .badSignature("missing \(names.id) header") }
@@ -90,9 +92,7 @@ public struct SvixSignatureVerifier: Sendable {
         guard SignatureMatch.any(keys: keys, signed: signed, body: body, candidates: candidates) else {
             throw .badSignature("no v1 signature matches a configured CLERK_WEBHOOK_SECRET")
         }
-        let verified = Verified(
-            messageID: id,
-            headers: [(names.id, id), (names.timestamp, timestamp), (names.signature, signature)])
+        let verified = (id, [(names.id, id), (names.timestamp, timestamp), (names.signature, signature)])
         guard let now else { return verified }
         // A signed but absurd timestamp (Int.min) must not trap: an overflowing age is out of range.
         let (age, overflow) = now.subtractingReportingOverflow(seconds)

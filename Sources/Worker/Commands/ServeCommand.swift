@@ -75,7 +75,7 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
     runtime.logger.info(
         "Starting",
         metadata: [
-            "listen": "\(runsReceiver ? configuration.listen : .off)", "webhooks": "\(configuration.webhookSecrets)",
+            "listen": "\(runsReceiver ? configuration.listen : .off)", "webhooks": "\(configuration.webhooks)",
             "concurrency": "\(configuration.concurrency)", "queues": "\(configuration.queues)",
             "lease_s": "\(configuration.leaseSeconds)", "admin": "\(configuration.adminListen)",
             "test_jobs": "\(configuration.testJobs)",
@@ -84,8 +84,7 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
         configuration: configuration, runtime: runtime,
         registry: StandardJobs.registry(
             testJobs: configuration.testJobs, stripeMode: configuration.stripeMode, stripe: configuration.stripe,
-            signatures: WebhookSignatures(
-                stripeSecrets: configuration.webhookSecrets.stripe, clerkKeys: configuration.webhookSecrets.clerk)),
+            verifiers: configuration.webhooks),
         runsPool: runsPool, runsReceiver: runsReceiver
     ).run()
 }

@@ -1,4 +1,3 @@
-import Crypto
 import Jobs
 import Logging
 import PGQueue
@@ -12,8 +11,8 @@ struct Configuration: Sendable {
     var databaseURL: String?
     /// The webhook receiver's address (`SLUICE_LISTEN`, default 127.0.0.1:8080).
     var listen: ListenAddress
-    /// Signing secrets of the webhook routes; a source without any answers 404.
-    var webhookSecrets: WebhookSecrets
+    /// The webhook sources with signing secrets, each with its verifier; a source without any answers 404.
+    var webhooks: WebhookVerifiers
     /// `STRIPE_MODE`: `live` or `test` makes the Stripe handler skip events of the other mode; nil applies both.
     var stripeMode: String?
     /// `STRIPE_API_KEY`, `STRIPE_API_BASE` and `STRIPE_RATE_LIMIT`, for the jobs that call Stripe.
@@ -73,25 +72,4 @@ enum QueueSelection: Sendable, Equatable, CustomStringConvertible {
         case .named(let queues): queues.map { "\($0.name):\($0.concurrency)" }.joined(separator: ",")
         }
     }
-}
-
-/// The webhook signing secrets, kept out of every description so that no log line can show them.
-struct WebhookSecrets: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
-    /// `STRIPE_WEBHOOK_SECRET`: `whsec_…` strings, each an HMAC key byte for byte.
-    var stripe: [String] = []
-    /// `CLERK_WEBHOOK_SECRET`: the keys decoded from the `whsec_<base64>` secrets.
-    var clerk: [SymmetricKey] = []
-
-    func isConfigured(_ source: WebhookSource) -> Bool {
-        switch source {
-        case .stripe: !stripe.isEmpty
-        case .clerk: !clerk.isEmpty
-        }
-    }
-
-    /// No source can be verified: a worker claims nothing from queue `webhooks`.
-    var isEmpty: Bool { stripe.isEmpty && clerk.isEmpty }
-
-    var description: String { "stripe: \(stripe.count) secret(s), clerk: \(clerk.count) secret(s)" }
-    var debugDescription: String { description }
 }

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Crypto
 import Foundation
 import Jobs
 import Logging
@@ -90,9 +89,7 @@ struct ConfigurationLoader {
         return Configuration(
             databaseURL: try databaseURL(flags.databaseURL),
             listen: try listenAddress("SLUICE_LISTEN", flags.listen, default: "127.0.0.1:8080"),
-            webhookSecrets: WebhookSecrets(
-                stripe: try stripeSecrets(WebhookSource.stripe.secretVariable),
-                clerk: try clerkKeys(WebhookSource.clerk.secretVariable)),
+            webhooks: try webhookVerifiers(),
             stripeMode: try stripeMode("STRIPE_MODE", flags.stripeMode),
             stripe: StripeSettings(
                 apiKey: try secret("STRIPE_API_KEY"),
@@ -244,39 +241,28 @@ struct ConfigurationLoader {
         return .named(queues)
     }
 
-    /// Comma-separated secrets, so one can be rotated while the other still signs. Problems name the
-    /// variable and the position, never the secret.
-    /// A comma-separated list of secrets (old and new while one is rolled), from ``secret(_:)``.
+    /// A comma-separated list of secrets (old and new while one is rolled), from ``secret(_:)``. Problems
+    /// name the variable and the position, never the secret.
     private func secrets(_ variable: String) throws(ConfigurationError) -> [String] {
         guard let text = try secret(variable) else { return [] }
         return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
-    private func stripeSecrets(_ variable: String) throws(ConfigurationError) -> [String] {
-        let secrets = try secrets(variable)
-        for (index, secret) in secrets.enumerated() where !secret.hasPrefix("whsec_") || secret.count < 10 {
-            throw ConfigurationError(
-                variable: variable,
-                problem: "secret \(index + 1) of \(secrets.count) is not a whsec_... signing secret; copy it from the "
-                    + "endpoint's page in the Stripe dashboard")
-        }
-        return secrets
-    }
-
-    private func clerkKeys(_ variable: String) throws(ConfigurationError) -> [SymmetricKey] {
-        let secrets = try secrets(variable)
-        var keys: [SymmetricKey] = []
-        for (index, secret) in secrets.enumerated() {
-            switch SvixSignatureVerifier.key(fromSecret: secret) {
-            case .success(let key): keys.append(key)
-            case .failure(let problem):
+    /// A verifier for each source whose secrets are set; a bad secret names its variable and position.
+    private func webhookVerifiers() throws(ConfigurationError) -> WebhookVerifiers {
+        var table: [WebhookSource: any WebhookVerifier] = [:]
+        for entry in WebhookSourceEntry.all {
+            let secrets = try secrets(entry.secretVariable)
+            guard !secrets.isEmpty else { continue }
+            do {
+                table[entry.source] = try entry.makeVerifier(secrets)
+            } catch {
                 throw ConfigurationError(
-                    variable: variable,
-                    problem: "secret \(index + 1) of \(secrets.count) \(problem.reason); copy the endpoint's signing "
-                        + "secret from the Clerk dashboard")
+                    variable: entry.secretVariable,
+                    problem: "secret \(error.index + 1) of \(secrets.count) \(error.reason)")
             }
         }
-        return keys
+        return WebhookVerifiers(table)
     }
 
     private func stripeMode(_ variable: String, _ flag: String?) throws(ConfigurationError) -> String? {

@@ -77,10 +77,10 @@ struct ServiceRunner {
             if runsReceiver { logger.info("Webhook receiver off (SLUICE_LISTEN=off)") }
             return nil
         }
-        for source in WebhookSource.allCases where !configuration.webhookSecrets.isConfigured(source) {
+        for entry in WebhookSourceEntry.all where configuration.webhooks[entry.source] == nil {
             logger.notice(
                 "Webhook route off: no secret configured; it answers 404",
-                metadata: ["route": "\(source.path)", "variable": "\(source.secretVariable)"])
+                metadata: ["route": "\(entry.source.path)", "variable": "\(entry.secretVariable)"])
         }
         let committer = GroupCommitter(
             settings: .init(connectionString: configuration.databaseURL), logger: logger)
@@ -88,7 +88,8 @@ struct ServiceRunner {
         let bound = OneShot<Int>()
         listening.append(bound)
         let receiver = WebhookReceiver(
-            secrets: configuration.webhookSecrets, committer: committer, metrics: runtime.metrics, logger: logger)
+            sources: WebhookSourceEntry.all.map(\.source), verifiers: configuration.webhooks, committer: committer,
+            metrics: runtime.metrics, logger: logger)
         let server = receiver.application(host: host, port: port) { port in
             logger.info("Webhook receiver listening", metadata: ["address": "\(host):\(port)"])
             bound.fulfil(port)
@@ -122,7 +123,7 @@ struct ServiceRunner {
             errorHistoryLimit: configuration.errorHistoryLimit,
             periodic: configuration.periodic,
             // Its events are verified again against the webhook secrets: without any, leave them to others.
-            excludedQueues: configuration.webhookSecrets.isEmpty ? [WebhookSource.queue] : []
+            excludedQueues: configuration.webhooks.isEmpty ? [WebhookSource.queue] : []
         )
     }
 

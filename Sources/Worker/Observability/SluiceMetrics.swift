@@ -1,3 +1,4 @@
+import Jobs
 import Metrics
 import PGQueue
 import Synchronization
@@ -87,13 +88,13 @@ final class SluiceMetrics: Sendable {
 
     /// One webhook request and what became of it.
     func webhook(source: WebhookSource, outcome: WebhookOutcome) {
-        counter("sluice_webhooks_total", dimensions: [("source", source.rawValue), ("outcome", outcome.rawValue)])
+        counter("sluice_webhooks_total", dimensions: [("source", source.name), ("outcome", outcome.rawValue)])
             .increment()
     }
 
     /// Time from a webhook request's arrival to its answer, commit included.
     func webhookDuration(source: WebhookSource) -> Metrics.Timer {
-        timer("sluice_webhook_duration_seconds", dimensions: [("source", source.rawValue)])
+        timer("sluice_webhook_duration_seconds", dimensions: [("source", source.name)])
     }
 
     private func counter(_ label: String, dimensions: [(String, String)]) -> Counter {

@@ -8,7 +8,7 @@ import Metrics
 import NIOCore
 import PGQueue
 
-/// `POST /webhooks/stripe` and `POST /webhooks/clerk` on the public address.
+/// `POST /webhooks/<source>` (stripe, clerk) on the public address.
 ///
 /// Its one job: prove a delivery genuine on its raw bytes, commit it to the queue, answer. `200` only
 /// after the row is committed (also for a redelivery, and for an event type no handler wants: a 4xx for a
@@ -19,17 +19,19 @@ import PGQueue
 struct WebhookReceiver: Sendable {
     static let maxBodyBytes = 1 << 20
 
-    /// Nil when `STRIPE_WEBHOOK_SECRET` is unset: the route answers 404.
-    private let stripe: StripeSignatureVerifier?
-    /// Nil when `CLERK_WEBHOOK_SECRET` is unset: the route answers 404.
-    private let clerk: SvixSignatureVerifier?
+    /// Every source this build knows has a route; one without a verifier (no secret) answers 404.
+    private let sources: [WebhookSource]
+    private let verifiers: WebhookVerifiers
     private let committer: GroupCommitter
     private let metrics: SluiceMetrics
     private let logger: Logger
 
-    init(secrets: WebhookSecrets, committer: GroupCommitter, metrics: SluiceMetrics, logger: Logger) {
-        stripe = secrets.stripe.isEmpty ? nil : StripeSignatureVerifier(secrets: secrets.stripe)
-        clerk = secrets.clerk.isEmpty ? nil : SvixSignatureVerifier(keys: secrets.clerk)
+    init(
+        sources: [WebhookSource], verifiers: WebhookVerifiers, committer: GroupCommitter, metrics: SluiceMetrics,
+        logger: Logger
+    ) {
+        self.sources = sources
+        self.verifiers = verifiers
         self.committer = committer
         self.metrics = metrics
         self.logger = logger
@@ -40,7 +42,7 @@ struct WebhookReceiver: Sendable {
         -> some ApplicationProtocol
     {
         let router = Router()
-        for source in WebhookSource.allCases {
+        for source in sources {
             router.post(RouterPath(source.path)) { request, _ -> Response in
                 await receive(source, request)
             }
@@ -70,15 +72,7 @@ struct WebhookReceiver: Sendable {
     }
 
     private func answer(_ source: WebhookSource, _ request: Request) async -> (WebhookOutcome, Response) {
-        let verifier: Verifier
-        switch source {
-        case .stripe:
-            guard let stripe else { return notConfigured(source) }
-            verifier = .stripe(stripe)
-        case .clerk:
-            guard let clerk else { return notConfigured(source) }
-            verifier = .clerk(clerk)
-        }
+        guard let verifier = verifiers[source] else { return notConfigured(source) }
         if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes {
             return tooLarge(source)
         }
@@ -92,44 +86,31 @@ struct WebhookReceiver: Sendable {
         }
 
         let receivedAt = Date()
-        let now = Int(receivedAt.timeIntervalSince1970)
-        let eventID: String
-        let envelope: WebhookEnvelope
-        let keptHeaders: [(name: String, value: String)]
+        let delivery: VerifiedDelivery
         do throws(WebhookRejection) {
-            switch verifier {
-            case .stripe(let stripe):
-                let signature = request.headers[Self.stripeSignature]
-                try stripe.verify(header: signature, body: body, now: now)
-                envelope = try WebhookEnvelope.parse(body, requiresID: true)
-                eventID = envelope.id ?? ""
-                keptHeaders = [(StripeSignatureVerifier.headerName, signature ?? "")]
-            case .clerk(let clerk):
-                let verified = try clerk.verify(
-                    header: { name in HTTPField.Name(name).flatMap { request.headers[$0] } }, body: body, now: now)
-                envelope = try WebhookEnvelope.parse(body, requiresID: false)
-                eventID = verified.messageID
-                keptHeaders = verified.headers
-            }
+            delivery = try verifier.verify(
+                body: body, header: { name in HTTPField.Name(name).flatMap { request.headers[$0] } },
+                now: Int(receivedAt.timeIntervalSince1970))
         } catch {
             return reject(source, error)
         }
 
         let payload = WebhookJobPayload.make(
-            source: source, eventID: eventID, type: envelope.type, receivedAt: receivedAt, headers: keptHeaders,
-            body: body)
+            source: source, eventID: delivery.eventID, type: delivery.type, receivedAt: receivedAt,
+            headers: delivery.headers, body: body)
         let job = NewJob(
-            kind: source.jobKind, payload: payload, queue: WebhookSource.queue, uniqueKey: source.uniqueKey(eventID))
+            kind: source.jobKind, payload: payload, queue: WebhookSource.queue,
+            uniqueKey: source.uniqueKey(delivery.eventID))
         var metadata: Logger.Metadata = [
-            "source": "\(source.rawValue)", "event_id": "\(eventID)", "type": "\(envelope.type)",
+            "webhook.source": "\(source.name)", "event.id": "\(delivery.eventID)", "event.type": "\(delivery.type)",
         ]
         switch await committer.submit(job) {
         case .enqueued(let id):
-            metadata["job_id"] = "\(id)"
+            metadata["job.id"] = "\(id)"
             logger.info("Webhook accepted", metadata: metadata)
             return (.accepted, Self.text(.ok, "accepted"))
         case .duplicate(let id):
-            metadata["job_id"] = "\(id)"
+            metadata["job.id"] = "\(id)"
             logger.info("Webhook already received; absorbed", metadata: metadata)
             return (.duplicate, Self.text(.ok, "already received"))
         case .unavailable(let reason):
@@ -142,18 +123,13 @@ struct WebhookReceiver: Sendable {
         }
     }
 
-    private enum Verifier {
-        case stripe(StripeSignatureVerifier)
-        case clerk(SvixSignatureVerifier)
-    }
-
     private func notConfigured(_ source: WebhookSource) -> (WebhookOutcome, Response) {
-        (.notConfigured, Self.text(.notFound, "no \(source.rawValue) webhooks are received here"))
+        (.notConfigured, Self.text(.notFound, "no \(source.name) webhooks are received here"))
     }
 
     private func tooLarge(_ source: WebhookSource) -> (WebhookOutcome, Response) {
         logger.warning(
-            "Webhook refused", metadata: ["source": "\(source.rawValue)", "outcome": "too_large"])
+            "Webhook refused", metadata: ["webhook.source": "\(source.name)", "webhook.outcome": "too_large"])
         return (.tooLarge, Self.text(.contentTooLarge, "the body is larger than \(Self.maxBodyBytes) bytes"))
     }
 
@@ -161,7 +137,8 @@ struct WebhookReceiver: Sendable {
         logger.warning(
             "Webhook refused",
             metadata: [
-                "source": "\(source.rawValue)", "outcome": "\(rejection.outcome.rawValue)", "reason": "\(rejection)",
+                "webhook.source": "\(source.name)", "webhook.outcome": "\(rejection.outcome.rawValue)",
+                "reason": "\(rejection)",
             ])
         let outcome: WebhookOutcome =
             switch rejection.outcome {
@@ -171,8 +148,6 @@ struct WebhookReceiver: Sendable {
             }
         return (outcome, Self.text(.badRequest, rejection.reason))
     }
-
-    private static let stripeSignature = HTTPField.Name(StripeSignatureVerifier.headerName)!
 
     private static func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
         Response(

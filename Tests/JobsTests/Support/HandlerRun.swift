@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Jobs
 import Logging
@@ -38,12 +37,10 @@ struct HandlerRun {
         for delivery in deliveries { try JobQueue().enqueue(delivery.job, on: connection) }
         let registry = StandardJobs.registry(
             testJobs: true, stripeMode: stripeMode, stripe: StripeSettings(apiKey: nil),
-            signatures: WebhookSignatures(
-                stripeSecrets: [WebhookSigning.stripeSecret],
-                clerkKeys: [
-                    SymmetricKey(
-                        data: Data(base64Encoded: String(WebhookSigning.clerkSecret.dropFirst("whsec_".count)))!)
-                ]))
+            verifiers: WebhookVerifiers([
+                .stripe: try StripeSignatureVerifier(secrets: [WebhookSigning.stripeSecret]),
+                .clerk: try SvixSignatureVerifier(secrets: [WebhookSigning.clerkSecret]),
+            ]))
         let failures = Mutex<[String]>([])
         let deadline = ContinuousClock.now + .seconds(60)
         try onThreads(concurrency) { _ in

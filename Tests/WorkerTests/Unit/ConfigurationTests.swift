@@ -24,7 +24,7 @@ struct ConfigurationTests {
         #expect(configuration.errorHistoryLimit == 20)
         #expect(configuration.logLevel == .info)
         #expect(!configuration.testJobs)
-        #expect(configuration.webhookSecrets.isEmpty)
+        #expect(configuration.webhooks.isEmpty)
         #expect(configuration.periodic.isEmpty, "no periodic Stripe jobs without STRIPE_API_KEY")
         #expect(configuration.stripe.baseURL == "https://api.stripe.com")
     }
@@ -69,8 +69,8 @@ struct ConfigurationTests {
         defer { try? FileManager.default.removeItem(atPath: path) }
         try "whsec_from_a_file\n".write(toFile: path, atomically: true, encoding: .utf8)
         let configuration = try Self.load(["STRIPE_WEBHOOK_SECRET_FILE": path])
-        #expect(configuration.webhookSecrets.stripe == ["whsec_from_a_file"])
-        #expect(!"\(configuration.webhookSecrets)".contains("from_a_file"))
+        #expect(configuration.webhooks.sources == [.stripe])
+        #expect(!"\(configuration.webhooks)".contains("from_a_file"))
         #expect(throws: ConfigurationError.self) {
             try Self.load(["STRIPE_WEBHOOK_SECRET_FILE": path, "STRIPE_WEBHOOK_SECRET": "whsec_other"])
         }
