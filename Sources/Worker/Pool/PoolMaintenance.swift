@@ -105,15 +105,7 @@ final class PoolMaintenance: Sendable {
     }
 
     private func recordTimeouts(now: ContinuousClock.Instant) {
-        let expired = state.withLock { state -> [HeldJob] in
-            var expired: [HeldJob] = []
-            for (id, held) in state.held where !held.timedOut {
-                guard let deadline = held.deadline, now >= deadline else { continue }
-                state.held[id]?.timedOut = true
-                expired.append(held)
-            }
-            return expired
-        }
+        let expired = state.withLock { $0.expireTimeouts(now: now) }
         for held in expired {
             let job = held.job
             let timeout = Double(((held.deadline ?? now) - (held.startedAt ?? now)).nanoseconds) / 1e9
@@ -135,26 +127,12 @@ final class PoolMaintenance: Sendable {
     }
 
     private func heartbeat(on connection: PostgresConnection) throws(PostgresError) {
-        // A claimed job still waiting for a slot after two leases (every slot of its lane is stuck) is let
-        // go: its lease runs out and another worker takes it; a slot that reaches it later skips it.
+        // A claimed job still waiting for a slot after two leases is let go (see leasesToExtend).
         let stale = ContinuousClock.now - .milliseconds(Int(settings.leaseSeconds * 2000))
-        let leases = state.withLock { state in
-            for (id, held) in state.held where held.startedAt == nil && held.claimedAt < stale {
-                state.held[id]?.leaseLost = true
-            }
-            return state.held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease)
-        }
+        let leases = state.withLock { $0.leasesToExtend(staleBefore: stale) }
         guard !leases.isEmpty else { return }
         let extended = try queue.heartbeat(leases, on: connection)
-        // A job that finished meanwhile has left `held`: it was completed, not lost.
-        let lost = state.withLock { state in
-            leases.filter { lease in
-                guard !extended.contains(lease.id), let held = state.held[lease.id], held.job.lease == lease
-                else { return false }
-                state.held[lease.id]?.leaseLost = true
-                return true
-            }
-        }
+        let lost = state.withLock { $0.markLost(leases, extended: extended) }
         guard !lost.isEmpty else { return }
         for lease in lost {
             logger.warning(

@@ -55,7 +55,7 @@ final class WorkerPool: Sendable {
             for index in indices {
                 slots.append(Slot(index: index, connectionString: settings.connectionString, logger: logger))
             }
-            lanes.append(Lane(queue: name, slots: indices, freeSlots: indices.reversed()))
+            lanes.append(Lane(queue: name, slots: indices))
         }
         switch settings.queues {
         case .all: addLane(nil, settings.concurrency)
@@ -65,14 +65,18 @@ final class WorkerPool: Sendable {
             }
         }
         self.slots = slots
-        let state = PoolStateStore(PoolState(lanes: lanes))
+        let handlerTimeouts = Dictionary(
+            uniqueKeysWithValues: registry.kinds.map { ($0, registry.handler(for: $0)?.timeoutSeconds ?? 300) })
+        let state = PoolStateStore(
+            PoolState(
+                lanes: lanes, handlerTimeouts: handlerTimeouts, excludedQueues: settings.excludedQueues, now: .now))
         self.state = state
         let wake = self.wake
         self.flusher = OutcomeFlusher(
             queue: queue, connectionString: settings.connectionString, metrics: metrics, logger: logger
         ) { delays in
             // Retries and snoozes this worker recorded: wake the fetcher when each is due.
-            state.withLock { $0.scheduleWakes(in: delays) }
+            state.withLock { $0.scheduleWakes(in: delays, now: .now) }
             wake.signal()
         }
         self.maintenance = PoolMaintenance(
@@ -136,17 +140,7 @@ final class WorkerPool: Sendable {
         wake.signal()
         fetcherDone.wait()
         // Buffered jobs go back at once; they must not wait for the running ones.
-        let buffered = state.withLock { state -> [JobLease] in
-            var leases: [JobLease] = []
-            for index in state.lanes.indices {
-                for job in state.lanes[index].buffer {
-                    leases.append(job.lease)
-                    state.held[job.id] = nil
-                }
-                state.lanes[index].buffer.removeAll()
-            }
-            return leases
-        }
+        let buffered = state.withLock { $0.releaseBuffered() }
         let deadline = ContinuousClock.now + .milliseconds(Int(gracePeriod * 1000))
         var running = state.withLock { $0.runningCount }
         if running > 0 {
@@ -157,9 +151,7 @@ final class WorkerPool: Sendable {
             Thread.sleep(forTimeInterval: 0.01)
             running = state.withLock { $0.runningCount }
         }
-        let unfinished = state.withLock { state in
-            state.held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease)
-        }
+        let unfinished = state.withLock { $0.unfinishedLeases }
         maintenance.stop()
         flusher.stop(releasing: buffered + unfinished, timeout: 3)
         listener.stop()
@@ -174,64 +166,25 @@ final class WorkerPool: Sendable {
 
     /// Claims for every lane whose slots or buffer want jobs, with the completions waiting to be recorded
     /// riding along in the same statement; waits for a notification, a free slot or the poll interval when
-    /// there is nothing to do.
+    /// there is nothing to do. The decisions are ``PoolState``'s; this loop does the talking.
     private func fetchLoop() {
         var connection: PostgresConnection?
         var retryDelay = 0.05
-        var lastDiscovery = ContinuousClock.now - .seconds(3600)
-        var lastSample = ContinuousClock.now
-        var rotation = 0
         var schemaGate = SchemaGate()
         var needsKindTimeouts = true
-        while true {
-            let now = ContinuousClock.now
-            let elapsed = Double((now - lastSample).nanoseconds) / 1e9
-            let plan = state.withLock { state -> [(lane: Int, queue: String?, want: Int)]? in
-                state.lastFetcherTick = now
-                guard !state.isStopping else { return nil }
-                if elapsed >= 0.05 {
-                    for index in state.lanes.indices {
-                        let rate = Double(state.lanes[index].startedSinceSample) / elapsed
-                        state.lanes[index].startedSinceSample = 0
-                        let cap = min(1000, state.lanes[index].slots.count * 100)
-                        state.lanes[index].prefetchTarget = min(cap, Int(rate * 0.05))
-                    }
-                }
-                return state.lanes.indices.compactMap { index in
-                    let lane = state.lanes[index]
-                    let free = lane.freeSlots.count
-                    let room = max(0, lane.prefetchTarget - lane.buffer.count)
-                    // Refill a buffer only once it has run half down, so claims stay large.
-                    let wantsRefill = lane.buffer.count * 2 <= lane.prefetchTarget && room > 0
-                    let want = min(
-                        1000, free > lane.buffer.count || wantsRefill ? free - min(free, lane.buffer.count) + room : 0)
-                    return want > 0 ? (lane: index, queue: lane.queue, want: want) : nil
-                }
-            }
-            if elapsed >= 0.05 { lastSample = now }
-            guard let plan else { break }
-            guard !plan.isEmpty else {
-                let wait = idleWait()
-                if logger.logLevel <= .trace {
-                    logger.trace("Fetcher waiting: no slot or buffer wants jobs", metadata: ["wait_s": "\(wait)"])
-                }
-                wake.wait(timeout: wait)
+        while let claims = state.withLock({ $0.claims(now: .now) }) {
+            guard !claims.isEmpty else {
+                idle("no slot or buffer wants jobs")
                 continue
             }
             var completions: [OutcomeFlusher.Completion] = []
             do {
-                var reconnected = false
-                let open: PostgresConnection
-                if let connection, connection.isConnected {
-                    open = connection
-                } else {
-                    open =
-                        try connection
-                        ?? PostgresConnection(connectionString: settings.connectionString, logger: logger)
-                    connection = open
-                    reconnected = true
-                    needsKindTimeouts = true
-                }
+                // A connection that broke reconnects on its next call; either way, look at the schema again.
+                let reconnected = connection?.isConnected != true
+                let open =
+                    try connection ?? PostgresConnection(connectionString: settings.connectionString, logger: logger)
+                connection = open
+                if reconnected { needsKindTimeouts = true }
                 if schemaGate.isDue(at: .now, reconnected: reconnected) {
                     let notice = schemaGate.record(try InstalledSchema.read(on: open), at: .now)
                     if let notice { logger.log(level: notice.level, notice.message, metadata: notice.metadata) }
@@ -246,60 +199,32 @@ final class WorkerPool: Sendable {
                     state.withLock { $0.kindTimeouts = timeouts }
                     needsKindTimeouts = false
                 }
-                // A lane of every queue looks for queues with waiting jobs when it knows of none (a retry may
-                // have come due in a queue it dropped after finding it empty), and at least once a second.
-                let knowsNoQueue = state.withLock { $0.knownQueues.isEmpty }
-                if plan.contains(where: { $0.queue == nil }),
-                    knowsNoQueue
-                        || ContinuousClock.now - lastDiscovery > .milliseconds(Int(min(settings.pollSeconds, 1) * 1000))
-                {
+                if state.withLock({ $0.needsDiscovery(for: claims, now: .now, pollSeconds: settings.pollSeconds) }) {
                     let active = try queue.activeQueues(on: open)
-                    state.withLock { $0.knownQueues.formUnion(active) }
-                    lastDiscovery = .now
+                    state.withLock { $0.discovered(active, now: .now) }
                 }
                 var claimedAny = false
-                for lane in plan {
-                    var want = lane.want
-                    var names: [String]
-                    if let name = lane.queue {
-                        names = [name]
-                    } else {
-                        names = state.withLock { $0.knownQueues.sorted() }.filter {
-                            !settings.excludedQueues.contains($0)
-                        }
-                        // Start from a different queue each round so no queue starves the others.
-                        if !names.isEmpty {
-                            rotation = (rotation + 1) % names.count
-                            names = Array(names[rotation...] + names[..<rotation])
-                        }
-                    }
-                    for name in names where want > 0 {
+                for claim in claims {
+                    var want = claim.want
+                    for name in state.withLock({ $0.queues(for: claim) }) where want > 0 {
                         completions = flusher.takeCompletions()
                         let step = try queue.claim(
                             from: name, limit: want, completing: completions.map(\.lease), on: open)
                         flusher.recordCompleted(completions, completed: step.completed)
                         completions = []
-                        if step.claimed.isEmpty && lane.queue == nil {
-                            state.withLock { _ = $0.knownQueues.remove(name) }
-                        }
                         if logger.logLevel <= .trace {
                             logger.trace(
                                 "Claimed",
-                                metadata: ["queue": "\(name)", "want": "\(want)", "got": "\(step.claimed.count)"])
+                                metadata: ["job.queue": "\(name)", "want": "\(want)", "got": "\(step.claimed.count)"])
                         }
-                        accept(step.claimed, lane: lane.lane)
+                        let starts = state.withLock { $0.accept(step.claimed, from: name, lane: claim.lane, now: .now) }
+                        for start in starts { run(start.job, lane: claim.lane, slot: slots[start.slot]) }
                         want -= step.claimed.count
                         claimedAny = claimedAny || !step.claimed.isEmpty
                     }
                 }
                 retryDelay = 0.05
-                if !claimedAny {
-                    let wait = idleWait()
-                    if logger.logLevel <= .trace {
-                        logger.trace("Fetcher waiting: nothing to claim", metadata: ["wait_s": "\(wait)"])
-                    }
-                    wake.wait(timeout: wait)
-                }
+                if !claimedAny { idle("nothing to claim") }
             } catch {
                 // Completions taken for this statement were not recorded; give them back.
                 flusher.giveBack(completions)
@@ -313,38 +238,13 @@ final class WorkerPool: Sendable {
         connection?.close()
     }
 
-    /// How long an idle fetcher waits: the poll interval, or less when a retry it knows of is due sooner.
-    private func idleWait() -> Double {
-        state.withLock { state in
-            let now = ContinuousClock.now
-            let passed = state.dueTimes.prefix { $0 <= now }.count
-            if passed > 0 {
-                state.dueTimes.removeFirst(passed)
-                return 0.001
-            }
-            guard let next = state.dueTimes.first else { return settings.pollSeconds }
-            return min(settings.pollSeconds, Double((next - now).nanoseconds) / 1e9)
+    /// Waits for a notification, a freed slot, a retry coming due or the poll interval.
+    private func idle(_ reason: @autoclosure () -> String) {
+        let wait = state.withLock { $0.idleWait(now: .now, pollSeconds: settings.pollSeconds) }
+        if logger.logLevel <= .trace {
+            logger.trace("Fetcher waiting: \(reason())", metadata: ["wait_s": "\(wait)"])
         }
-    }
-
-    /// Buffers newly claimed jobs and starts as many as there are free slots.
-    private func accept(_ jobs: [ClaimedJob], lane: Int) {
-        guard !jobs.isEmpty else { return }
-        let starts = state.withLock { state -> [(slot: Int, job: ClaimedJob)] in
-            for job in jobs {
-                state.held[job.id] = HeldJob(job: job, lane: lane)
-                state.lanes[lane].buffer.append(job)
-            }
-            var starts: [(slot: Int, job: ClaimedJob)] = []
-            while !state.lanes[lane].freeSlots.isEmpty, let job = state.lanes[lane].buffer.popFirst() {
-                guard markStarted(job, position: 0, in: &state) else { continue }
-                starts.append((state.lanes[lane].freeSlots.removeLast(), job))
-            }
-            return starts
-        }
-        for start in starts {
-            run(start.job, lane: lane, slot: slots[start.slot])
-        }
+        wake.wait(timeout: wait)
     }
 
     /// Runs `first` on the slot, then keeps taking jobs from the lane's buffer until it is empty.
@@ -359,57 +259,16 @@ final class WorkerPool: Sendable {
             while true {
                 results.removeAll(keepingCapacity: true)
                 for job in chunk { results.append(execute(job, on: slot)) }
-                let (next, refill, accepted) = state.withLock {
-                    state -> (next: [ClaimedJob], refill: Bool, accepted: [AttemptResult]) in
-                    var accepted: [AttemptResult] = []
-                    accepted.reserveCapacity(results.count)
-                    for (job, result) in zip(chunk, results) {
-                        // Only this attempt's entry: a newer attempt of the same job may be held by now
-                        // (this one timed out or lost its lease, and the job was claimed again).
-                        guard let held = state.held[job.id], held.job.lease == job.lease else { continue }
-                        state.held[job.id] = nil
-                        // The timeout check already failed this attempt: the late result is dropped.
-                        guard !held.timedOut else { continue }
-                        accepted.append(result)
-                    }
-                    var next: [ClaimedJob] = []
-                    if !state.isStopping {
-                        let size = max(
-                            1, min(32, state.lanes[lane].buffer.count / max(1, state.lanes[lane].slots.count)))
-                        while next.count < size, let job = state.lanes[lane].buffer.popFirst() {
-                            if markStarted(job, position: next.count, in: &state) { next.append(job) }
-                        }
-                    }
-                    if next.isEmpty { state.lanes[lane].freeSlots.append(slot.index) }
-                    let laneState = state.lanes[lane]
-                    return (next, next.isEmpty || laneState.buffer.count * 2 <= laneState.prefetchTarget, accepted)
+                let (accepted, next, wantsRefill) = state.withLock {
+                    $0.finish(chunk, results: results, lane: lane, slot: slot.index, now: .now)
                 }
                 flusher.submit(accepted)
-                if refill { wake.signal() }
+                if wantsRefill { wake.signal() }
                 guard !next.isEmpty else { break }
                 chunk = next
             }
             let (busy, free) = state.withLock { ($0.slotCount - $0.freeSlotCount, $0.freeSlotCount) }
             metrics.pool(busy: busy, free: free)
         }
-    }
-
-    /// Takes a job from the buffer for a slot: false (and the job dropped) when the attempt is no longer
-    /// this worker's (its lease was lost while it waited). The timeout clock starts now, scaled by the
-    /// job's position in its slot's chunk, so jobs waiting behind others in a chunk are not timed out
-    /// before they start; a chunk only forms for jobs that take milliseconds.
-    private func markStarted(_ job: ClaimedJob, position: Int, in state: inout PoolState) -> Bool {
-        guard let held = state.held[job.id], held.job.lease == job.lease else { return false }
-        guard !held.timedOut, !held.leaseLost else {
-            state.held[job.id] = nil
-            return false
-        }
-        let timeout = state.kindTimeouts[job.kind] ?? registry.handler(for: job.kind)?.timeoutSeconds ?? 300
-        let now = ContinuousClock.now
-        let seconds = min(max(timeout, 0.001), 10_000_000) * Double(position + 1)
-        state.held[job.id]?.startedAt = now
-        state.held[job.id]?.deadline = now + .milliseconds(Int(seconds * 1000))
-        state.lanes[held.lane].startedSinceSample += 1
-        return true
     }
 }

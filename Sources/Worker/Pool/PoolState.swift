@@ -1,0 +1,260 @@
+import PGQueue
+
+/// What the pool knows and decides: which lanes claim and how many, which held job goes to which slot,
+/// when an idle fetcher wakes, which attempts ran out of time or lost their lease.
+///
+/// Every decision is a method here that takes the time as an argument and does no I/O, so it can be tested
+/// in-process; the fetcher, the slots and maintenance call them under ``PoolStateStore``'s lock and do the
+/// talking to PostgreSQL themselves.
+struct PoolState: Sendable {
+    var lanes: [Lane]
+    var held: [Int64: HeldJob] = [:]
+    /// Queues with waiting jobs, for a lane that works every queue.
+    var knownQueues: Set<String> = []
+    /// Per-kind timeouts from `sluice.kinds`, over the handlers' own.
+    var kindTimeouts: [String: Double] = [:]
+    /// Each handler's own timeout, for kinds `sluice.kinds` does not name.
+    let handlerTimeouts: [String: Double]
+    /// Queues never claimed from, whatever a lane of every queue finds (`webhooks` without webhook secrets).
+    let excludedQueues: Set<String>
+    var isStopping = false
+    var lastFetcherTick: ContinuousClock.Instant
+    /// When retries and snoozes recorded by this worker become due, soonest first, so an idle fetcher
+    /// wakes for each instead of waiting out a long poll interval. Capped: the poll covers the rest.
+    var dueTimes: [ContinuousClock.Instant] = []
+    /// When the start rate was last measured.
+    var lastSample: ContinuousClock.Instant
+    /// When a lane of every queue last asked PostgreSQL which queues have jobs.
+    var lastDiscovery: ContinuousClock.Instant?
+    /// Where a lane of every queue starts its next round, so no queue starves the others.
+    var rotation = 0
+
+    /// A timeout no handler or `sluice.kinds` names (DESIGN.md: 5 minutes).
+    static let defaultTimeout = 300.0
+    /// How often the start rate is measured to size the prefetch.
+    static let sampleInterval = Duration.milliseconds(50)
+
+    init(
+        lanes: [Lane], handlerTimeouts: [String: Double] = [:], excludedQueues: Set<String> = [],
+        now: ContinuousClock.Instant
+    ) {
+        self.lanes = lanes
+        self.handlerTimeouts = handlerTimeouts
+        self.excludedQueues = excludedQueues
+        self.lastFetcherTick = now
+        self.lastSample = now
+    }
+
+    /// How many jobs a lane wants claimed now, and from which queue (nil: every queue).
+    struct Claim: Sendable, Equatable {
+        var lane: Int
+        var queue: String?
+        var want: Int
+    }
+
+    // MARK: Claiming
+
+    /// The fetcher's turn: records that it is alive, re-sizes each lane's prefetch from the start rate
+    /// measured since the last sample, and says which lanes want jobs. Nil once the pool is stopping.
+    mutating func claims(now: ContinuousClock.Instant) -> [Claim]? {
+        lastFetcherTick = now
+        guard !isStopping else { return nil }
+        let elapsed = now - lastSample
+        if elapsed >= Self.sampleInterval {
+            let seconds = Double(elapsed.nanoseconds) / 1e9
+            for index in lanes.indices {
+                let rate = Double(lanes[index].startedSinceSample) / seconds
+                lanes[index].startedSinceSample = 0
+                let cap = min(1000, lanes[index].slots.count * 100)
+                lanes[index].prefetchTarget = min(cap, Int(rate * 0.05))
+            }
+            lastSample = now
+        }
+        return lanes.indices.compactMap { index in
+            let lane = lanes[index]
+            let free = lane.freeSlots.count
+            let room = max(0, lane.prefetchTarget - lane.buffer.count)
+            // Refill a buffer only once it has run half down, so claims stay large.
+            let wantsRefill = lane.buffer.count * 2 <= lane.prefetchTarget && room > 0
+            let want = min(
+                1000, free > lane.buffer.count || wantsRefill ? free - min(free, lane.buffer.count) + room : 0)
+            return want > 0 ? Claim(lane: index, queue: lane.queue, want: want) : nil
+        }
+    }
+
+    /// Whether to ask PostgreSQL which queues have waiting jobs before claiming: a lane of every queue
+    /// that knows of none (a retry may have come due in a queue it dropped after finding it empty), and at
+    /// least every poll interval (at most a second).
+    func needsDiscovery(for claims: [Claim], now: ContinuousClock.Instant, pollSeconds: Double) -> Bool {
+        guard claims.contains(where: { $0.queue == nil }) else { return false }
+        guard let lastDiscovery, !knownQueues.isEmpty else { return true }
+        return now - lastDiscovery > .milliseconds(Int(min(pollSeconds, 1) * 1000))
+    }
+
+    mutating func discovered(_ queues: [String], now: ContinuousClock.Instant) {
+        knownQueues.formUnion(queues)
+        lastDiscovery = now
+    }
+
+    /// The queues to claim from for `claim`, in order: its own, or every known queue but the excluded
+    /// ones, starting one further along each round.
+    mutating func queues(for claim: Claim) -> [String] {
+        if let queue = claim.queue { return [queue] }
+        let names = knownQueues.sorted().filter { !excludedQueues.contains($0) }
+        guard !names.isEmpty else { return [] }
+        rotation = (rotation + 1) % names.count
+        return Array(names[rotation...] + names[..<rotation])
+    }
+
+    /// Holds newly claimed jobs in their lane's buffer and gives as many as there are free slots a slot.
+    /// A lane of every queue forgets a queue that gave nothing.
+    mutating func accept(_ jobs: [ClaimedJob], from queue: String, lane: Int, now: ContinuousClock.Instant)
+        -> [(slot: Int, job: ClaimedJob)]
+    {
+        if jobs.isEmpty, lanes[lane].queue == nil { knownQueues.remove(queue) }
+        for job in jobs {
+            held[job.id] = HeldJob(job: job, lane: lane, claimedAt: now)
+            lanes[lane].buffer.append(job)
+        }
+        var starts: [(slot: Int, job: ClaimedJob)] = []
+        while !lanes[lane].freeSlots.isEmpty, let job = lanes[lane].buffer.popFirst() {
+            guard start(job, position: 0, now: now) else { continue }
+            starts.append((lanes[lane].freeSlots.removeLast(), job))
+        }
+        return starts
+    }
+
+    // MARK: Running
+
+    /// A slot finished `chunk` with `results` (in the same order): keeps the results still wanted and
+    /// hands the slot its next chunk from the buffer, or frees it.
+    ///
+    /// A result is dropped when its attempt is no longer held (a newer attempt of the job may be: this one
+    /// timed out or lost its lease and the job was claimed again) or the timeout check already failed it.
+    /// Fast jobs go in chunks (up to 32, never more than the buffer holds per slot), so the lock and the
+    /// flusher see one visit per chunk rather than one per job.
+    mutating func finish<Result>(
+        _ chunk: [ClaimedJob], results: [Result], lane: Int, slot: Int, now: ContinuousClock.Instant
+    ) -> (accepted: [Result], next: [ClaimedJob], wantsRefill: Bool) {
+        var accepted: [Result] = []
+        accepted.reserveCapacity(results.count)
+        for (job, result) in zip(chunk, results) {
+            guard let entry = held[job.id], entry.job.lease == job.lease else { continue }
+            held[job.id] = nil
+            guard !entry.timedOut else { continue }
+            accepted.append(result)
+        }
+        var next: [ClaimedJob] = []
+        if !isStopping {
+            let size = max(1, min(32, lanes[lane].buffer.count / max(1, lanes[lane].slots.count)))
+            while next.count < size, let job = lanes[lane].buffer.popFirst() {
+                if start(job, position: next.count, now: now) { next.append(job) }
+            }
+        }
+        if next.isEmpty { lanes[lane].freeSlots.append(slot) }
+        let laneState = lanes[lane]
+        return (accepted, next, next.isEmpty || laneState.buffer.count * 2 <= laneState.prefetchTarget)
+    }
+
+    /// Takes a job from the buffer for a slot: false (and the job dropped) when the attempt is no longer
+    /// this worker's (its lease was lost while it waited). The timeout clock starts now, scaled by the
+    /// job's position in its slot's chunk, so jobs waiting behind others in a chunk are not timed out
+    /// before they start; a chunk only forms for jobs that take milliseconds.
+    mutating func start(_ job: ClaimedJob, position: Int, now: ContinuousClock.Instant) -> Bool {
+        guard let entry = held[job.id], entry.job.lease == job.lease else { return false }
+        guard !entry.timedOut, !entry.leaseLost else {
+            held[job.id] = nil
+            return false
+        }
+        let seconds = min(max(timeout(of: job.kind), 0.001), 10_000_000) * Double(position + 1)
+        held[job.id]?.startedAt = now
+        held[job.id]?.deadline = now + .milliseconds(Int(seconds * 1000))
+        lanes[entry.lane].startedSinceSample += 1
+        return true
+    }
+
+    /// A kind's timeout: `sluice.kinds`, else its handler's, else the default.
+    func timeout(of kind: String) -> Double {
+        kindTimeouts[kind] ?? handlerTimeouts[kind] ?? Self.defaultTimeout
+    }
+
+    // MARK: Waiting
+
+    /// Notes that jobs will be due again after these delays (seconds).
+    mutating func scheduleWakes(in delays: [Double], now: ContinuousClock.Instant) {
+        dueTimes += delays.map { now + .milliseconds(Int($0 * 1000) + 5) }
+        dueTimes.sort()
+        if dueTimes.count > 1000 { dueTimes.removeLast(dueTimes.count - 1000) }
+    }
+
+    /// How long an idle fetcher waits, in seconds: the poll interval, or less when a retry it knows of is
+    /// due sooner (at once when one has come due).
+    mutating func idleWait(now: ContinuousClock.Instant, pollSeconds: Double) -> Double {
+        let passed = dueTimes.prefix { $0 <= now }.count
+        if passed > 0 {
+            dueTimes.removeFirst(passed)
+            return 0.001
+        }
+        guard let next = dueTimes.first else { return pollSeconds }
+        return min(pollSeconds, Double((next - now).nanoseconds) / 1e9)
+    }
+
+    // MARK: Maintenance
+
+    /// Marks the attempts whose deadline has passed as timed out and returns them, to be failed.
+    mutating func expireTimeouts(now: ContinuousClock.Instant) -> [HeldJob] {
+        var expired: [HeldJob] = []
+        for (id, entry) in held where !entry.timedOut {
+            guard let deadline = entry.deadline, now >= deadline else { continue }
+            held[id]?.timedOut = true
+            expired.append(entry)
+        }
+        return expired
+    }
+
+    /// The leases to extend: every held attempt not timed out or lost. A job still waiting for a slot
+    /// since before `staleBefore` (every slot of its lane is stuck) is let go instead: its lease runs out
+    /// and another worker takes it; a slot that reaches it later skips it.
+    mutating func leasesToExtend(staleBefore: ContinuousClock.Instant) -> [JobLease] {
+        for (id, entry) in held where entry.startedAt == nil && entry.claimedAt < staleBefore {
+            held[id]?.leaseLost = true
+        }
+        return held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease)
+    }
+
+    /// After a heartbeat: the leases it did not extend that are still held are lost (rescued by another
+    /// worker). A job that finished meanwhile has left `held`: it was completed, not lost.
+    mutating func markLost(_ leases: [JobLease], extended: Set<Int64>) -> [JobLease] {
+        leases.filter { lease in
+            guard !extended.contains(lease.id), let entry = held[lease.id], entry.job.lease == lease else {
+                return false
+            }
+            held[lease.id]?.leaseLost = true
+            return true
+        }
+    }
+
+    // MARK: Stopping
+
+    /// Empties every lane's buffer and returns the leases of the jobs in them, to give back at once.
+    mutating func releaseBuffered() -> [JobLease] {
+        var leases: [JobLease] = []
+        for index in lanes.indices {
+            for job in lanes[index].buffer {
+                leases.append(job.lease)
+                held[job.id] = nil
+            }
+            lanes[index].buffer.removeAll()
+        }
+        return leases
+    }
+
+    /// The leases of attempts still running that are this worker's to give back.
+    var unfinishedLeases: [JobLease] {
+        held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease)
+    }
+
+    var freeSlotCount: Int { lanes.reduce(0) { $0 + $1.freeSlots.count } }
+    var slotCount: Int { lanes.reduce(0) { $0 + $1.slots.count } }
+    var runningCount: Int { held.values.reduce(0) { $0 + ($1.startedAt != nil ? 1 : 0) } }
+}
