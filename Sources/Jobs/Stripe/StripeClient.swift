@@ -4,45 +4,6 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-/// How Sluice talks to Stripe's API: `STRIPE_API_KEY`, `STRIPE_API_BASE`, `STRIPE_RATE_LIMIT`.
-public struct StripeSettings: Sendable {
-    /// The secret key (`sk_live_…`, `sk_test_…`, or a restricted `rk_…`); nil makes every Stripe job fail
-    /// permanently with a message that says to set it.
-    public var apiKey: String?
-    public var baseURL: String
-    /// Requests per second this process sends at most (Stripe allows 100 in live mode, 25 in test mode).
-    public var requestsPerSecond: Double
-    public var timeoutSeconds: Double
-    /// Pinned, so a change of the account's default version cannot change the shapes the jobs read.
-    public var version: String
-
-    public init(
-        apiKey: String?, baseURL: String = "https://api.stripe.com", requestsPerSecond: Double = 25,
-        timeoutSeconds: Double = 30, version: String = "2025-03-31.basil"
-    ) {
-        self.apiKey = apiKey
-        self.baseURL = baseURL
-        self.requestsPerSecond = requestsPerSecond
-        self.timeoutSeconds = timeoutSeconds
-        self.version = version
-    }
-}
-
-/// A failed Stripe request, sorted by what the job should do about it.
-public struct StripeError: Error, CustomStringConvertible {
-    public enum Action: Sendable, Equatable {
-        /// 429: wait this long, then try again without spending an attempt.
-        case waitAndRetry(seconds: Double)
-        /// 5xx, a timeout or a network error: retry with the queue's backoff.
-        case retry
-        /// Any other 4xx, or no API key: retrying cannot help.
-        case fail
-    }
-
-    public var action: Action
-    public var description: String
-}
-
 /// One answer of Stripe's API: the JSON object, and the server's time (for the model's versions).
 struct StripeResponse {
     var object: [String: Any]
@@ -147,25 +108,5 @@ public final class StripeClient: Sendable {
         formatter.timeZone = TimeZone(identifier: "GMT")
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
         return formatter.date(from: text).map { Int($0.timeIntervalSince1970) }
-    }
-}
-
-/// Spaces requests out to at most `perSecond`, process-wide, by blocking the caller's thread.
-final class RateLimiter: Sendable {
-    private let interval: Double
-    private let next = Mutex<Double>(0)
-
-    init(perSecond: Double) {
-        interval = perSecond > 0 ? 1 / perSecond : 0
-    }
-
-    func acquire() {
-        let now = ProcessInfo.processInfo.systemUptime
-        let slot = next.withLock { next in
-            let slot = max(next, now)
-            next = slot + interval
-            return slot
-        }
-        if slot > now { Thread.sleep(forTimeInterval: slot - now) }
     }
 }

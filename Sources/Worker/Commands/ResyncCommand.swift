@@ -23,7 +23,7 @@ struct ResyncCommand: ParsableCommand {
 
     func run() throws {
         let connection = try database.connect()
-        let payload = customer.map { #"{"customer_id": "\#($0)"}"# } ?? "{}"
+        let payload = String(decoding: try JSONEncoder().encode(ResyncPayload(customerID: customer)), as: UTF8.self)
         let id = try reportingDatabaseErrors { () throws(PostgresError) in
             try JobQueue().enqueue(NewJob(kind: "stripe.resync", payload: payload), on: connection)
         }
@@ -47,5 +47,14 @@ struct ResyncCommand: ParsableCommand {
         }
         throw CommandFailure(
             "no result within \(Int(wait)) s: is a worker running with STRIPE_API_KEY set? (job \(id))")
+    }
+}
+
+/// The `stripe.resync` job's payload: `{"customer_id": "cus_..."}`, or `{}` for every customer.
+private struct ResyncPayload: Encodable {
+    var customerID: String?
+
+    enum CodingKeys: String, CodingKey {
+        case customerID = "customer_id"
     }
 }

@@ -86,11 +86,6 @@ final class OutcomeFlusher: Sendable {
         wake.signal()
     }
 
-    func snooze(_ snooze: Snooze) {
-        pending.withLock { $0.snoozes.append(snooze) }
-        wake.signal()
-    }
-
     /// Takes the pending completions, for the fetcher to record in its next claim statement.
     func takeCompletions() -> [Completion] {
         pending.withLock { pending in

@@ -4,21 +4,6 @@ import Logging
 import PGQueue
 import Synchronization
 
-/// Settings of a pool, derived from the process's ``Configuration``.
-struct PoolSettings: Sendable {
-    var connectionString: String?
-    var queues: QueueSelection
-    var concurrency: Int
-    var leaseSeconds: Double
-    var pollSeconds: Double
-    var uniqueRetentionSeconds: Double
-    var errorHistoryLimit: Int
-    /// Kinds enqueued once per slot of their interval (`SLUICE_PERIODIC`).
-    var periodic: [PeriodicSchedule] = []
-    /// Queues this pool never claims from, whatever `queues` says (`webhooks` without webhook secrets).
-    var excludedQueues: Set<String> = []
-}
-
 /// Runs jobs: a fetcher claims batches when slots are free, each job runs on a slot's serial queue under
 /// its kind's timeout, outcomes are recorded in batches, and a maintenance thread extends leases, rescues
 /// expired ones, and keeps the tables trim.

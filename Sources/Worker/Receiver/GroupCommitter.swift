@@ -54,7 +54,6 @@ final class GroupCommitter: @unchecked Sendable {
     private var pendingBytes = 0
     private var inFlight: [Int: (startedAt: Double, answers: [Answer])] = [:]
     private var isStopping = false
-    private var writers: [Thread] = []
     private let stopped = DispatchGroup()
     private let failureLog = FailureLog()
     private var sweeper: (any DispatchSourceTimer)?
@@ -74,7 +73,6 @@ final class GroupCommitter: @unchecked Sendable {
             }
             thread.name = "sluice-commit-\(index)"
             thread.start()
-            writers.append(thread)
         }
         let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "sluice.commit.sweeper"))
         timer.schedule(deadline: .now() + 0.25, repeating: 0.25)

@@ -30,5 +30,3 @@ final class NotificationRecorder: Sendable {
     var notifications: [PostgresNotification] { received.value.withLock { $0 } }
     var connectCount: Int { connects.value.withLock { $0 } }
 }
-
-/// A shared, lock-protected value.
