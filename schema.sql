@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 10;
+SET LOCAL sluice.schema_version = 11;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -505,6 +505,93 @@ COMMENT ON FUNCTION sluice.authorize_enqueue(text[], text[], text[], integer[], 
 -- Enqueueing
 -- ---------------------------------------------------------------------------------------------------
 
+-- The unique-key protocol, written once: sluice.enqueue runs it for a batch of one, sluice.enqueue_unique
+-- for a whole batch. They check their arguments and the caller first and then call it as the schema's
+-- owner, so it checks neither, and nobody else may call it (no grant).
+CREATE OR REPLACE FUNCTION sluice.insert_unique_jobs(
+    kinds        text[],
+    payloads     jsonb[],
+    unique_keys  text[],
+    queues       text[],
+    priorities   integer[],
+    run_ats      timestamptz[],
+    max_attempts integer[],
+    OUT added_keys text[],
+    OUT added_ids  bigint[],
+    OUT held_keys  text[],
+    OUT held_ids   bigint[],
+    OUT contended  text[]
+)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pending   text[];           -- distinct keys not settled yet, in lock order
+    step_keys text[];
+    step_ids  bigint[];
+BEGIN
+    added_keys := '{}';
+    added_ids := '{}';
+    held_keys := '{}';
+    held_ids := '{}';
+    SELECT array_agg(DISTINCT k ORDER BY k) INTO pending FROM unnest(unique_keys) AS k;
+
+    -- The key row is the lock: the first transaction to insert it owns the key, a concurrent one waits
+    -- for it to commit and then finds the holder. A key whose retention has passed is taken over.
+    -- A whole batch per statement: keys are claimed in sorted order, so two batches that share keys wait
+    -- for each other in one direction only and cannot deadlock.
+    FOR round IN 1..3 LOOP
+        WITH firsts AS (
+            SELECT DISTINCT ON (j.key) j.key, j.kind, j.payload, coalesce(j.queue, 'default') AS queue,
+                   coalesce(j.priority, 0) AS priority, coalesce(j.run_at, now()) AS run_at, j.max_attempts
+            FROM unnest(unique_keys, kinds, payloads, queues, priorities, run_ats, insert_unique_jobs.max_attempts)
+                WITH ORDINALITY AS j(key, kind, payload, queue, priority, run_at, max_attempts, position)
+            WHERE j.key = ANY (pending)
+            ORDER BY j.key, j.position
+        ), claimed AS (
+            INSERT INTO sluice.unique_keys AS u (key, job_id)
+            SELECT f.key, nextval('sluice.jobs_id_seq') FROM firsts f ORDER BY f.key
+            ON CONFLICT (key) DO NOTHING
+            RETURNING u.key, u.job_id
+        ), added AS (
+            INSERT INTO sluice.jobs (id, queue, kind, payload, priority, run_at, max_attempts, unique_key)
+            SELECT c.job_id, f.queue, f.kind, f.payload, f.priority, f.run_at, coalesce(f.max_attempts, k.max_attempts, 20),
+                   c.key
+            FROM claimed c
+            JOIN firsts f ON f.key = c.key
+            LEFT JOIN sluice.kinds k ON k.kind = f.kind
+            RETURNING sluice.jobs.unique_key, sluice.jobs.id
+        )
+        SELECT coalesce(array_agg(a.unique_key), '{}'), coalesce(array_agg(a.id), '{}')
+        INTO step_keys, step_ids FROM added a;
+        added_keys := added_keys || step_keys;
+        added_ids := added_ids || step_ids;
+        pending := ARRAY(SELECT k FROM unnest(pending) AS k WHERE k <> ALL (step_keys) ORDER BY k);
+        EXIT WHEN cardinality(pending) = 0;
+
+        -- A new statement, so a new snapshot: it sees holders that committed while the insert waited on them.
+        SELECT coalesce(array_agg(u.key), '{}'), coalesce(array_agg(u.job_id), '{}')
+        INTO step_keys, step_ids
+        FROM sluice.unique_keys u
+        WHERE u.key = ANY (pending) AND (u.expires_at IS NULL OR u.expires_at > now());
+        held_keys := held_keys || step_keys;
+        held_ids := held_ids || step_ids;
+        pending := ARRAY(SELECT k FROM unnest(pending) AS k WHERE k <> ALL (step_keys) ORDER BY k);
+        EXIT WHEN cardinality(pending) = 0;
+
+        -- What is left are keys past their retention: take them over.
+        DELETE FROM sluice.unique_keys u WHERE u.key = ANY (pending) AND u.expires_at <= now();
+    END LOOP;
+    contended := pending;
+END
+$$;
+COMMENT ON FUNCTION sluice.insert_unique_jobs(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[]) IS
+    'The unique-key protocol of sluice.enqueue and sluice.enqueue_unique, for their checked arguments (parallel '
+    'arrays, one element per job; the first job of a repeated key supplies it): adds a job for each key that is '
+    'free or past its retention, in up to three rounds. Returns the keys it added with their new job ids, the keys '
+    'held by a live job or within their retention with the holder''s id, and the keys still contended after three '
+    'rounds, each key once. Internal: it checks neither its arguments nor the caller, so only the owner runs it.';
+REVOKE ALL ON FUNCTION sluice.insert_unique_jobs(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[])
+    FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION sluice.enqueue(
     kind         text,
     payload      jsonb       DEFAULT '{}',
@@ -519,7 +606,6 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id     bigint;
     holder_id  bigint;
-    expiry     timestamptz;
     attempts   integer;
 BEGIN
     IF enqueue.kind IS NULL OR enqueue.kind = '' THEN
@@ -546,37 +632,25 @@ BEGIN
         PERFORM sluice.authorize_enqueue(ARRAY[enqueue.kind], ARRAY[enqueue.queue], ARRAY[enqueue.unique_key],
                                          ARRAY[enqueue.priority], ARRAY[enqueue.run_at], ARRAY[enqueue.payload]);
     END IF;
-    attempts := coalesce(
-        enqueue.max_attempts,
-        (SELECT k.max_attempts FROM sluice.kinds k WHERE k.kind = enqueue.kind),
-        20);
 
     IF enqueue.unique_key IS NULL THEN
+        attempts := coalesce(
+            enqueue.max_attempts,
+            (SELECT k.max_attempts FROM sluice.kinds k WHERE k.kind = enqueue.kind),
+            20);
         INSERT INTO sluice.jobs (queue, kind, payload, priority, run_at, max_attempts)
         VALUES (enqueue.queue, enqueue.kind, enqueue.payload, coalesce(enqueue.priority, 0),
                 coalesce(enqueue.run_at, now()), attempts)
         RETURNING id INTO new_id;
     ELSE
-        -- The key row is the lock: the first transaction to insert it owns the key, a concurrent one waits
-        -- for it to commit and then finds the holder. A key whose retention has passed is taken over.
-        FOR round IN 1..3 LOOP
-            new_id := nextval('sluice.jobs_id_seq');
-            INSERT INTO sluice.unique_keys AS u (key, job_id) VALUES (enqueue.unique_key, new_id)
-            ON CONFLICT (key) DO NOTHING;
-            IF FOUND THEN
-                INSERT INTO sluice.jobs (id, queue, kind, payload, priority, run_at, max_attempts, unique_key)
-                VALUES (new_id, enqueue.queue, enqueue.kind, enqueue.payload, coalesce(enqueue.priority, 0),
-                        coalesce(enqueue.run_at, now()), attempts, enqueue.unique_key);
-                EXIT;
-            END IF;
-            SELECT u.job_id, u.expires_at INTO holder_id, expiry
-            FROM sluice.unique_keys u WHERE u.key = enqueue.unique_key;
-            IF FOUND AND (expiry IS NULL OR expiry > now()) THEN
-                RETURN holder_id;
-            END IF;
-            DELETE FROM sluice.unique_keys u WHERE u.key = enqueue.unique_key AND u.expires_at <= now();
-            new_id := NULL;
-        END LOOP;
+        -- A batch of one through the protocol sluice.enqueue_unique uses (sluice.insert_unique_jobs).
+        SELECT u.added_ids[1], u.held_ids[1] INTO new_id, holder_id
+        FROM sluice.insert_unique_jobs(ARRAY[enqueue.kind], ARRAY[enqueue.payload], ARRAY[enqueue.unique_key],
+                                       ARRAY[enqueue.queue], ARRAY[enqueue.priority], ARRAY[enqueue.run_at],
+                                       ARRAY[enqueue.max_attempts]) AS u;
+        IF holder_id IS NOT NULL THEN
+            RETURN holder_id;
+        END IF;
         IF new_id IS NULL THEN
             RAISE EXCEPTION 'sluice.enqueue: unique key % is contended; retry the call', enqueue.unique_key
                 USING ERRCODE = 'serialization_failure';
@@ -681,13 +755,11 @@ CREATE OR REPLACE FUNCTION sluice.enqueue_unique(
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     n          integer := coalesce(cardinality(kinds), 0);
-    pending    text[];           -- distinct keys not settled yet, in lock order
-    new_keys   text[] := '{}';
-    new_ids    bigint[] := '{}';
-    held_keys  text[] := '{}';
-    held_ids   bigint[] := '{}';
-    step_keys  text[];
-    step_ids   bigint[];
+    pending    text[];           -- keys still contended after the protocol's three rounds
+    new_keys   text[];
+    new_ids    bigint[];
+    held_keys  text[];
+    held_ids   bigint[];
 BEGIN
     IF cardinality(payloads) IS DISTINCT FROM n OR cardinality(unique_keys) IS DISTINCT FROM n
         OR (queues IS NOT NULL AND cardinality(queues) <> n)
@@ -714,52 +786,11 @@ BEGIN
         PERFORM sluice.authorize_enqueue(kinds, queues, unique_keys, priorities, run_ats, payloads);
     END IF;
 
-    SELECT array_agg(DISTINCT k ORDER BY k) INTO pending FROM unnest(unique_keys) AS k;
-
-    -- The protocol of sluice.enqueue, for a whole batch per statement. Keys are claimed in sorted order, so
-    -- two batches that share keys wait for each other in one direction only and cannot deadlock.
-    FOR round IN 1..3 LOOP
-        WITH firsts AS (
-            SELECT DISTINCT ON (j.key) j.key, j.kind, j.payload, coalesce(j.queue, 'default') AS queue,
-                   coalesce(j.priority, 0) AS priority, coalesce(j.run_at, now()) AS run_at, j.max_attempts
-            FROM unnest(unique_keys, kinds, payloads, queues, priorities, run_ats, enqueue_unique.max_attempts)
-                WITH ORDINALITY AS j(key, kind, payload, queue, priority, run_at, max_attempts, position)
-            WHERE j.key = ANY (pending)
-            ORDER BY j.key, j.position
-        ), claimed AS (
-            INSERT INTO sluice.unique_keys AS u (key, job_id)
-            SELECT f.key, nextval('sluice.jobs_id_seq') FROM firsts f ORDER BY f.key
-            ON CONFLICT (key) DO NOTHING
-            RETURNING u.key, u.job_id
-        ), added AS (
-            INSERT INTO sluice.jobs (id, queue, kind, payload, priority, run_at, max_attempts, unique_key)
-            SELECT c.job_id, f.queue, f.kind, f.payload, f.priority, f.run_at, coalesce(f.max_attempts, k.max_attempts, 20),
-                   c.key
-            FROM claimed c
-            JOIN firsts f ON f.key = c.key
-            LEFT JOIN sluice.kinds k ON k.kind = f.kind
-            RETURNING sluice.jobs.unique_key, sluice.jobs.id
-        )
-        SELECT coalesce(array_agg(a.unique_key), '{}'), coalesce(array_agg(a.id), '{}')
-        INTO step_keys, step_ids FROM added a;
-        new_keys := new_keys || step_keys;
-        new_ids := new_ids || step_ids;
-        pending := ARRAY(SELECT k FROM unnest(pending) AS k WHERE k <> ALL (step_keys) ORDER BY k);
-        EXIT WHEN cardinality(pending) = 0;
-
-        -- A new statement, so a new snapshot: it sees holders that committed while the insert waited on them.
-        SELECT coalesce(array_agg(u.key), '{}'), coalesce(array_agg(u.job_id), '{}')
-        INTO step_keys, step_ids
-        FROM sluice.unique_keys u
-        WHERE u.key = ANY (pending) AND (u.expires_at IS NULL OR u.expires_at > now());
-        held_keys := held_keys || step_keys;
-        held_ids := held_ids || step_ids;
-        pending := ARRAY(SELECT k FROM unnest(pending) AS k WHERE k <> ALL (step_keys) ORDER BY k);
-        EXIT WHEN cardinality(pending) = 0;
-
-        -- What is left are keys past their retention: take them over, as sluice.enqueue does.
-        DELETE FROM sluice.unique_keys u WHERE u.key = ANY (pending) AND u.expires_at <= now();
-    END LOOP;
+    -- The unique-key protocol of sluice.enqueue, for the whole batch at once (sluice.insert_unique_jobs).
+    SELECT u.added_keys, u.added_ids, u.held_keys, u.held_ids, u.contended
+    INTO new_keys, new_ids, held_keys, held_ids, pending
+    FROM sluice.insert_unique_jobs(kinds, payloads, unique_keys, queues, priorities, run_ats,
+                                   enqueue_unique.max_attempts) AS u;
     IF cardinality(pending) > 0 THEN
         RAISE EXCEPTION 'sluice.enqueue_unique: unique keys % are contended; retry the call', pending
             USING ERRCODE = 'serialization_failure';
@@ -1608,7 +1639,22 @@ DECLARE
     after_row  jsonb;
     new_row    jsonb := fields || jsonb_build_object('id', row_id, 'version', version, 'rank', rank, 'updated_at', now());
     columns    text;
+    target     regclass := to_regclass(format('billing.%I', entity));
+    unknown    text;
 BEGIN
+    -- jsonb_populate_record skips a key that names no column, so a misspelt one would be dropped without a
+    -- word. (A table that does not exist fails at the first read below.)
+    SELECT string_agg(format('"%s"', key), ' or ' ORDER BY key) INTO unknown
+    FROM jsonb_object_keys(fields) AS key
+    WHERE target IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                      WHERE a.attrelid = target AND a.attname = key AND a.attnum > 0 AND NOT a.attisdropped);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION 'billing.write: billing.% has no column %', entity, unknown
+            USING ERRCODE = 'SL400',
+                  HINT = format('Every key of fields must name a column of billing.%s: check the spelling, or add the '
+                                'column (and its upgrade step) in schema.sql.', entity);
+    END IF;
     EXECUTE format('SELECT to_jsonb(t) FROM billing.%I t WHERE t.id = $1 FOR UPDATE', entity) INTO before_row USING row_id;
     IF before_row IS NULL THEN
         EXECUTE format('INSERT INTO billing.%1$I SELECT * FROM jsonb_populate_record(NULL::billing.%1$I, $1) '
@@ -1647,7 +1693,8 @@ $$;
 COMMENT ON FUNCTION billing.write(text, text, jsonb, bigint, smallint, text, text, text) IS
     'Writes the given columns of one row of billing.<entity> from an event of the given version and lifecycle rank, '
     'unless the row holds a newer version (or the same version at a later rank); logs the change in audit_log. '
-    'Returns the new row (with _before, the old one), or NULL when the event was older.';
+    'Returns the new row (with _before, the old one), or NULL when the event was older. A key of fields that names '
+    'no column of the table raises SL400 naming it.';
 
 CREATE OR REPLACE FUNCTION billing.link(customer_id text, user_id text, linked_by text, event_id text, event_type text)
 RETURNS void
