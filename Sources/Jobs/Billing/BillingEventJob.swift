@@ -15,8 +15,8 @@ public import PGQueue
 public struct BillingEventJob: JobHandler {
     public let kind: String
     public let usesTransaction = true
-    private let statement: PreparedStatement
-    private let bindingsFor: @Sendable (ClaimedJob) -> [(any PostgresBindable)?]
+    /// Applies the job's event through the store and returns the outcome it recorded.
+    private let apply: @Sendable (BillingStore, ClaimedJob) throws(PostgresError) -> String
     /// The verifiers a stored delivery must pass, and its source; nil for events Sluice fetched from
     /// Stripe itself.
     private let verification: (verifiers: WebhookVerifiers, source: WebhookSource)?
@@ -28,7 +28,8 @@ public struct BillingEventJob: JobHandler {
     ///   - verifiers: the webhook verifiers the stored signature must pass.
     public static func stripe(mode: String?, verifiers: WebhookVerifiers) -> BillingEventJob {
         BillingEventJob(
-            kind: WebhookSource.stripe.jobKind, statement: applyStripe, bindingsFor: { job in [job.payload, mode] },
+            kind: WebhookSource.stripe.jobKind,
+            apply: { store, job throws(PostgresError) in try store.applyStripeEvent(payload: job.payload, mode: mode) },
             verification: (verifiers, .stripe))
     }
 
@@ -36,7 +37,8 @@ public struct BillingEventJob: JobHandler {
     /// without a signature. Only the schema owner may enqueue this kind (`sluice.kind_rules`).
     public static func fetched(mode: String?) -> BillingEventJob {
         BillingEventJob(
-            kind: "stripe.fetched_event", statement: applyStripe, bindingsFor: { job in [job.payload, mode] },
+            kind: "stripe.fetched_event",
+            apply: { store, job throws(PostgresError) in try store.applyStripeEvent(payload: job.payload, mode: mode) },
             verification: nil)
     }
 
@@ -44,23 +46,8 @@ public struct BillingEventJob: JobHandler {
     public static func clerk(verifiers: WebhookVerifiers) -> BillingEventJob {
         BillingEventJob(
             kind: WebhookSource.clerk.jobKind,
-            statement: PreparedStatement(
-                name: "billing_apply_clerk_event",
-                sql:
-                    "SELECT billing.apply_clerk_event(\(eventOf("$1")), billing.text_at($1::jsonb, '{event_id}', true))"
-            ),
-            bindingsFor: { job in [job.payload] }, verification: (verifiers, .clerk))
-    }
-
-    private static let applyStripe = PreparedStatement(
-        name: "billing_apply_stripe_event", sql: "SELECT billing.apply_stripe_event(\(eventOf("$1")), $2::text)")
-
-    /// The event in a job payload: the raw body the receiver kept, or the payload itself.
-    private static func eventOf(_ parameter: String) -> String {
-        """
-        CASE WHEN jsonb_typeof(\(parameter)::jsonb -> 'body') = 'string'
-             THEN (\(parameter)::jsonb ->> 'body')::jsonb ELSE \(parameter)::jsonb END
-        """
+            apply: { store, job throws(PostgresError) in try store.applyClerkEvent(payload: job.payload) },
+            verification: (verifiers, .clerk))
     }
 
     public func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
@@ -72,9 +59,7 @@ public struct BillingEventJob: JobHandler {
             }
         }
         do {
-            let outcome = try context.connection().execute(
-                statement, bindingsFor(job), context: "applying a \(kind) job to the billing model"
-            ).single().decode(String.self, at: 0)
+            let outcome = try apply(BillingStore(context.connection()), job)
             if outcome.hasPrefix(Self.futurePrefix) {
                 return try snooze(
                     job, secondsAhead: Double(outcome.dropFirst(Self.futurePrefix.count)) ?? 3600, context)
@@ -95,18 +80,24 @@ public struct BillingEventJob: JobHandler {
 
     /// The erasure a `user.deleted` event in a `clerk.event` payload makes, if it is one.
     private static func erasure(in payload: String) -> ErasureList.Entry? {
-        guard var event = try? JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any] else {
-            return nil
-        }
-        if let body = event["body"] as? String,
-            let inner = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
-        {
-            event = inner
-        }
-        guard event["type"] as? String == "user.deleted", let data = event["data"] as? [String: Any],
-            let id = data["id"] as? String, let stamp = (event["timestamp"] as? NSNumber)?.int64Value
-        else { return nil }
+        let decoder = JSONDecoder()
+        guard let stored = try? decoder.decode(ClerkEvent.self, from: Data(payload.utf8)) else { return nil }
+        // The receiver keeps the raw body under "body"; a payload without one is the event itself.
+        let event = stored.body.flatMap { try? decoder.decode(ClerkEvent.self, from: Data($0.utf8)) } ?? stored
+        guard event.type == "user.deleted", let id = event.data?.id, let stamp = event.timestamp else { return nil }
         return ErasureList.Entry(userID: id, version: stamp)
+    }
+
+    /// The fields of a Clerk event (or of a stored delivery) that an erasure needs.
+    private struct ClerkEvent: Decodable {
+        var type: String?
+        var timestamp: Int64?
+        var data: Subject?
+        var body: String?
+
+        struct Subject: Decodable {
+            var id: String?
+        }
     }
 
     /// The outcome `billing.apply_*_event` gives an event dated more than 5 minutes ahead of the database clock.

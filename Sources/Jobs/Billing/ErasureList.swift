@@ -25,26 +25,15 @@ public enum ErasureList {
 
     /// Every listed erasure, oldest first.
     public static func export(on connection: PostgresConnection) throws(PostgresError) -> [Entry] {
-        try connection.query(
-            "SELECT user_id, version FROM billing.erasures ORDER BY erased_at, user_id", context: "reading erasures"
-        ).map { row throws(PostgresError) in
-            Entry(userID: try row.decode(String.self, at: 0), version: try row.decode(Int64.self, at: 1))
-        }
+        try BillingStore(connection).erasures()
     }
 
     /// Applies each erasure again, in one transaction.
     /// - Returns: how many users were erased now (the others were already listed).
     public static func apply(_ entries: [Entry], on connection: PostgresConnection) throws -> Int {
         try connection.transaction(context: "applying erasures") { connection in
-            var erased = 0
-            for entry in entries {
-                let row = try connection.query(
-                    "SELECT billing.erase_user($1, $2, $3, 'erasure.reapplied')",
-                    [entry.userID, entry.version, "reapplied:\(entry.userID)"], context: "erasing \(entry.userID)"
-                ).single()
-                if try row.decode(Bool.self, at: 0) { erased += 1 }
-            }
-            return erased
+            let store = BillingStore(connection)
+            return try entries.reduce(0) { erased, entry in erased + (try store.reapply(entry) ? 1 : 0) }
         }
     }
 

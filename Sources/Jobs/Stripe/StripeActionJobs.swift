@@ -28,25 +28,21 @@ struct ChangePlanJob: JobHandler {
     let support: StripeJobSupport
 
     func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        var payload = try support.payload(job)
-        let price = try support.required(payload, "price")
-        let at = try support.string(payload, "at") ?? "now"
-        guard at == "now" || at == "period_end" else {
-            throw JobError.permanent("payload field at must be now or period_end, got \(at)")
-        }
+        var payload = try JobPayload.decode(ChangePlanPayload.self, from: job)
+        let price = payload.price.value
         let connection = try context.connection()
-        let subscription = try support.subscriptionID(payload, on: connection)
-        if at == "period_end" {
-            let end = try connection.query(
-                "SELECT current_period_end FROM billing.subscriptions WHERE id = $1", [subscription],
-                context: "reading the period end"
-            ).first?.decode(Date?.self, at: 0)
-            guard let end else { throw JobError.permanent("subscription \(subscription) has no known period end") }
-            payload["at"] = "now"
-            payload["subscription_id"] = subscription
+        let subscription = try support.subscriptionID(payload.subscriptionID, user: payload.userID, on: connection)
+        if payload.at == .periodEnd {
+            guard let end = try BillingStore(connection).currentPeriodEnd(ofSubscription: subscription) else {
+                throw JobError.permanent("subscription \(subscription) has no known period end")
+            }
+            payload.at = .now
+            payload.subscriptionID = NonEmptyString(subscription)
+            payload.userID = nil
             let later = try JobQueue().enqueue(
                 NewJob(
-                    kind: kind, payload: StripeJobSupport.json(payload), queue: job.queue, runAt: end,
+                    kind: kind, payload: String(decoding: try JSONEncoder().encode(payload), as: UTF8.self),
+                    queue: job.queue, runAt: end,
                     uniqueKey: "stripe.change_plan:\(subscription):\(Int(end.timeIntervalSince1970)):\(price)"),
                 on: connection)
             try support.finish(
@@ -60,9 +56,7 @@ struct ChangePlanJob: JobHandler {
                 let item = items.first?["id"] as? String
             else { throw JobError.permanent("subscription \(subscription) has no items to change") }
             var form = [("items[0][id]", item), ("items[0][price]", price)]
-            if let proration = try support.string(payload, "proration_behavior") {
-                form.append(("proration_behavior", proration))
-            }
+            if let proration = payload.prorationBehavior { form.append(("proration_behavior", proration.value)) }
             let updated = try support.client.send(
                 .POST, "/v1/subscriptions/\(StripeClient.pathID(subscription))", form: form,
                 idempotencyKey: support.idempotencyKey(job, "update"))
@@ -79,17 +73,13 @@ struct CancelSubscriptionJob: JobHandler {
     let support: StripeJobSupport
 
     func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        let payload = try support.payload(job)
-        let at = try support.string(payload, "at") ?? "period_end"
-        guard at == "now" || at == "period_end" else {
-            throw JobError.permanent("payload field at must be now or period_end, got \(at)")
-        }
+        let payload = try JobPayload.decode(CancelSubscriptionPayload.self, from: job)
         let connection = try context.connection()
-        let subscription = try support.subscriptionID(payload, on: connection)
+        let subscription = try support.subscriptionID(payload.subscriptionID, user: payload.userID, on: connection)
         return try support.calling {
             let key = support.idempotencyKey(job, "cancel")
             let updated =
-                at == "now"
+                payload.at == .now
                 ? try support.client.send(
                     .DELETE, "/v1/subscriptions/\(StripeClient.pathID(subscription))", idempotencyKey: key)
                 : try support.client.send(
@@ -109,9 +99,9 @@ struct ResumeSubscriptionJob: JobHandler {
     let support: StripeJobSupport
 
     func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        let payload = try support.payload(job)
+        let payload = try JobPayload.decode(ResumeSubscriptionPayload.self, from: job)
         let connection = try context.connection()
-        let subscription = try support.subscriptionID(payload, on: connection)
+        let subscription = try support.subscriptionID(payload.subscriptionID, user: payload.userID, on: connection)
         return try support.calling {
             let updated = try support.client.send(
                 .POST, "/v1/subscriptions/\(StripeClient.pathID(subscription))",
@@ -129,13 +119,16 @@ struct PortalSessionJob: JobHandler {
     let support: StripeJobSupport
 
     func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        let payload = try support.payload(job)
-        let returnURL = try support.required(payload, "return_url")
+        let payload = try JobPayload.decode(PortalSessionPayload.self, from: job)
         let connection = try context.connection()
-        guard let customer = try support.customerID(payload, required: true, on: connection) else { return .success }
+        guard
+            let customer = try support.customerID(
+                payload.customerID, user: payload.userID, required: true, on: connection)
+        else { return .success }
         return try support.calling {
             let session = try support.client.send(
-                .POST, "/v1/billing_portal/sessions", form: [("customer", customer), ("return_url", returnURL)],
+                .POST, "/v1/billing_portal/sessions",
+                form: [("customer", customer), ("return_url", payload.returnURL.value)],
                 idempotencyKey: support.idempotencyKey(job, "portal"))
             try support.finish(
                 job, subscription: nil,
@@ -154,16 +147,16 @@ struct CheckoutSessionJob: JobHandler {
     let support: StripeJobSupport
 
     func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        let payload = try support.payload(job)
-        let user = try support.required(payload, "user_id")
-        let price = try support.required(payload, "price")
+        let payload = try JobPayload.decode(CheckoutSessionPayload.self, from: job)
         var form = [
-            ("mode", "subscription"), ("line_items[0][price]", price), ("line_items[0][quantity]", "1"),
-            ("success_url", try support.required(payload, "success_url")),
-            ("cancel_url", try support.required(payload, "cancel_url")), ("client_reference_id", user),
+            ("mode", "subscription"), ("line_items[0][price]", payload.price.value), ("line_items[0][quantity]", "1"),
+            ("success_url", payload.successURL.value), ("cancel_url", payload.cancelURL.value),
+            ("client_reference_id", payload.userID.value),
         ]
         let connection = try context.connection()
-        if let customer = try support.customerID(payload, required: false, on: connection) {
+        if let customer = try support.customerID(
+            payload.customerID, user: payload.userID, required: false, on: connection)
+        {
             form.append(("customer", customer))
         }
         return try support.calling {

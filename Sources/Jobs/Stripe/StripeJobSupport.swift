@@ -6,62 +6,28 @@ import PGQueue
 struct StripeJobSupport: Sendable {
     let client: StripeClient
 
-    /// The payload as a JSON object; anything else fails the job permanently.
-    func payload(_ job: ClaimedJob) throws -> [String: Any] {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(job.payload.utf8)) as? [String: Any] else {
-            throw JobError.permanent("the payload is not a JSON object")
-        }
-        return object
-    }
-
-    func string(_ payload: [String: Any], _ key: String) throws -> String? {
-        guard let value = payload[key], !(value is NSNull) else { return nil }
-        guard let text = value as? String, !text.isEmpty else {
-            throw JobError.permanent("payload field \(key) must be a non-empty string")
-        }
-        return text
-    }
-
-    func required(_ payload: [String: Any], _ key: String) throws -> String {
-        guard let text = try string(payload, key) else { throw JobError.permanent("payload field \(key) is missing") }
-        return text
-    }
-
-    /// `subscription_id`, else the subscription that gives `user_id` access (else the user's latest).
-    func subscriptionID(_ payload: [String: Any], on connection: PostgresConnection) throws -> String {
-        if let id = try string(payload, "subscription_id") { return id }
-        guard let user = try string(payload, "user_id") else {
-            throw JobError.permanent("the payload needs subscription_id or user_id")
-        }
-        let row = try connection.query(
-            """
-            SELECT coalesce(a.subscription_id,
-                            (SELECT s.id FROM billing.customer_links l JOIN billing.subscriptions s ON s.customer_id = l.customer_id
-                             WHERE l.user_id = $1 ORDER BY s.version DESC NULLS LAST LIMIT 1))
-            FROM billing.access_of($1) a
-            """, [user], context: "finding the subscription of \(user)"
-        ).single()
-        guard let id = try row.decode(String?.self, at: 0) else {
+    /// `subscription`, else the subscription that gives `user` access (else the user's latest).
+    func subscriptionID(_ subscription: NonEmptyString?, user: NonEmptyString?, on connection: PostgresConnection)
+        throws -> String
+    {
+        if let subscription { return subscription.value }
+        guard let user else { throw JobError.permanent("the payload needs subscription_id or user_id") }
+        guard let id = try BillingStore(connection).subscription(ofUser: user.value) else {
             throw JobError.permanent("user \(user) has no subscription")
         }
         return id
     }
 
-    /// `customer_id`, else the customer linked to `user_id`; nil when neither is known and `required` is false.
-    func customerID(_ payload: [String: Any], required: Bool, on connection: PostgresConnection) throws -> String? {
-        if let id = try string(payload, "customer_id") { return id }
-        guard let user = try string(payload, "user_id") else {
+    /// `customer`, else the customer linked to `user`; nil when neither is known and `required` is false.
+    func customerID(
+        _ customer: NonEmptyString?, user: NonEmptyString?, required: Bool, on connection: PostgresConnection
+    ) throws -> String? {
+        if let customer { return customer.value }
+        guard let user else {
             if required { throw JobError.permanent("the payload needs customer_id or user_id") }
             return nil
         }
-        // The user's current customer, unless Stripe deleted it: a checkout then makes a new one.
-        let rows = try connection.query(
-            """
-            SELECT l.customer_id FROM billing.customer_links l
-            WHERE l.user_id = $1 AND l.unlinked_at IS NULL
-              AND NOT EXISTS (SELECT 1 FROM billing.customers c WHERE c.id = l.customer_id AND c.deleted_at IS NOT NULL)
-            """, [user], context: "finding the customer of \(user)")
-        if let row = rows.first { return try row.decode(String.self, at: 0) }
+        if let id = try BillingStore(connection).customer(ofUser: user.value) { return id }
         if required { throw JobError.permanent("user \(user) has no Stripe customer") }
         return nil
     }
@@ -104,9 +70,7 @@ struct StripeJobSupport: Sendable {
                     "created": subscription.time, "livemode": subscription.object["livemode"] as? Bool ?? false,
                     "data": ["object": (try? JSONSerialization.jsonObject(with: Data(subscription.body.utf8))) ?? [:]],
                 ]
-                try tx.query(
-                    "SELECT billing.apply_stripe_event($1::jsonb)", [Self.json(event)],
-                    context: "applying the subscription Stripe returned")
+                try BillingStore(tx).applyStripeEvent(Self.json(event))
             }
             try tx.query(
                 "SELECT sluice.record_job_result($1, $2, $3::jsonb)", [job.id, job.kind, Self.json(result)],

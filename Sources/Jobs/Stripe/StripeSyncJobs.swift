@@ -30,9 +30,8 @@ struct ReconcileJob: JobHandler {
                 "SELECT pg_advisory_unlock(hashtextextended('sluice.stripe.reconcile', 0))", context: "unlocking")
         }
         let now = Int(Date().timeIntervalSince1970)
-        let cursor = try connection.query(
-            "SELECT value::bigint FROM billing.settings WHERE key = $1", [Self.cursorKey], context: "reading the cursor"
-        ).first?.decode(Int.self, at: 0)
+        let store = BillingStore(connection)
+        let cursor = try store.setting(Self.cursorKey).flatMap { Int($0) }
         let since = max((cursor ?? 0) - 300, now - 30 * 86_400)
         return try support.calling {
             var newest = cursor ?? since
@@ -46,21 +45,16 @@ struct ReconcileJob: JobHandler {
                 let events = page.object["data"] as? [[String: Any]] ?? []
                 listed += events.count
                 let ids = events.compactMap { $0["id"] as? String }
-                let processed = Set(
-                    try connection.query(
-                        "SELECT event_id FROM billing.processed_events WHERE source = 'stripe' AND event_id = ANY($1::text[])",
-                        [ids], context: "finding processed events"
-                    ).map { try $0.decode(String.self, at: 0) })
-                let jobs = events.compactMap { event -> NewJob? in
+                let processed = try store.processedStripeEvents(among: ids)
+                let jobs = try events.compactMap { event -> NewJob? in
                     guard let id = event["id"] as? String, !processed.contains(id) else { return nil }
-                    let payload: [String: Any] = [
-                        "source": "reconcile", "event_id": id, "type": event["type"] ?? NSNull(),
-                        "body": StripeJobSupport.json(event),
-                    ]
+                    let payload = FetchedEventPayload(
+                        eventID: id, type: event["type"] as? String, body: StripeJobSupport.json(event))
                     // Fetched from Stripe's API by Sluice itself, so it carries no signature: an owner-only kind.
                     return NewJob(
-                        kind: "stripe.fetched_event", payload: StripeJobSupport.json(payload), queue: "webhooks",
-                        uniqueKey: "stripe:\(id)")
+                        kind: "stripe.fetched_event",
+                        payload: String(decoding: try JSONEncoder().encode(payload), as: UTF8.self),
+                        queue: WebhookSource.queue, uniqueKey: WebhookSource.stripe.uniqueKey(id))
                 }
                 for result in try JobQueue().enqueueUnique(jobs, on: connection) {
                     if case .enqueued = result { enqueued += 1 }
@@ -68,12 +62,9 @@ struct ReconcileJob: JobHandler {
                 newest = max(newest, events.compactMap { $0["created"] as? Int }.max() ?? newest)
                 startingAfter = (page.object["has_more"] as? Bool) == true ? ids.last : nil
             } while startingAfter != nil
-            try connection.query(
-                """
-                INSERT INTO billing.settings (key, value, description)
-                VALUES ($1, $2, 'Created time (Unix s) of the newest Stripe event the stripe.reconcile job listed.')
-                ON CONFLICT (key) DO UPDATE SET value = excluded.value
-                """, [Self.cursorKey, "\(newest)"], context: "storing the cursor")
+            try store.setSetting(
+                Self.cursorKey, to: "\(newest)",
+                description: "Created time (Unix s) of the newest Stripe event the stripe.reconcile job listed.")
             try support.finish(
                 job, subscription: nil, result: ["listed": listed, "enqueued": enqueued, "cursor": newest],
                 on: connection)
@@ -94,46 +85,32 @@ struct ReportUsageJob: JobHandler {
     let support: StripeJobSupport
 
     func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        let connection = try context.connection()
+        let store = BillingStore(try context.connection())
         return try support.calling {
             var reported = 0
             for _ in 0..<10 {
-                let uses = try connection.query(
-                    """
-                    SELECT e.idempotency_key, e.quantity, extract(epoch FROM e.recorded_at)::bigint, m.event_name, l.customer_id
-                    FROM billing.usage_events e
-                    JOIN billing.meters m ON m.feature = e.feature
-                    JOIN billing.customer_links l ON l.user_id = e.user_id AND l.unlinked_at IS NULL
-                    WHERE e.reported_at IS NULL AND e.allowed AND e.report_error IS NULL
-                    ORDER BY e.recorded_at
-                    LIMIT 100
-                    """, context: "finding unreported usage")
+                let uses = try store.unreportedUses(limit: 100)
                 for use in uses {
-                    let key = try use.decode(String.self, at: 0)
+                    let key = use.idempotencyKey
                     do {
                         _ = try support.client.send(
                             .POST, "/v1/billing/meter_events",
                             form: [
-                                ("event_name", try use.decode(String.self, at: 3)),
-                                ("payload[stripe_customer_id]", try use.decode(String.self, at: 4)),
-                                ("payload[value]", "\(try use.decode(Int64.self, at: 1))"), ("identifier", key),
-                                ("timestamp", "\(try use.decode(Int64.self, at: 2))"),
+                                ("event_name", use.eventName), ("payload[stripe_customer_id]", use.customerID),
+                                ("payload[value]", "\(use.quantity)"), ("identifier", key),
+                                ("timestamp", "\(use.recordedAt)"),
                             ], idempotencyKey: "sluice-usage-\(key)")
                     } catch let error as StripeError where error.description.contains("resource_already_exists") {
                         // Stripe already has this identifier: it was reported and the mark was lost.
                     } catch let error as StripeError where error.action == .fail {
                         // One refused use (a deleted customer, a meter that does not exist) must not stop the
                         // others behind it: keep why, and leave it to an operator.
-                        try connection.query(
-                            "UPDATE billing.usage_events SET report_error = $2 WHERE idempotency_key = $1",
-                            [key, error.description], context: "recording a refused usage report")
+                        try store.markReportRefused(key, reason: error.description)
                         context.logger.warning(
                             "Stripe refused a usage report", metadata: ["key": "\(key)", "error": "\(error)"])
                         continue
                     }
-                    try connection.query(
-                        "UPDATE billing.usage_events SET reported_at = now() WHERE idempotency_key = $1", [key],
-                        context: "marking usage reported")
+                    try store.markReported(key)
                     reported += 1
                 }
                 if uses.count < 100 { break }
@@ -152,12 +129,12 @@ struct ResyncJob: JobHandler {
     let support: StripeJobSupport
 
     func handle(_ job: ClaimedJob, context: JobContext) throws -> JobOutcome {
-        let payload = try support.payload(job)
+        let payload = try JobPayload.decode(ResyncPayload.self, from: job)
         let connection = try context.connection()
         return try support.calling {
             var customers: [[String: Any]] = []
             var fetchedAt = Int(Date().timeIntervalSince1970)
-            if let id = try support.string(payload, "customer_id") {
+            if let id = payload.customerID?.value {
                 let customer = try support.client.send(.GET, "/v1/customers/\(StripeClient.pathID(id))")
                 customers = [customer.object]
                 fetchedAt = customer.time
@@ -209,8 +186,6 @@ struct ResyncJob: JobHandler {
             "created": time,
             "livemode": object["livemode"] as? Bool ?? false, "data": ["object": object],
         ]
-        try connection.query(
-            "SELECT billing.apply_stripe_event($1::jsonb)", [StripeJobSupport.json(event)],
-            context: "applying a refetched \(type)")
+        try BillingStore(connection).applyStripeEvent(StripeJobSupport.json(event))
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Jobs
 import PGQueue
 
 /// `sluice resync`: refetch from Stripe and apply, through a `stripe.resync` job.
@@ -47,14 +48,5 @@ struct ResyncCommand: ParsableCommand {
         }
         throw CommandFailure(
             "no result within \(Int(wait)) s: is a worker running with STRIPE_API_KEY set? (job \(id))")
-    }
-}
-
-/// The `stripe.resync` job's payload: `{"customer_id": "cus_..."}`, or `{}` for every customer.
-private struct ResyncPayload: Encodable {
-    var customerID: String?
-
-    enum CodingKeys: String, CodingKey {
-        case customerID = "customer_id"
     }
 }

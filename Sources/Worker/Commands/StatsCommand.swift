@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Jobs
 import PGQueue
 
 /// `sluice stats`: `sluice.queue_stats` as a table.
@@ -34,55 +35,19 @@ struct StatsCommand: ParsableCommand {
         try printBusinessSummary(connection)
     }
 
-    /// Each billing view as a table; the columns are cast to text in SQL, so one printer serves them all.
+    /// Each billing view as a table.
     private func printBusinessSummary(_ connection: PostgresConnection) throws {
-        let sections: [(title: String, columns: [String], sql: String)] = [
-            (
-                "Monthly recurring revenue (minor units)", ["plan", "currency", "subscriptions", "mrr"],
-                "SELECT plan, currency, subscriptions::text, mrr::text FROM billing.mrr"
-            ),
-            (
-                "Active subscriptions", ["plan", "status", "subscriptions"],
-                "SELECT plan, status, subscriptions::text FROM billing.active_subscriptions"
-            ),
-            (
-                "New and churned, last 6 months", ["month", "new", "churned", "net"],
-                """
-                SELECT to_char(month, 'YYYY-MM'), new::text, churned::text, net::text FROM billing.subscription_movements
-                WHERE month >= date_trunc('month', now(), 'UTC') - interval '5 months'
-                """
-            ),
-            (
-                "Failed payments, last 6 months", ["month", "failed", "recovered", "open", "lost", "recovery rate"],
-                """
-                SELECT to_char(month, 'YYYY-MM'), failed::text, recovered::text, still_open::text, lost::text,
-                       recovery_rate::text
-                FROM billing.payment_recovery WHERE month >= date_trunc('month', now(), 'UTC') - interval '5 months'
-                """
-            ),
-            (
-                "Top usage this period", ["feature", "rank", "user", "used"],
-                "SELECT feature, rank::text, user_id, used::text FROM billing.top_usage WHERE rank <= 3"
-            ),
-        ]
-        let hasBilling = try reportingDatabaseErrors { () throws(PostgresError) in
-            try connection.query("SELECT to_regclass('billing.mrr') IS NOT NULL", context: "looking for billing")
-                .single().decode(Bool.self, at: 0)
+        let reports = try reportingDatabaseErrors { () throws(PostgresError) in
+            try BillingStore(connection).businessSummary()
         }
-        guard hasBilling else { return }
-        for section in sections {
-            let rows = try reportingDatabaseErrors { () throws(PostgresError) in
-                try connection.query(section.sql, context: "reading \(section.title.lowercased())")
-            }
-            print("\n\(section.title)")
-            guard !rows.isEmpty else {
+        for report in reports ?? [] {
+            print("\n\(report.title)")
+            guard !report.rows.isEmpty else {
                 print("  none")
                 continue
             }
-            var table = TextTable(section.columns)
-            for row in rows {
-                table.add(try section.columns.indices.map { try row.decode(String?.self, at: $0) ?? "-" })
-            }
+            var table = TextTable(report.columns)
+            for row in report.rows { table.add(row) }
             print(table.render(), terminator: "")
         }
     }

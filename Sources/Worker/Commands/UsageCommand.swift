@@ -1,4 +1,6 @@
 import ArgumentParser
+import Foundation
+import Jobs
 import PGQueue
 
 /// `sluice usage`: record a use, or show a user's entitlements.
@@ -31,22 +33,16 @@ struct UsageCommand: ParsableCommand {
 
         func run() throws {
             let connection = try database.connect()
-            let row = try reportingDatabaseErrors { () throws(PostgresError) in
-                try connection.query(
-                    """
-                    SELECT allowed, used, limit_value::text, remaining::text, plan, period_end::text, repeated
-                    FROM billing.record_usage($1, $2, $3, $4)
-                    """, [user, feature, quantity, key], context: "recording usage"
-                ).single()
+            let answer = try reportingDatabaseErrors { () throws(PostgresError) in
+                try BillingStore(connection).recordUsage(
+                    user: user, feature: feature, quantity: Int64(quantity), idempotencyKey: key)
             }
-            let allowed = try row.decode(Bool.self, at: 0)
-            let limit = try row.decode(String?.self, at: 2) ?? "unlimited"
-            let remaining = try row.decode(String?.self, at: 3) ?? "unlimited"
             print(
-                "\(allowed ? "allowed" : "denied")\(try row.decode(Bool.self, at: 6) ? " (repeated key)" : ""): "
-                    + "used \(try row.decode(Int64.self, at: 1)) of \(limit), \(remaining) remaining, plan "
-                    + "\(try row.decode(String.self, at: 4)), period ends \(try row.decode(String.self, at: 5))")
-            if !allowed { throw ExitCode(2) }
+                "\(answer.allowed ? "allowed" : "denied")\(answer.repeated ? " (repeated key)" : ""): "
+                    + "used \(answer.used) of \(answer.limit.map(String.init) ?? "unlimited"), "
+                    + "\(answer.remaining.map(String.init) ?? "unlimited") remaining, plan \(answer.plan), "
+                    + "period ends \(answer.periodEnd.map(formatDate) ?? "-")")
+            if !answer.allowed { throw ExitCode(2) }
         }
     }
 
@@ -59,25 +55,24 @@ struct UsageCommand: ParsableCommand {
 
         func run() throws {
             let connection = try database.connect()
-            let access = try reportingDatabaseErrors { () throws(PostgresError) in
-                try connection.query(
-                    "SELECT has_access, plan, reason FROM billing.access_of($1)", [user], context: "reading access"
-                ).single()
+            let store = BillingStore(connection)
+            let (access, entitlements) = try reportingDatabaseErrors { () throws(PostgresError) in
+                (try store.access(of: user), try store.entitlements(of: user))
             }
-            print(
-                "\(user): \(try access.decode(Bool.self, at: 0) ? "has access" : "no access"), plan "
-                    + "\(try access.decode(String.self, at: 1)) (\(try access.decode(String.self, at: 2)))")
-            let rows = try reportingDatabaseErrors { () throws(PostgresError) in
-                try connection.query(
-                    """
-                    SELECT feature, coalesce(limit_value::text, 'unlimited'), used::text,
-                           coalesce(remaining::text, 'unlimited'), period_end::text
-                    FROM billing.entitlements WHERE user_id = $1 ORDER BY feature
-                    """, [user], context: "reading entitlements")
-            }
+            print("\(user): \(access.hasAccess ? "has access" : "no access"), plan \(access.plan) (\(access.reason))")
             var table = TextTable(["feature", "limit", "used", "remaining", "period ends"])
-            for row in rows { table.add(try (0..<5).map { try row.decode(String.self, at: $0) }) }
+            for entitlement in entitlements {
+                table.add([
+                    entitlement.feature, entitlement.limit.map(String.init) ?? "unlimited", "\(entitlement.used)",
+                    entitlement.remaining.map(String.init) ?? "unlimited", entitlement.periodEnd.map(formatDate) ?? "-",
+                ])
+            }
             print(table.render(), terminator: "")
         }
     }
+}
+
+/// A time as operators read it: ISO 8601, in UTC.
+private func formatDate(_ date: Date) -> String {
+    date.formatted(.iso8601)
 }

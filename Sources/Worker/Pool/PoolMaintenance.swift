@@ -162,7 +162,7 @@ final class PoolMaintenance: Sendable {
         var backlog = false
         repeat {
             let batch = try queue.prune(batchSize: batchSize, on: connection)
-                .merging(BillingRetention.prune(batchSize: batchSize, on: connection), uniquingKeysWith: +)
+                .merging(BillingStore(connection).prune(batchSize: batchSize), uniquingKeysWith: +)
             pruned.merge(batch, uniquingKeysWith: +)
             backlog = batch.values.contains { $0 >= batchSize }
         } while backlog && ContinuousClock.now < budget
