@@ -27,7 +27,7 @@ struct ReceiverTests {
         }
         #expect(try receiver.jobCount() == firstBodyOfEvent.count)
 
-        let rows = try receiver.cluster.connect().query(
+        let rows = try receiver.database.connect().query(
             """
             SELECT kind, queue, unique_key, payload ->> 'event_id', payload ->> 'body',
                    payload -> 'headers' ->> 'stripe-signature'
@@ -158,7 +158,7 @@ struct ReceiverTests {
         #expect(chunked.status == 413)
 
         #expect(try receiver.jobCount() == 0)
-        #expect(try receiver.cluster.count("SELECT count(*) FROM sluice.unique_keys") == 0)
+        #expect(try receiver.database.count("SELECT count(*) FROM sluice.unique_keys") == 0)
         for outcome in ["bad_signature", "stale", "malformed", "too_large"] {
             let expected = cases.filter { $0.outcome == outcome }.count + (outcome == "too_large" ? 2 : 0)
             #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="\#(outcome)"}"#) == expected)
@@ -190,7 +190,7 @@ struct ReceiverTests {
         let redelivery = WebhookSigning.svixHeaders(created, id: "msg_1", timestamp: WebhookSigning.now() - 60)
         #expect(try receiver.post("clerk", headers: redelivery, body: created).status == 200)
         #expect(try receiver.jobCount() == 2)
-        let types = try receiver.cluster.connect().query(
+        let types = try receiver.database.connect().query(
             "SELECT unique_key || ' ' || (payload ->> 'type') FROM sluice.jobs WHERE kind = 'clerk.event' ORDER BY 1",
             context: "read")
         #expect(
@@ -257,7 +257,7 @@ struct ReceiverTests {
 
     @Test("PostgreSQL stopped: 503, nothing lost; once it is back, the retried delivery is accepted")
     func databaseDown() throws {
-        let receiver = try ReceiverUnderTest()
+        let receiver = try ReceiverUnderTest(ownCluster: true)
         let body = try WebhookSigning.stripeEvent("stripe/events/invoice_finalized.json", id: "evt_during_outage")
         try receiver.cluster.pause()
         let reply = try receiver.post(
@@ -282,7 +282,7 @@ struct ReceiverTests {
         #expect(try receiver.jobCount() == 1)
         #expect(try receiver.admin("/readyz").status == 200)
 
-        let url = receiver.cluster.url.replacingOccurrences(of: "://postgres@", with: "://sluice_receiver@")
+        let url = receiver.database.url.replacingOccurrences(of: "://postgres@", with: "://sluice_receiver@")
         let connection = try PostgresConnection(connectionString: url)
         for forbidden in [
             "SELECT count(*) FROM sluice.jobs", "SELECT count(*) FROM sluice.dead_letters",
@@ -374,11 +374,11 @@ struct ReceiverTests {
                 .status == 200)
         for flag in ["--stripe-webhook-secret", "--clerk-webhook-secret", "--stripe-api-key"] {
             let process = try SluiceProcess(
-                ["receive", flag, "whsec_visible_in_ps"], databaseURL: receiver.cluster.url)
+                ["receive", flag, "whsec_visible_in_ps"], databaseURL: receiver.database.url)
             #expect(process.waitForExit(timeout: 10) == 64, "\(flag): \(process.log)")
         }
         let both = try SluiceProcess(
-            ["receive"], databaseURL: receiver.cluster.url,
+            ["receive"], databaseURL: receiver.database.url,
             environment: ["STRIPE_WEBHOOK_SECRET": WebhookSigning.stripeSecret, "STRIPE_WEBHOOK_SECRET_FILE": path])
         #expect(both.waitForExit(timeout: 10) == 78)
         #expect(both.log.contains("not both"), "\(both.log)")
@@ -395,13 +395,13 @@ struct ReceiverTests {
 
         for secret in ["whsec_not base64!", "whsec_" + Data(repeating: 7, count: 16).base64EncodedString()] {
             let process = try SluiceProcess(
-                ["receive"], databaseURL: receiver.cluster.url, environment: ["CLERK_WEBHOOK_SECRET": secret])
+                ["receive"], databaseURL: receiver.database.url, environment: ["CLERK_WEBHOOK_SECRET": secret])
             #expect(process.waitForExit(timeout: 10) == 78)
             #expect(process.log.contains("CLERK_WEBHOOK_SECRET"), "\(process.log)")
             #expect(!process.log.contains(String(secret.dropFirst(6))), "the log shows the secret")
         }
         let stripe = try SluiceProcess(
-            ["receive"], databaseURL: receiver.cluster.url, environment: ["STRIPE_WEBHOOK_SECRET": "sk_live_oops"])
+            ["receive"], databaseURL: receiver.database.url, environment: ["STRIPE_WEBHOOK_SECRET": "sk_live_oops"])
         #expect(stripe.waitForExit(timeout: 10) == 78)
         #expect(stripe.log.contains("STRIPE_WEBHOOK_SECRET") && !stripe.log.contains("sk_live_oops"))
     }

@@ -248,7 +248,7 @@ struct ErasureListTests {
             # exported 2026-12-02
             user_a 1700000000000
             2026-12-02T10:00:00Z info User erased job.id=7 user.id=user_b erasure.version=1700000000001
-            2026-12-02T10:00:01Z info Billing event processed outcome=applied
+            2026-12-02T10:00:01Z info Billing event processed event.outcome=applied
 
             """
         #expect(

@@ -64,7 +64,7 @@ public struct BillingEventJob: JobHandler {
                 return try snooze(
                     job, secondsAhead: Double(outcome.dropFirst(Self.futurePrefix.count)) ?? 3600, context)
             }
-            context.logger.debug("Billing event processed", metadata: ["outcome": "\(outcome)"])
+            context.logger.debug("Billing event processed", metadata: ["event.outcome": "\(outcome)"])
             if kind == "clerk.event", outcome == "applied", let erasure = Self.erasure(in: job.payload) {
                 // The journal keeps erasures where a database restore cannot undo them: an operator applies
                 // them again with 'sluice erasures apply' (see ErasureList).

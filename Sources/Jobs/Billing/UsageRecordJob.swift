@@ -17,7 +17,7 @@ public struct UsageRecordJob: JobHandler {
             let answer = try BillingStore(context.connection()).recordUsage(
                 payload: job.payload, fallbackKey: "usage.record:\(job.id)")
             context.logger.debug(
-                "Usage recorded", metadata: ["allowed": "\(answer.allowed)", "used": "\(answer.used)"])
+                "Usage recorded", metadata: ["usage.allowed": "\(answer.allowed)", "usage.used": "\(answer.used)"])
             return .success
         } catch let error as PostgresError where error.isDataException {
             throw JobError.permanent("the usage cannot be recorded: \(error.message)")

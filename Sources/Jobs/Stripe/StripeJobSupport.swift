@@ -1,4 +1,5 @@
 import Foundation
+import NIOHTTP1
 import PGQueue
 
 /// What every job that calls Stripe shares: reading its payload, finding the subscription or customer
@@ -56,6 +57,32 @@ struct StripeJobSupport: Sendable {
     func idempotencyKey(_ job: ClaimedJob, _ step: String) -> String {
         let enqueued = Int64((job.createdAt.timeIntervalSince1970 * 1_000_000).rounded())
         return "sluice-\(job.id)-\(enqueued)-\(job.kind)-\(step)"
+    }
+
+    /// Sends one request that changes `subscription`, writes what Stripe returned into the model and stores
+    /// its summary as the job's result. Call inside ``calling(_:)``.
+    func updateSubscription(
+        _ job: ClaimedJob, _ subscription: String, _ method: HTTPMethod, form: [(String, String)] = [],
+        step: String, on connection: PostgresConnection
+    ) throws -> JobOutcome {
+        let updated = try client.send(
+            method, "/v1/subscriptions/\(StripeClient.pathID(subscription))", form: form,
+            idempotencyKey: idempotencyKey(job, step))
+        try finish(job, subscription: updated, result: Self.summary(updated), on: connection)
+        return .success
+    }
+
+    /// Creates a Stripe session (portal, checkout) and stores its `url` and `id` as the job's result.
+    /// Call inside ``calling(_:)``.
+    func createSession(
+        _ job: ClaimedJob, _ path: String, form: [(String, String)], step: String, on connection: PostgresConnection
+    ) throws -> JobOutcome {
+        let session = try client.send(.POST, path, form: form, idempotencyKey: idempotencyKey(job, step))
+        try finish(
+            job, subscription: nil,
+            result: ["url": session.object["url"] ?? NSNull(), "id": session.object["id"] ?? NSNull()],
+            on: connection)
+        return .success
     }
 
     /// Writes a subscription Stripe returned into the model, at the response's time, so the webhook that

@@ -69,7 +69,8 @@ struct ReconcileJob: JobHandler {
                 job, subscription: nil, result: ["listed": listed, "enqueued": enqueued, "cursor": newest],
                 on: connection)
             context.logger.info(
-                "Reconciled Stripe events", metadata: ["listed": "\(listed)", "enqueued": "\(enqueued)"])
+                "Reconciled Stripe events",
+                metadata: ["stripe.events.listed": "\(listed)", "stripe.events.enqueued": "\(enqueued)"])
             return .success
         }
     }
@@ -107,7 +108,7 @@ struct ReportUsageJob: JobHandler {
                         // others behind it: keep why, and leave it to an operator.
                         try store.markReportRefused(key, reason: error.description)
                         context.logger.warning(
-                            "Stripe refused a usage report", metadata: ["key": "\(key)", "error": "\(error)"])
+                            "Stripe refused a usage report", metadata: ["usage.key": "\(key)", "error": "\(error)"])
                         continue
                     }
                     try store.markReported(key)
@@ -115,7 +116,9 @@ struct ReportUsageJob: JobHandler {
                 }
                 if uses.count < 100 { break }
             }
-            if reported > 0 { context.logger.info("Reported usage to Stripe", metadata: ["uses": "\(reported)"]) }
+            if reported > 0 {
+                context.logger.info("Reported usage to Stripe", metadata: ["usage.reported.count": "\(reported)"])
+            }
             return .success
         }
     }

@@ -88,7 +88,8 @@ final class PoolMaintenance: Sendable {
                     guard enqueuedSlots[schedule.kind] != slot else { continue }
                     if try queue.enqueue(schedule, slot: slot, on: open) {
                         logger.debug(
-                            "Periodic job enqueued", metadata: ["kind": "\(schedule.kind)", "slot": "\(slot)"])
+                            "Periodic job enqueued",
+                            metadata: ["job.kind": "\(schedule.kind)", "periodic.slot": "\(slot)"])
                     }
                     enqueuedSlots[schedule.kind] = slot
                 }

@@ -97,7 +97,7 @@ final class WorkerPool: Sendable {
         logger.info(
             "Worker pool starting",
             metadata: [
-                "worker": "\(queue.workerID)", "queues": "\(settings.queues)", "slots": "\(slots.count)",
+                "worker.id": "\(queue.workerID)", "queues": "\(settings.queues)", "slots.count": "\(slots.count)",
                 "kinds": "\(registry.kinds.joined(separator: ","))",
             ])
         flusher.start()
@@ -200,7 +200,10 @@ final class WorkerPool: Sendable {
                         if logger.logLevel <= .trace {
                             logger.trace(
                                 "Claimed",
-                                metadata: ["job.queue": "\(name)", "want": "\(want)", "got": "\(step.claimed.count)"])
+                                metadata: [
+                                    "job.queue": "\(name)", "claim.want": "\(want)",
+                                    "claim.got": "\(step.claimed.count)",
+                                ])
                         }
                         let starts = state.withLock { $0.accept(step.claimed, from: name, lane: claim.lane, now: .now) }
                         for start in starts { run(start.job, lane: claim.lane, slot: slots[start.slot]) }

@@ -239,7 +239,7 @@ private final class FailureLog: Sendable {
         guard let suppressed else { return }
         logger.error(
             "Webhooks not committed; answering 503 so senders retry",
-            metadata: ["error": "\(reason)", "requests": "\(jobs + suppressed)"])
+            metadata: ["error": "\(reason)", "requests.count": "\(jobs + suppressed)"])
     }
 
     func recovered(logger: Logger) {

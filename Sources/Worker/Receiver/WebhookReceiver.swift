@@ -20,22 +20,11 @@ struct WebhookReceiver: Sendable {
     static let maxBodyBytes = 1 << 20
 
     /// Every source this build knows has a route; one without a verifier (no secret) answers 404.
-    private let sources: [WebhookSource]
-    private let verifiers: WebhookVerifiers
-    private let committer: GroupCommitter
-    private let metrics: SluiceMetrics
-    private let logger: Logger
-
-    init(
-        sources: [WebhookSource], verifiers: WebhookVerifiers, committer: GroupCommitter, metrics: SluiceMetrics,
-        logger: Logger
-    ) {
-        self.sources = sources
-        self.verifiers = verifiers
-        self.committer = committer
-        self.metrics = metrics
-        self.logger = logger
-    }
+    let sources: [WebhookSource]
+    let verifiers: WebhookVerifiers
+    let committer: GroupCommitter
+    let metrics: SluiceMetrics
+    let logger: Logger
 
     /// The HTTP server; `onListening` receives the bound port (useful with port 0).
     func application(host: String, port: Int, onListening: @escaping @Sendable (Int) -> Void)

@@ -1,22 +1,23 @@
 import Foundation
 import TestKit
 
-/// A `sluice receive` process against a cluster of its own, with the test secrets configured.
+/// A `sluice receive` process against a database of its own, with the test secrets configured.
 final class ReceiverUnderTest: Sendable {
-    let cluster: Cluster
+    let database: any DatabaseUnderTest
     let process: SluiceProcess
     let port: Int
     let adminPort: Int
 
-    /// - Parameter role: a role of deploy/roles.sql to run as (the script is applied first); nil runs as
-    ///   the cluster's superuser.
-    init(environment: [String: String] = [:], role: String? = nil) throws {
-        cluster = try Cluster()
-        var url = cluster.url
+    /// - Parameters:
+    ///   - role: a role of deploy/roles.sql to run as (the script is applied first, on a cluster of the
+    ///     test's own: roles are cluster-wide); nil runs as the server's superuser.
+    ///   - ownCluster: a cluster of the test's own, to stop and start (``cluster``).
+    init(environment: [String: String] = [:], role: String? = nil, ownCluster: Bool = false) throws {
+        database = try role != nil || ownCluster ? Cluster() : TestDatabase()
+        var url = database.url
         if let role {
-            let script = try String(
-                contentsOf: Repository.url("deploy/roles.sql"), encoding: .utf8)
-            try cluster.connect().run(script: script, context: "applying deploy/roles.sql")
+            try database.connect().run(
+                script: Repository.text("deploy/roles.sql"), context: "applying deploy/roles.sql")
             url = url.replacingOccurrences(of: "://postgres@", with: "://\(role)@")
         }
         var env = [
@@ -41,8 +42,18 @@ final class ReceiverUnderTest: Sendable {
         try RawHTTP.post(port: port, path: "/webhooks/\(source)", headers: headers, body: body)
     }
 
+    /// The test's own cluster, when it asked for one.
+    var cluster: Cluster {
+        get throws {
+            guard let cluster = database as? Cluster else {
+                throw ScriptFailure(description: "ReceiverUnderTest(ownCluster: true) is needed to stop the server")
+            }
+            return cluster
+        }
+    }
+
     func jobCount() throws -> Int {
-        try cluster.count("SELECT count(*) FROM sluice.jobs")
+        try database.count("SELECT count(*) FROM sluice.jobs")
     }
 
     /// `GET path` on the admin server.
