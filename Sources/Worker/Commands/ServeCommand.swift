@@ -76,8 +76,8 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
         "Starting",
         metadata: [
             "listen": "\(runsReceiver ? configuration.listen : .off)", "webhooks": "\(configuration.webhooks)",
-            "concurrency": "\(configuration.concurrency)", "queues": "\(configuration.queues)",
-            "lease_s": "\(configuration.leaseSeconds)", "admin": "\(configuration.adminListen)",
+            "concurrency": "\(configuration.pool.concurrency)", "queues": "\(configuration.pool.queues)",
+            "lease_s": "\(configuration.pool.leaseSeconds)", "admin": "\(configuration.adminListen)",
             "test_jobs": "\(configuration.testJobs)",
         ])
     try await ServiceRunner(

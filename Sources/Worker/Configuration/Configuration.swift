@@ -17,24 +17,12 @@ struct Configuration: Sendable {
     var stripeMode: String?
     /// `STRIPE_API_KEY`, `STRIPE_API_BASE` and `STRIPE_RATE_LIMIT`, for the jobs that call Stripe.
     var stripe: StripeSettings
-    /// `SLUICE_PERIODIC`: kinds enqueued once per slot (`stripe.reconcile@15m,stripe.report_usage@1m`).
-    var periodic: [PeriodicSchedule]
     /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
     var adminListen: ListenAddress
-    /// Jobs running at once in this process, over all queues (`SLUICE_CONCURRENCY`, default 10).
-    var concurrency: Int
-    /// Which queues to work and with how many slots each (`SLUICE_QUEUES`, default all).
-    var queues: QueueSelection
-    /// How long a claim holds a job before the rescuer may take it back (`SLUICE_LEASE_SECONDS`, 30).
-    var leaseSeconds: Double
+    /// The worker pool's settings: concurrency, queues, lease, poll, retention, periodic jobs.
+    var pool: PoolSettings
     /// How long a graceful stop waits for running jobs (`SLUICE_SHUTDOWN_SECONDS`, 25).
     var shutdownSeconds: Double
-    /// How long a completed job's unique key absorbs duplicates (`SLUICE_UNIQUE_RETENTION`, 7d).
-    var uniqueRetentionSeconds: Double
-    /// How often an idle worker looks for work when no notification came (`SLUICE_POLL_SECONDS`, 1).
-    var pollSeconds: Double
-    /// Failed attempts kept in a job's `errors` (`SLUICE_ERROR_HISTORY`, 20); older ones are trimmed.
-    var errorHistoryLimit: Int
     /// `SLUICE_LOG_LEVEL` (trace, debug, info, notice, warning, error, critical; default info).
     var logLevel: Logger.Level
     /// `SLUICE_TEST_JOBS=1` enables the crash and test job kinds, for fault tests only.

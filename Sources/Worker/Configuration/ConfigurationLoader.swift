@@ -86,25 +86,31 @@ struct ConfigurationLoader {
                     + "with your value, then unset the variable")
         }
         let concurrency = try integer("SLUICE_CONCURRENCY", flags.concurrency, default: 10, range: 1...10_000)
+        let databaseURL = try databaseURL(flags.databaseURL)
+        let webhooks = try webhookVerifiers()
         return Configuration(
-            databaseURL: try databaseURL(flags.databaseURL),
+            databaseURL: databaseURL,
             listen: try listenAddress("SLUICE_LISTEN", flags.listen, default: "127.0.0.1:8080"),
-            webhooks: try webhookVerifiers(),
+            webhooks: webhooks,
             stripeMode: try stripeMode("STRIPE_MODE", flags.stripeMode),
             stripe: StripeSettings(
                 apiKey: try secret("STRIPE_API_KEY"),
                 baseURL: try stripeBase("STRIPE_API_BASE", flags.stripeApiBase),
                 requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
-            periodic: try periodic(
-                "SLUICE_PERIODIC", flags.periodic, stripeConfigured: try secret("STRIPE_API_KEY") != nil),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
-            concurrency: concurrency,
-            queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
-            leaseSeconds: try seconds("SLUICE_LEASE_SECONDS", flags.leaseSeconds, default: 30, minimum: 0.5),
+            pool: PoolSettings(
+                connectionString: databaseURL,
+                queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
+                concurrency: concurrency,
+                leaseSeconds: try seconds("SLUICE_LEASE_SECONDS", flags.leaseSeconds, default: 30, minimum: 0.5),
+                pollSeconds: try seconds("SLUICE_POLL_SECONDS", flags.pollSeconds, default: 1, minimum: 0.01),
+                uniqueRetentionSeconds: try duration("SLUICE_UNIQUE_RETENTION", flags.uniqueRetention) ?? 7 * 86_400,
+                errorHistoryLimit: try integer(
+                    "SLUICE_ERROR_HISTORY", flags.errorHistory, default: 20, range: 1...10_000),
+                periodic: try periodic(
+                    "SLUICE_PERIODIC", flags.periodic, stripeConfigured: try secret("STRIPE_API_KEY") != nil),
+                excludedQueues: webhooks.isEmpty ? [WebhookSource.queue] : []),
             shutdownSeconds: try seconds("SLUICE_SHUTDOWN_SECONDS", flags.shutdownSeconds, default: 25, minimum: 0),
-            uniqueRetentionSeconds: try duration("SLUICE_UNIQUE_RETENTION", flags.uniqueRetention) ?? 7 * 86_400,
-            pollSeconds: try seconds("SLUICE_POLL_SECONDS", flags.pollSeconds, default: 1, minimum: 0.01),
-            errorHistoryLimit: try integer("SLUICE_ERROR_HISTORY", flags.errorHistory, default: 20, range: 1...10_000),
             logLevel: try logLevel("SLUICE_LOG_LEVEL", flags.logLevel),
             testJobs: value("SLUICE_TEST_JOBS", nil) == "1"
         )

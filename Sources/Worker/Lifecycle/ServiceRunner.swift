@@ -29,7 +29,8 @@ struct ServiceRunner {
         if let admin = adminServer(logger: logger, listening: listening) { services.append(admin) }
         let pool: WorkerPool? =
             runsPool
-            ? WorkerPool(settings: poolSettings, registry: registry, metrics: runtime.metrics, logger: logger) : nil
+            ? WorkerPool(settings: configuration.pool, registry: registry, metrics: runtime.metrics, logger: logger)
+            : nil
         if let interval = SystemdNotifier.watchdogInterval() {
             services.append(
                 WatchdogService(notifier: notifier, interval: interval) { pool?.isHealthy(within: $0) ?? true })
@@ -101,20 +102,5 @@ struct ServiceRunner {
             logger.info("Admin server listening", metadata: ["address": "\(host):\(port)"])
             listening.pass()
         }
-    }
-
-    private var poolSettings: PoolSettings {
-        PoolSettings(
-            connectionString: configuration.databaseURL,
-            queues: configuration.queues,
-            concurrency: configuration.concurrency,
-            leaseSeconds: configuration.leaseSeconds,
-            pollSeconds: configuration.pollSeconds,
-            uniqueRetentionSeconds: configuration.uniqueRetentionSeconds,
-            errorHistoryLimit: configuration.errorHistoryLimit,
-            periodic: configuration.periodic,
-            // Its events are verified again against the webhook secrets: without any, leave them to others.
-            excludedQueues: configuration.webhooks.isEmpty ? [WebhookSource.queue] : []
-        )
     }
 }

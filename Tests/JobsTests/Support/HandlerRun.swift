@@ -11,7 +11,7 @@ import TestKit
 /// Each attempt takes the pool's steps (a handler that uses the job's transaction completes in it; a
 /// snooze gives the attempt back; a failure waits out the handler's backoff, or dies when permanent)
 /// without the pool's threads, prefetch and timers, which the worker's own tests cover.
-struct HandlerRun {
+struct HandlerRun: DatabaseUnderTest {
     let database: TestDatabase
 
     init() throws {
@@ -19,12 +19,6 @@ struct HandlerRun {
     }
 
     var url: String { database.url }
-
-    func connect() throws -> PostgresConnection { try database.connect() }
-
-    func count(_ sql: String, _ bindings: [(any PostgresBindable)?] = []) throws -> Int {
-        try database.count(sql, bindings)
-    }
 
     /// Enqueues `deliveries` in order, then runs every job on `concurrency` threads until none is left.
     ///

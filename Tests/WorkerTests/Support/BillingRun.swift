@@ -4,7 +4,7 @@ import TestKit
 
 /// Runs deliveries through the real pool: a database of their own, the jobs enqueued in the given
 /// order, and `sluice work` until the queue is empty.
-struct BillingRun {
+struct BillingRun: DatabaseUnderTest {
     let database: TestDatabase
 
     init() throws {
@@ -12,12 +12,6 @@ struct BillingRun {
     }
 
     var url: String { database.url }
-
-    func connect() throws -> PostgresConnection { try database.connect() }
-
-    func count(_ sql: String, _ bindings: [(any PostgresBindable)?] = []) throws -> Int {
-        try database.count(sql, bindings)
-    }
 
     /// Enqueues `deliveries` in order and runs `sluice work` with `concurrency` slots until no job waits.
     @discardableResult
