@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 11;
+SET LOCAL sluice.schema_version = 12;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -1222,6 +1222,53 @@ GROUP BY kind
 ORDER BY max(died_at) DESC;
 COMMENT ON VIEW sluice.dead_letter_summary IS
     'One row per job kind with dead letters: how many, the latest error and reason, and when the latest died.';
+
+-- ---------------------------------------------------------------------------------------------------
+-- Service keys: how other services call the app's API (`sluice keys create|list|revoke`)
+-- ---------------------------------------------------------------------------------------------------
+
+-- A key is `sk_sluice_` and 32 random bytes; only its SHA-256 is kept (a key that random needs no slow
+-- hash), so a copy of this table lets nobody call the API. The prefix identifies a key in lists and logs.
+CREATE TABLE IF NOT EXISTS sluice.api_keys (
+    id           bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name         text        NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    prefix       text        NOT NULL UNIQUE CHECK (prefix LIKE 'sk\_sluice\_%'),
+    secret_hash  bytea       NOT NULL UNIQUE CHECK (length(secret_hash) = 32),
+    scopes       text[]      NOT NULL CHECK (cardinality(scopes) > 0
+                                 AND scopes <@ ARRAY['access:read', 'usage:write', 'billing:write']),
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    created_by   text        NOT NULL DEFAULT SESSION_USER,
+    revoked_at   timestamptz,
+    last_used_at timestamptz
+);
+COMMENT ON TABLE sluice.api_keys IS
+    'Keys of the services that call the app''s API, by name and scopes (access:read, usage:write, billing:write). '
+    'Only the SHA-256 of each key is kept; sluice keys create prints the key once. Revoke with sluice keys revoke '
+    'or UPDATE sluice.api_keys SET revoked_at = now() WHERE id = ...; last_used_at is written at most once a minute.';
+
+CREATE OR REPLACE FUNCTION sluice.authenticate_api_key(secret_hash bytea)
+RETURNS TABLE (id bigint, name text, scopes text[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    UPDATE sluice.api_keys k SET last_used_at = now()
+    WHERE k.secret_hash = authenticate_api_key.secret_hash AND k.revoked_at IS NULL
+      AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+    RETURNING k.id, k.name, k.scopes;
+    IF NOT FOUND THEN
+        RETURN QUERY
+        SELECT k.id, k.name, k.scopes FROM sluice.api_keys k
+        WHERE k.secret_hash = authenticate_api_key.secret_hash AND k.revoked_at IS NULL;
+    END IF;
+END
+$$;
+COMMENT ON INDEX sluice.api_keys_prefix_key IS 'A prefix names one key in lists and logs.';
+COMMENT ON INDEX sluice.api_keys_secret_hash_key IS 'Finds the key a caller presents, by its SHA-256.';
+
+COMMENT ON FUNCTION sluice.authenticate_api_key(bytea) IS
+    'The live key whose SHA-256 this is, with its scopes; no row for an unknown or revoked key. Marks it used '
+    '(at most once a minute). The API''s role calls this and cannot read sluice.api_keys itself.';
+REVOKE ALL ON FUNCTION sluice.authenticate_api_key(bytea) FROM PUBLIC;
 
 -- ===================================================================================================
 -- Billing: the local subscription model (schema billing)
@@ -2632,6 +2679,9 @@ BEGIN
         EXECUTE format('GRANT USAGE ON SCHEMA billing TO %I', role_name);
         EXECUTE format('GRANT EXECUTE ON FUNCTION billing.record_usage(text, text, bigint, text) TO %I', role_name);
     END LOOP;
+    IF to_regrole('sluice_api') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION sluice.authenticate_api_key(bytea) TO sluice_api;
+    END IF;
     IF to_regrole('sluice_operator') IS NOT NULL THEN
         GRANT USAGE ON SCHEMA sluice, billing TO sluice_operator;
         GRANT EXECUTE ON FUNCTION sluice.pause_queue(text), sluice.resume_queue(text), sluice.cancel(bigint),

@@ -347,6 +347,13 @@ BEGIN
         SELECT '2024-05-02 09:00:00+00', 'seed_operator', 'pause_queue', 'billing-sync', NULL
         WHERE NOT EXISTS (SELECT 1 FROM sluice.operator_actions);
     END IF;
+    -- Version 12: service keys of the app's API (a hash only).
+    IF to_regclass('sluice.api_keys') IS NOT NULL THEN
+        INSERT INTO sluice.api_keys (name, prefix, secret_hash, scopes, created_at, created_by)
+        VALUES ('seed-service', 'sk_sluice_seedAbCd', sha256('sk_sluice_seed'), '{access:read,usage:write}',
+                '2024-05-03 09:00:00+00', 'seed_owner')
+        ON CONFLICT DO NOTHING;
+    END IF;
 END
 $$;
 
