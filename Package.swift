@@ -63,7 +63,9 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Crypto", package: "swift-crypto"),
-            ]
+            ],
+            // The app API's document: checked by scripts/check-openapi.sh; the server is not built yet.
+            exclude: ["API/openapi.yaml"]
         ),
         .executableTarget(
             name: "SluiceBench",
