@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 12;
+SET LOCAL sluice.schema_version = 13;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -143,6 +143,9 @@ BEGIN
     PERFORM sluice.add_missing_column('billing.subscriptions', 'previous_status', 'text');
     -- Version 8: a user's link to a deleted customer is kept as history when a later one replaces it.
     PERFORM sluice.add_missing_column('billing.customer_links', 'unlinked_at', 'timestamptz');
+    -- Version 13: what the app's API shows of an invoice.
+    PERFORM sluice.add_missing_column('billing.invoices', 'hosted_invoice_url', 'text');
+    PERFORM sluice.add_missing_column('billing.invoices', 'created_at', 'timestamptz');
 END
 $$;
 COMMENT ON COLUMN sluice.schema_version.serves_from IS
@@ -1489,7 +1492,9 @@ CREATE TABLE IF NOT EXISTS billing.invoices (
     livemode             boolean,
     version              bigint,
     rank                 smallint NOT NULL DEFAULT 0,
-    updated_at           timestamptz NOT NULL DEFAULT now()
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    hosted_invoice_url   text,
+    created_at           timestamptz
 );
 COMMENT ON TABLE billing.invoices IS
     'Stripe invoices: status (draft, open, paid, void, uncollectible), amounts in minor units, and after a failed '
@@ -1979,7 +1984,11 @@ BEGIN
             'period_start', billing.time_at(obj, '{period_start}'),
             'period_end', billing.time_at(obj, '{period_end}'),
             'last_event_type', event_type,
-            'livemode', billing.bool_at(obj, '{livemode}')),
+            'livemode', billing.bool_at(obj, '{livemode}'),
+            -- The hosted page shows the customer's name and address: none for an erased customer.
+            'hosted_invoice_url', CASE WHEN billing.is_erased_customer(billing.id_at(obj, '{customer}')) THEN NULL
+                                       ELSE billing.text_at(obj, '{hosted_invoice_url}') END,
+            'created_at', billing.time_at(obj, '{created}')),
         created, (CASE status WHEN 'draft' THEN 0 WHEN 'open' THEN 1 ELSE 2 END)::smallint,
         'stripe', event_id, event_type);
     IF event_type = 'invoice.payment_failed' THEN
@@ -2134,10 +2143,18 @@ BEGIN
     SET before = a.before - '{email,name}'::text[], after = a.after - '{email,name}'::text[]
     WHERE a.entity = 'customers' AND a.entity_id = erase_customer.customer_id
       AND (a.before ?| '{email,name}' OR a.after ?| '{email,name}');
+    -- An invoice's hosted page shows the customer's name and address.
+    UPDATE billing.invoices i SET hosted_invoice_url = NULL
+    WHERE i.customer_id = erase_customer.customer_id AND i.hosted_invoice_url IS NOT NULL;
+    UPDATE billing.audit_log a
+    SET before = a.before - 'hosted_invoice_url', after = a.after - 'hosted_invoice_url'
+    WHERE a.entity = 'invoices' AND (a.before ? 'hosted_invoice_url' OR a.after ? 'hosted_invoice_url')
+      AND a.entity_id IN (SELECT i.id FROM billing.invoices i WHERE i.customer_id = erase_customer.customer_id);
 END
 $$;
 COMMENT ON FUNCTION billing.erase_customer(text) IS
-    'Erases a Stripe customer''s email and name from billing.customers and its audit entries. Called on '
+    'Erases a Stripe customer''s email and name from billing.customers and its audit entries, and its invoices'' '
+    'hosted invoice URLs (the page shows name and address). Called on '
     'customer.deleted and for the customers of a deleted user, whose queued events billing.erase_user also removes '
     '(a deleted customer''s other pending events, such as its subscription''s end, are still applied).';
 
@@ -2464,6 +2481,43 @@ COMMENT ON VIEW billing.entitlements IS
     'Per user and feature of the user''s plan: the limit (NULL: unlimited), used this period, and what remains. '
     'After a downgrade, usage already over the new limit leaves 0 remaining until the next period.';
 
+-- What the app's API answers (`sluice api`, role sluice_api), built here so the server only passes it on.
+CREATE OR REPLACE FUNCTION billing.api_access(user_id text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'user_id', api_access.user_id, 'has_access', a.has_access, 'plan', a.plan, 'status', a.status,
+        'reason', a.reason, 'access_until', a.access_until,
+        'entitlements', coalesce(
+            (SELECT jsonb_agg(jsonb_build_object(
+                        'feature', e.feature, 'limit_value', e.limit_value, 'used', e.used, 'remaining', e.remaining,
+                        'period_start', e.period_start, 'period_end', e.period_end) ORDER BY e.feature)
+             FROM billing.entitlements e WHERE e.user_id = api_access.user_id),
+            '[]'::jsonb))
+    FROM billing.access_of(api_access.user_id) a
+$$;
+COMMENT ON FUNCTION billing.api_access(text) IS
+    'GET /v1/me and GET /v1/users/{user_id}/access: {user_id, has_access, plan, status, reason, access_until, '
+    'entitlements: [{feature, limit_value, used, remaining, period_start, period_end}]}.';
+
+CREATE OR REPLACE FUNCTION billing.api_invoices(user_id text, max_count integer) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object('invoices', coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.created DESC NULLS LAST, i.id), '[]'))
+    FROM (
+        SELECT inv.id, inv.status, inv.amount_due, inv.amount_paid, inv.currency, inv.created_at AS created,
+               inv.hosted_invoice_url
+        FROM billing.invoices inv
+        WHERE inv.customer_id IN (SELECT l.customer_id FROM billing.customer_links l
+                                  WHERE l.user_id = api_invoices.user_id)
+        ORDER BY inv.created_at DESC NULLS LAST, inv.id
+        LIMIT greatest(least(api_invoices.max_count, 100), 1)
+    ) i
+$$;
+COMMENT ON FUNCTION billing.api_invoices(text, integer) IS
+    'GET /v1/me/invoices: the user''s invoices over every customer ever linked to it, newest first, at most '
+    'max_count (1 to 100): {invoices: [{id, status, amount_due, amount_paid, currency, created, hosted_invoice_url}]}.';
+
+REVOKE ALL ON FUNCTION billing.api_access(text), billing.api_invoices(text, integer) FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------------------------------
 
 -- Business analytics
@@ -2680,7 +2734,8 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION billing.record_usage(text, text, bigint, text) TO %I', role_name);
     END LOOP;
     IF to_regrole('sluice_api') IS NOT NULL THEN
-        GRANT EXECUTE ON FUNCTION sluice.authenticate_api_key(bytea) TO sluice_api;
+        GRANT EXECUTE ON FUNCTION sluice.authenticate_api_key(bytea), billing.api_access(text),
+            billing.api_invoices(text, integer) TO sluice_api;
     END IF;
     IF to_regrole('sluice_operator') IS NOT NULL THEN
         GRANT USAGE ON SCHEMA sluice, billing TO sluice_operator;

@@ -98,3 +98,71 @@ struct BillingStoreTests {
         #expect(fine.price.value == "p" && fine.at == .periodEnd && fine.subscriptionID == nil)
     }
 }
+
+/// What the app's API reads: its access and invoice bodies, and the invoice fields it shows.
+@Suite("billing for the app's API")
+struct BillingAPITests {
+    let events = BillingEvents()
+
+    static func json(_ text: String) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])
+    }
+
+    @Test("an invoice keeps its hosted page and creation time; erasing its customer removes the page for good")
+    func hostedInvoice() throws {
+        let run = try HandlerRun()
+        let store = BillingStore(try run.connect())
+        var invoice = events.invoice("in_h", status: "open", paid: 0, attempts: 1)
+        invoice["customer"] = "cus_1"
+        invoice["hosted_invoice_url"] = "https://invoice.stripe.com/i/acct_1/test_h"
+        invoice["created"] = events.start
+        let link: [String: Any] = ["id": "cus_1", "object": "customer", "metadata": ["clerk_user_id": "ada"]]
+        try run.process([
+            events.stripe("link", "customer.created", at: 0, link),
+            events.stripe("invoice_open", "invoice.finalized", at: 1, invoice),
+        ])
+        let listed = try Self.json(try store.apiInvoices(of: "ada", limit: 10))
+        let first = try #require((listed["invoices"] as? [[String: Any]])?.first)
+        #expect(first["id"] as? String == "in_h" && first["status"] as? String == "open")
+        #expect(first["hosted_invoice_url"] as? String == "https://invoice.stripe.com/i/acct_1/test_h")
+        #expect((first["created"] as? String)?.hasPrefix("2026-09-21") == true, "\(first)")
+        #expect(try Self.json(try store.apiInvoices(of: "nobody", limit: 10))["invoices"] as? [Any] != nil)
+
+        var paid = invoice
+        paid["status"] = "paid"
+        try run.process([
+            events.stripe("gone", "customer.deleted", at: 2, ["id": "cus_1", "object": "customer", "deleted": true])
+        ])
+        let connection = try run.connect()
+        #expect(try connection.firstValue("SELECT (hosted_invoice_url IS NULL)::text FROM billing.invoices") == "true")
+        try run.process([events.stripe("invoice_paid_late", "invoice.paid", at: 3, paid)])
+        #expect(
+            try connection.firstValue(
+                "SELECT status || ' ' || (hosted_invoice_url IS NULL)::text FROM billing.invoices") == "paid true")
+        #expect(
+            try connection.firstValue(
+                "SELECT count(*)::text FROM billing.audit_log WHERE (before ->> 'hosted_invoice_url') IS NOT NULL OR (after ->> 'hosted_invoice_url') IS NOT NULL"
+            ) == "0")
+    }
+
+    @Test("the access body has the documented fields, entitlements sorted, unlimited as null")
+    func accessBody() throws {
+        let database = try TestDatabase()
+        let store = BillingStore(try database.connect())
+        try store.connection.run(
+            script: "INSERT INTO billing.plan_limits VALUES ('free', 'seats', 2), ('free', 'exports', NULL)",
+            context: "limits")
+        try BillingEvents.apply(
+            events.clerk(
+                "bo", "user.created", at: 0, events.user("bo", email: "b@x", first: "B", last: "O", updatedMinute: 0)),
+            on: store.connection)
+        _ = try store.recordUsage(user: "bo", feature: "seats", quantity: 1, idempotencyKey: "k")
+        let body = try Self.json(try store.apiAccess(of: "bo"))
+        #expect(
+            Set(body.keys) == ["user_id", "has_access", "plan", "status", "reason", "access_until", "entitlements"])
+        #expect(body["user_id"] as? String == "bo" && body["plan"] as? String == "free")
+        let entitlements = try #require(body["entitlements"] as? [[String: Any]])
+        #expect(entitlements.map { $0["feature"] as? String } == ["exports", "seats"])
+        #expect(entitlements[0]["limit_value"] is NSNull && entitlements[1]["used"] as? Int == 1)
+    }
+}

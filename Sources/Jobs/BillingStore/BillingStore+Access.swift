@@ -96,4 +96,17 @@ extension BillingStore {
                 periodEnd: try row.decode(Date?.self, at: 4))
         }
     }
+
+    /// The body of `GET /v1/me` and `GET /v1/users/{user_id}/access`, as JSON (`billing.api_access`).
+    public func apiAccess(of user: String) throws(PostgresError) -> String {
+        try connection.query("SELECT billing.api_access($1)::text", [user], context: "reading the access of \(user)")
+            .single().decode(String.self, at: 0)
+    }
+
+    /// The body of `GET /v1/me/invoices`, as JSON (`billing.api_invoices`): at most `limit`, newest first.
+    public func apiInvoices(of user: String, limit: Int) throws(PostgresError) -> String {
+        try connection.query(
+            "SELECT billing.api_invoices($1, $2)::text", [user, limit], context: "reading the invoices of \(user)"
+        ).single().decode(String.self, at: 0)
+    }
 }
