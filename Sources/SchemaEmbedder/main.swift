@@ -1,22 +1,24 @@
 import Foundation
 
-// Writes a Swift file holding schema.sql's text as a raw string literal, for the EmbedSchema plugin.
+// Writes a Swift file holding a text file as a raw string literal, for the EmbedSchema and
+// EmbedAPIDocument plugins: `SchemaEmbedder INPUT OUTPUT_SWIFT [ENUM PROPERTY]` (default EmbeddedSchema sql).
 let arguments = CommandLine.arguments
-guard arguments.count == 3 else {
-    FileHandle.standardError.write(Data("usage: SchemaEmbedder SCHEMA_SQL OUTPUT_SWIFT\n".utf8))
+guard arguments.count == 3 || arguments.count == 5 else {
+    FileHandle.standardError.write(Data("usage: SchemaEmbedder INPUT OUTPUT_SWIFT [ENUM PROPERTY]\n".utf8))
     exit(2)
 }
-let sql = try String(contentsOfFile: arguments[1], encoding: .utf8)
+let (name, property) = arguments.count == 5 ? (arguments[3], arguments[4]) : ("EmbeddedSchema", "sql")
+let text = try String(contentsOfFile: arguments[1], encoding: .utf8)
 let delimiter = String(repeating: "#", count: 4)
-guard !sql.contains("\"\"\"\(delimiter)") else {
-    FileHandle.standardError.write(Data("SchemaEmbedder: schema.sql contains the raw string delimiter\n".utf8))
+guard !text.contains("\"\"\"\(delimiter)") else {
+    FileHandle.standardError.write(Data("SchemaEmbedder: \(arguments[1]) contains the raw string delimiter\n".utf8))
     exit(1)
 }
 let source = """
-    // Generated from schema.sql by the EmbedSchema plugin at build time; edit schema.sql instead.
-    enum EmbeddedSchema {
-        static let sql = \(delimiter)\"\"\"
-    \(sql)
+    // Generated from \(URL(fileURLWithPath: arguments[1]).lastPathComponent) at build time; edit that file instead.
+    enum \(name) {
+        static let \(property) = \(delimiter)\"\"\"
+    \(text)
     \"\"\"\(delimiter)
     }
 

@@ -15,7 +15,8 @@ struct Sluice: AsyncParsableCommand {
             has a flag. DATABASE_URL is a libpq URI or conninfo; unset, libpq's PG* variables apply.
             """,
         subcommands: [
-            ServeCommand.self, WorkCommand.self, ReceiveCommand.self, MigrateCommand.self, EnqueueCommand.self,
+            ServeCommand.self, WorkCommand.self, ReceiveCommand.self, APICommand.self, MigrateCommand.self,
+            EnqueueCommand.self,
             DeadCommand.self,
             StatsCommand.self, UsageCommand.self, ResyncCommand.self, ErasuresCommand.self, KeysCommand.self,
         ]

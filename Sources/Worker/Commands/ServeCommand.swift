@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Jobs
+import PGQueue
 
 /// `sluice serve`: what systemd runs.
 struct ServeCommand: AsyncParsableCommand {
@@ -20,7 +21,7 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        try await runService(options, runsPool: true, runsReceiver: true)
+        try await runService(options, runsPool: true, runsReceiver: true, runsAPI: true)
     }
 }
 
@@ -39,7 +40,7 @@ struct WorkCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        try await runService(options, runsPool: true, runsReceiver: false)
+        try await runService(options, runsPool: true, runsReceiver: false, runsAPI: false)
     }
 }
 
@@ -59,16 +60,58 @@ struct ReceiveCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        try await runService(options, runsPool: false, runsReceiver: true)
+        try await runService(options, runsPool: false, runsReceiver: true, runsAPI: false)
+    }
+}
+
+/// `sluice api`: the app's API alone.
+struct APICommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "api",
+        abstract: "Run the app's API only (under /v1 on SLUICE_LISTEN), to scale it apart from the workers.",
+        discussion: """
+            Connects as the least-privileged login role sluice_api of deploy/roles.sql (DATABASE_URL), never as
+            the schema's owner: it refuses to start as a role that owns schema sluice or is a superuser.
+            Services call it with keys from 'sluice keys create'; the document is GET /v1/openapi.yaml.
+            """
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    func run() async throws {
+        let configuration = try loadConfiguration(options)
+        do {
+            let connection = try PostgresConnection(connectionString: configuration.databaseURL)
+            let owner = try connection.query(
+                """
+                SELECT r.rolsuper OR pg_has_role(current_user, n.nspowner, 'MEMBER')
+                FROM pg_roles r, pg_namespace n WHERE r.rolname = current_user AND n.nspname = 'sluice'
+                """, context: "checking the API's role"
+            ).first?.decode(Bool.self, at: 0)
+            connection.close()
+            if owner ?? false {
+                FileHandle.standardError.write(
+                    Data(
+                        ("sluice: configuration error: DATABASE_URL: 'sluice api' must not connect as the schema's owner "
+                            + "or a superuser; connect as sluice_api (deploy/roles.sql)\n").utf8))
+                throw ExitCode(78)
+            }
+        } catch let error as PostgresError {
+            FileHandle.standardError.write(Data("sluice: cannot check the API's database role: \(error)\n".utf8))
+            throw ExitCode(69)
+        }
+        try await runService(options, runsPool: false, runsReceiver: false, runsAPI: true)
     }
 }
 
 /// Loads the configuration (one clear line and exit status 78 when a value is bad) and runs the service.
-func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: Bool) async throws {
+func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: Bool, runsAPI: Bool) async throws {
     let configuration = try loadConfiguration(options)
     if !runsPool, configuration.listen == .off {
+        let command = runsReceiver ? "receive" : "api"
         FileHandle.standardError.write(
-            Data("sluice: configuration error: SLUICE_LISTEN: 'sluice receive' needs an address, got \"off\"\n".utf8))
+            Data("sluice: configuration error: SLUICE_LISTEN: 'sluice \(command)' needs an address, got \"off\"\n".utf8)
+        )
         throw ExitCode(78)
     }
     let runtime = ProcessRuntime.bootstrap(logLevel: configuration.logLevel)
@@ -85,13 +128,13 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
         registry: StandardJobs.registry(
             testJobs: configuration.testJobs, stripeMode: configuration.stripeMode, stripe: configuration.stripe,
             verifiers: configuration.webhooks),
-        runsPool: runsPool, runsReceiver: runsReceiver
+        runsPool: runsPool, runsReceiver: runsReceiver, runsAPI: runsAPI
     ).run()
 }
 
 /// The configuration, or exit status 78 (EX_CONFIG, which the unit does not restart on) with one line
 /// naming the variable.
-func loadConfiguration(_ options: ConfigurationOptions) throws -> Configuration {
+func loadConfiguration(_ options: ConfigurationOptions) throws -> SluiceConfiguration {
     do {
         return try options.configuration(environment: ProcessInfo.processInfo.environment)
     } catch {

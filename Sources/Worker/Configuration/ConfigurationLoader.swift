@@ -66,7 +66,7 @@ struct ConfigurationOptions: ParsableArguments {
     var logLevel: String?
 
     /// The configuration from these flags over `environment`.
-    func configuration(environment: [String: String]) throws(ConfigurationError) -> Configuration {
+    func configuration(environment: [String: String]) throws(ConfigurationError) -> SluiceConfiguration {
         var loader = ConfigurationLoader(environment: environment)
         return try loader.load(self)
     }
@@ -76,7 +76,7 @@ struct ConfigurationOptions: ParsableArguments {
 struct ConfigurationLoader {
     let environment: [String: String]
 
-    mutating func load(_ flags: ConfigurationOptions) throws(ConfigurationError) -> Configuration {
+    mutating func load(_ flags: ConfigurationOptions) throws(ConfigurationError) -> SluiceConfiguration {
         if value("SLUICE_DEAD_LETTER_RETENTION", nil) != nil {
             // Silently pruning at the database's 30 days could delete dead letters an operator meant to keep.
             throw ConfigurationError(
@@ -88,7 +88,7 @@ struct ConfigurationLoader {
         let concurrency = try integer("SLUICE_CONCURRENCY", flags.concurrency, default: 10, range: 1...10_000)
         let databaseURL = try databaseURL(flags.databaseURL)
         let webhooks = try webhookVerifiers()
-        return Configuration(
+        return SluiceConfiguration(
             databaseURL: databaseURL,
             listen: try listenAddress("SLUICE_LISTEN", flags.listen, default: "127.0.0.1:8080"),
             webhooks: webhooks,

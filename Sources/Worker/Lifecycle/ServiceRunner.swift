@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import Jobs
 import Logging
+import OpenAPIHummingbird
 import ServiceLifecycle
 
 /// Runs a long-lived `sluice` process as one `ServiceGroup`: the admin server, the watchdog, the worker
@@ -14,16 +15,18 @@ import ServiceLifecycle
 /// lets running jobs finish, and the admin server goes last so health and metrics stay visible throughout.
 /// A part that fails (a port taken) stops the others and the process exits with status 1.
 struct ServiceRunner {
-    let configuration: Configuration
+    let configuration: SluiceConfiguration
     let runtime: ProcessRuntime
     let registry: JobRegistry
     let runsPool: Bool
     let runsReceiver: Bool
+    /// The app's API under `/v1` on `SLUICE_LISTEN` (serve, api).
+    let runsAPI: Bool
 
     func run() async throws {
         let logger = runtime.logger
         let notifier = SystemdNotifier()
-        let receives = runsReceiver && configuration.listen != .off
+        let receives = (runsReceiver || runsAPI) && configuration.listen != .off
         let listening = ListeningGate(servers: (configuration.adminListen != .off ? 1 : 0) + (receives ? 1 : 0))
         var services: [any Service] = [SecondSignalService(logger: logger)]
         if let admin = adminServer(logger: logger, listening: listening) { services.append(admin) }
@@ -40,11 +43,12 @@ struct ServiceRunner {
             services.append(
                 BlockingService(description: "pool", start: { pool.start() }, stop: { pool.stop(gracePeriod: grace) }))
         }
-        if let receiving = receiverServer(logger: logger, listening: listening) {
-            let committer = receiving.committer
-            services.append(
-                BlockingService(description: "committer", start: { committer.start() }, stop: { committer.stop() }))
-            services.append(receiving.server)
+        if let front = try publicServer(logger: logger, listening: listening) {
+            if let committer = front.committer {
+                services.append(
+                    BlockingService(description: "committer", start: { committer.start() }, stop: { committer.stop() }))
+            }
+            services.append(front.server)
         }
         services.append(
             SystemdNotifierService(
@@ -66,29 +70,42 @@ struct ServiceRunner {
         logger.info("Stopped")
     }
 
-    /// The webhook receiver and its committer, when this process receives; logs which routes are on.
-    private func receiverServer(
+    /// The server on `SLUICE_LISTEN`: the webhook receiver and its committer, when this process receives,
+    /// and the app's API, when it serves it; logs which routes are on.
+    private func publicServer(
         logger: Logger, listening: ListeningGate
-    ) -> (server: any Service, committer: GroupCommitter)? {
-        guard runsReceiver, case .address(let host, let port) = configuration.listen else {
-            if runsReceiver { logger.info("Webhook receiver off (SLUICE_LISTEN=off)") }
+    ) throws -> (server: any Service, committer: GroupCommitter?)? {
+        guard runsReceiver || runsAPI, case .address(let host, let port) = configuration.listen else {
+            if runsReceiver || runsAPI { logger.info("Webhook receiver and API off (SLUICE_LISTEN=off)") }
             return nil
         }
-        for entry in WebhookSourceEntry.all where configuration.webhooks[entry.source] == nil {
-            logger.notice(
-                "Webhook route off: no secret configured; it answers 404",
-                metadata: ["route": "\(entry.source.path)", "variable": "\(entry.secretVariable)"])
+        var receiver: WebhookReceiver?
+        if runsReceiver {
+            for entry in WebhookSourceEntry.all where configuration.webhooks[entry.source] == nil {
+                logger.notice(
+                    "Webhook route off: no secret configured; it answers 404",
+                    metadata: ["route": "\(entry.source.path)", "variable": "\(entry.secretVariable)"])
+            }
+            receiver = WebhookReceiver(
+                sources: WebhookSourceEntry.all.map(\.source), verifiers: configuration.webhooks,
+                committer: GroupCommitter(settings: .init(connectionString: configuration.databaseURL), logger: logger),
+                metrics: runtime.metrics, logger: logger)
         }
-        let committer = GroupCommitter(
-            settings: .init(connectionString: configuration.databaseURL), logger: logger)
-        let receiver = WebhookReceiver(
-            sources: WebhookSourceEntry.all.map(\.source), verifiers: configuration.webhooks, committer: committer,
-            metrics: runtime.metrics, logger: logger)
-        let server = receiver.application(host: host, port: port) { port in
-            logger.info("Webhook receiver listening", metadata: ["address": "\(host):\(port)"])
+        let api =
+            runsAPI
+            ? AppAPI(
+                database: APIDatabase(connectionString: configuration.databaseURL, connections: 4, logger: logger),
+                logger: logger) : nil
+        let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
+            receiver?.addRoutes(to: router)
+            try api?.registerHandlers(on: router, middlewares: [BearerToken.Middleware()])
+        } onListening: { port in
+            logger.info(
+                runsReceiver ? "Webhook receiver listening" : "API listening",
+                metadata: ["address": "\(host):\(port)", "api": "\(runsAPI)"])
             listening.pass()
         }
-        return (server, committer)
+        return (server, receiver?.committer)
     }
 
     private func adminServer(logger: Logger, listening: ListeningGate) -> (any Service)? {

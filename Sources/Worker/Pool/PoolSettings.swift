@@ -1,6 +1,6 @@
 import PGQueue
 
-/// What a worker pool is told; part of the process's ``Configuration``.
+/// What a worker pool is told; part of the process's ``SluiceConfiguration``.
 struct PoolSettings: Sendable {
     /// The database (`DATABASE_URL`); nil uses libpq's `PG*` variables and defaults.
     var connectionString: String?

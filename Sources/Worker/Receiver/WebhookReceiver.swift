@@ -26,29 +26,13 @@ struct WebhookReceiver: Sendable {
     let metrics: SluiceMetrics
     let logger: Logger
 
-    /// The HTTP server; `onListening` receives the bound port (useful with port 0).
-    func application(host: String, port: Int, onListening: @escaping @Sendable (Int) -> Void)
-        -> some ApplicationProtocol
-    {
-        let router = Router()
+    /// Adds `POST /webhooks/<source>` for every source.
+    func addRoutes(to router: Router<BasicRequestContext>) {
         for source in sources {
             router.post(RouterPath(source.path)) { request, _ -> Response in
                 await receive(source, request)
             }
         }
-        let http = HTTP1Channel.Configuration(
-            // Closes connections that send nothing for this long, including ones stalled mid-request.
-            idleTimeout: .seconds(30),
-            httpDecoderConfiguration: .init(
-                maxHeaderFieldSize: 16 << 10, maxHeaderListSize: 64 << 10, maxHeaderFieldCount: 100)
-        )
-        return Application(
-            router: router,
-            server: .http1(configuration: http),
-            configuration: .init(address: .hostname(host, port: port), serverName: "sluice"),
-            onServerRunning: { channel in onListening(channel.localAddress?.port ?? port) },
-            logger: logger
-        )
     }
 
     private func receive(_ source: WebhookSource, _ request: Request) async -> Response {

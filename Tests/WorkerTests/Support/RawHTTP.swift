@@ -5,6 +5,8 @@ import TestKit
 struct HTTPReply: Sendable {
     /// The status code, or nil when the server closed the connection without a status line.
     var status: Int?
+    /// The status line and header lines, as sent.
+    var headers: String = ""
     var body: String
 }
 
@@ -53,7 +55,9 @@ enum RawHTTP {
         let statusLine = text.prefix { $0 != "\r" && $0 != "\n" }
         let parts = statusLine.split(separator: " ")
         let status = parts.count >= 2 && parts[0].hasPrefix("HTTP/") ? Int(parts[1]) : nil
-        let body = text.range(of: "\r\n\r\n").map { String(text[$0.upperBound...]) } ?? ""
-        return HTTPReply(status: status, body: body)
+        let split = text.range(of: "\r\n\r\n")
+        let body = split.map { String(text[$0.upperBound...]) } ?? ""
+        let headers = split.map { String(text[..<$0.lowerBound]) } ?? text
+        return HTTPReply(status: status, headers: headers, body: body)
     }
 }

@@ -7,7 +7,7 @@ import Testing
 /// names it. The process-level test in ServiceTests checks the exit status and the one-line message.
 @Suite("configuration")
 struct ConfigurationTests {
-    static func load(_ environment: [String: String]) throws -> Configuration {
+    static func load(_ environment: [String: String]) throws -> SluiceConfiguration {
         try ConfigurationOptions.parse([]).configuration(environment: environment)
     }
 

@@ -6,7 +6,7 @@ import PGQueue
 ///
 /// Built once at start-up by ``ConfigurationLoader``; a bad value stops start-up with one line that names
 /// the variable and what it expects. Secrets are kept out of `description`.
-struct Configuration: Sendable {
+struct SluiceConfiguration: Sendable {
     /// A libpq URI or conninfo; nil uses libpq's `PG*` variables and defaults.
     var databaseURL: String?
     /// The webhook receiver's address (`SLUICE_LISTEN`, default 127.0.0.1:8080).

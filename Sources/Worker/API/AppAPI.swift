@@ -1,0 +1,210 @@
+import Foundation
+import Jobs
+import Logging
+import OpenAPIRuntime
+import PGQueue
+
+/// The app's API (Sources/Worker/API/openapi.yaml), on the handlers the OpenAPI generator made from it.
+///
+/// Services authenticate with a key from `sluice keys create` and act within its scopes. Routes for a
+/// signed-in user (`/v1/me…`) need a Clerk session token, which this build does not verify yet: they
+/// answer 401 until it does (see the README).
+struct AppAPI: APIProtocol {
+    let database: APIDatabase
+    let logger: Logger
+
+    /// Why a request may not go on.
+    enum Denial: Error {
+        case unauthorized(Components.Responses.Unauthorized)
+        case forbidden(Components.Responses.Forbidden)
+        case unavailable(Components.Responses.Unavailable)
+    }
+
+    // MARK: Callers
+
+    /// The service key this request carries, if it is live and has `scope`.
+    func service(scope: String) async -> Result<ServiceKeyStore.Caller, Denial> {
+        guard let token = BearerToken.current else {
+            return .failure(.unauthorized(Problems.unauthorized("a service key is required", tokenPresented: false)))
+        }
+        guard token.hasPrefix(ServiceKey.marker) else {
+            return .failure(
+                .unauthorized(
+                    Problems.unauthorized("this route takes a service key (sk_sluice_…)", tokenPresented: true)))
+        }
+        let caller: ServiceKeyStore.Caller?
+        do {
+            caller = try await database.run { try ServiceKeyStore(connection: $0).authenticate(token) }
+        } catch {
+            return .failure(.unavailable(Self.unavailable(error)))
+        }
+        guard let caller else {
+            return .failure(.unauthorized(Problems.unauthorized("unknown or revoked key", tokenPresented: true)))
+        }
+        guard caller.scopes.contains(scope) else {
+            return .failure(.forbidden(Problems.forbidden("the key \(caller.name) lacks the scope \(scope)")))
+        }
+        return .success(caller)
+    }
+
+    /// The signed-in user of this request. Clerk session tokens are not verified by this build yet.
+    func user() -> Denial {
+        guard let token = BearerToken.current else {
+            return .unauthorized(Problems.unauthorized("a Clerk session token is required", tokenPresented: false))
+        }
+        let reason =
+            token.hasPrefix(ServiceKey.marker)
+            ? "this route is for a signed-in user, not a service key"
+            : "this server does not verify Clerk session tokens yet"
+        return .unauthorized(Problems.unauthorized(reason, tokenPresented: true))
+    }
+
+    private static func unavailable(_ error: any Error) -> Components.Responses.Unavailable {
+        Problems.unavailable("the database cannot answer now; retry (\(error))")
+    }
+
+    /// Reads a body the database built as JSON (`billing.api_*`), its times in ISO 8601.
+    private static func decode<Body: Decodable>(_ type: Body.Type, _ json: String) throws -> Body {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let text = try decoder.singleValueContainer().decode(String.self)
+            if let date = try? Date(
+                text,
+                strategy: .iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(
+                    separator: .omitted))
+            {
+                return date
+            }
+            return try Date(text, strategy: .iso8601)
+        }
+        return try decoder.decode(type, from: Data(json.utf8))
+    }
+
+    // MARK: The document
+
+    func getOpenAPIDocument(_ input: Operations.GetOpenAPIDocument.Input) async throws
+        -> Operations.GetOpenAPIDocument.Output
+    {
+        .ok(.init(body: .yaml(HTTPBody(EmbeddedAPIDocument.yaml))))
+    }
+
+    // MARK: Services
+
+    func getUserAccess(_ input: Operations.GetUserAccess.Input) async throws -> Operations.GetUserAccess.Output {
+        switch await service(scope: "access:read") {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.forbidden(let response)): return .forbidden(response)
+        case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+        case .success: break
+        }
+        let user = input.path.userId
+        guard (1...255).contains(user.utf8.count) else {
+            return .badRequest(
+                .init(
+                    body: .applicationProblemJson(
+                        Problems.problem(
+                            "invalid-parameter", "Bad Request", status: 400, detail: "user_id takes 1 to 255 bytes"))))
+        }
+        do {
+            let json = try await database.run { try BillingStore($0).apiAccess(of: user) }
+            return .ok(.init(body: .json(try Self.decode(Components.Schemas.Access.self, json))))
+        } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
+            return .serviceUnavailable(Self.unavailable(error))
+        }
+    }
+
+    func recordUsage(_ input: Operations.RecordUsage.Input) async throws -> Operations.RecordUsage.Output {
+        let caller: ServiceKeyStore.Caller
+        switch await service(scope: "usage:write") {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.forbidden(let response)): return .forbidden(response)
+        case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+        case .success(let found): caller = found
+        }
+        guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
+        var errors: [(field: String, reason: String)] = []
+        if !(1...255).contains(request.userId.utf8.count) { errors.append(("user_id", "takes 1 to 255 bytes")) }
+        if !(1...255).contains(request.feature.utf8.count) { errors.append(("feature", "takes 1 to 255 bytes")) }
+        if !(1...1_000_000_000).contains(request.quantity) { errors.append(("quantity", "must be 1 to 1000000000")) }
+        let key = input.headers.idempotencyKey
+        if !(1...200).contains(key.utf8.count) { errors.append(("Idempotency-Key", "takes 1 to 200 bytes")) }
+        guard errors.isEmpty else { return .unprocessableContent(Problems.unprocessable(errors)) }
+        do {
+            // Keys are per service: another service's key of the same text is another key.
+            let answer = try await database.run {
+                try BillingStore($0).recordUsage(
+                    user: request.userId, feature: request.feature, quantity: request.quantity,
+                    idempotencyKey: "api:\(caller.id):\(key)")
+            }
+            return .ok(
+                .init(
+                    body: .json(
+                        .init(
+                            allowed: answer.allowed, used: answer.used, limitValue: answer.limit,
+                            remaining: answer.remaining, plan: answer.plan, periodEnd: answer.periodEnd,
+                            repeated: answer.repeated))))
+        } catch let error as PostgresError where error.sqlState == "SL409" {
+            return .conflict(Problems.conflict("Idempotency-Key \(key) was used with another request"))
+        } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
+            return .serviceUnavailable(Self.unavailable(error))
+        }
+    }
+
+    func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
+        if case .unauthorized(let response) = user(), BearerToken.current?.hasPrefix(ServiceKey.marker) != true {
+            return .unauthorized(response)
+        }
+        switch await service(scope: "billing:write") {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+        case .failure(.forbidden), .success: break
+        }
+        // No route of this build starts a job yet, so no job is any caller's to see.
+        return .notFound(Problems.notFound("no job \(input.path.id) was started by this caller"))
+    }
+
+    // MARK: The signed-in user
+
+    func getMe(_ input: Operations.GetMe.Input) async throws -> Operations.GetMe.Output {
+        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
+        return .unauthorized(response)
+    }
+
+    func listMyInvoices(_ input: Operations.ListMyInvoices.Input) async throws -> Operations.ListMyInvoices.Output {
+        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
+        return .unauthorized(response)
+    }
+
+    func createMyCheckoutSession(_ input: Operations.CreateMyCheckoutSession.Input) async throws
+        -> Operations.CreateMyCheckoutSession.Output
+    {
+        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
+        return .unauthorized(response)
+    }
+
+    func createMyPortalSession(_ input: Operations.CreateMyPortalSession.Input) async throws
+        -> Operations.CreateMyPortalSession.Output
+    {
+        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
+        return .unauthorized(response)
+    }
+
+    func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
+        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
+        return .unauthorized(response)
+    }
+
+    func cancelMySubscription(_ input: Operations.CancelMySubscription.Input) async throws
+        -> Operations.CancelMySubscription.Output
+    {
+        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
+        return .unauthorized(response)
+    }
+
+    func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
+        -> Operations.ResumeMySubscription.Output
+    {
+        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
+        return .unauthorized(response)
+    }
+}

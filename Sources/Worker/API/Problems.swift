@@ -1,0 +1,48 @@
+/// The API's error responses (RFC 9457 problem details), each with a stable `type`.
+enum Problems {
+    static func problem(
+        _ slug: String, _ title: String, status: Int, detail: String? = nil,
+        errors: [(field: String, reason: String)] = []
+    ) -> Components.Schemas.Problem {
+        Components.Schemas.Problem(
+            _type: "urn:sluice:problem:\(slug)", title: title, status: status, detail: detail,
+            errors: errors.isEmpty ? nil : errors.map { .init(field: $0.field, reason: $0.reason) })
+    }
+
+    /// 401, with the challenge a client needs.
+    static func unauthorized(_ detail: String, tokenPresented: Bool) -> Components.Responses.Unauthorized {
+        let challenge =
+            tokenPresented
+            ? #"Bearer realm="sluice", error="invalid_token", error_description="\#(detail)""#
+            : #"Bearer realm="sluice""#
+        return .init(
+            headers: .init(wwwAuthenticate: challenge),
+            body: .applicationProblemJson(problem("unauthorized", "Unauthorized", status: 401, detail: detail)))
+    }
+
+    static func forbidden(_ detail: String) -> Components.Responses.Forbidden {
+        .init(body: .applicationProblemJson(problem("missing-scope", "Forbidden", status: 403, detail: detail)))
+    }
+
+    static func notFound(_ detail: String) -> Components.Responses.NotFound {
+        .init(body: .applicationProblemJson(problem("not-found", "Not Found", status: 404, detail: detail)))
+    }
+
+    static func conflict(_ detail: String) -> Components.Responses.Conflict {
+        .init(body: .applicationProblemJson(problem("idempotency-key-reused", "Conflict", status: 409, detail: detail)))
+    }
+
+    static func unprocessable(_ errors: [(field: String, reason: String)]) -> Components.Responses.Unprocessable {
+        .init(
+            body: .applicationProblemJson(
+                problem(
+                    "invalid-field", "Unprocessable Content", status: 422,
+                    detail: errors.map { "\($0.field): \($0.reason)" }.joined(separator: "; "), errors: errors)))
+    }
+
+    static func unavailable(_ detail: String) -> Components.Responses.Unavailable {
+        .init(
+            headers: .init(retryAfter: 5),
+            body: .applicationProblemJson(problem("unavailable", "Service Unavailable", status: 503, detail: detail)))
+    }
+}

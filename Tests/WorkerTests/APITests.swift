@@ -1,0 +1,159 @@
+import Foundation
+import PGQueue
+import TestKit
+import Testing
+
+@testable import Worker
+
+/// The app's API through the real `sluice api`, connected as `sluice_api` on a cluster of the test's own
+/// (roles are cluster-wide), with service keys made as the owner.
+@Suite("app API", .serialized)
+struct APITests {
+    /// A cluster with deploy/roles.sql, a user on a plan, and `sluice api` running as sluice_api.
+    final class APIUnderTest: Sendable {
+        let cluster: Cluster
+        let process: SluiceProcess
+        let port: Int
+
+        init() throws {
+            cluster = try Cluster()
+            let owner = try cluster.connect()
+            try owner.run(script: Repository.text("deploy/roles.sql"), context: "applying deploy/roles.sql")
+            try owner.run(
+                script: "INSERT INTO billing.plan_limits VALUES ('free', 'seats', 3)", context: "a plan limit")
+            try BillingEvents.apply(
+                BillingEvents().clerk(
+                    "ada", "user.created", at: 0,
+                    BillingEvents().user("ada", email: "a@x", first: "A", last: "L", updatedMinute: 0)),
+                on: owner)
+            process = try SluiceProcess(
+                ["api"], databaseURL: cluster.url.replacingOccurrences(of: "://postgres@", with: "://sluice_api@"),
+                environment: ["SLUICE_LISTEN": "127.0.0.1:0"])
+            let process = process
+            _ = eventually(timeout: 30) { process.listeningPort("API") != nil || !process.isRunning }
+            guard let port = process.listeningPort("API") else {
+                throw ScriptFailure(description: "sluice api did not start:\n\(process.log)")
+            }
+            self.port = port
+        }
+
+        /// A new key with these scopes.
+        func key(_ scopes: [String]) throws -> String {
+            let key = ServiceKey.generate()
+            _ = try ServiceKeyStore(connection: try cluster.connect()).create(key, name: "test", scopes: scopes)
+            return key.secret
+        }
+
+        func get(_ path: String, token: String? = nil) throws -> (status: Int?, headers: String, body: String) {
+            var head = "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            if let token { head += "Authorization: Bearer \(token)\r\n" }
+            return try exchange(head + "\r\n", body: [])
+        }
+
+        func post(_ path: String, token: String?, headers: [(String, String)] = [], json: String) throws -> (
+            status: Int?, headers: String, body: String
+        ) {
+            var head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            head += "Content-Type: application/json\r\nContent-Length: \(json.utf8.count)\r\n"
+            if let token { head += "Authorization: Bearer \(token)\r\n" }
+            for (name, value) in headers { head += "\(name): \(value)\r\n" }
+            return try exchange(head + "\r\n", body: Array(json.utf8))
+        }
+
+        private func exchange(_ head: String, body: [UInt8]) throws -> (status: Int?, headers: String, body: String) {
+            let reply = try RawHTTP.exchange(port: port, request: Array(head.utf8) + body)
+            return (reply.status, reply.headers, reply.body)
+        }
+    }
+
+    static func json(_ text: String) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    @Test("the document is served as built; no route but the document answers without credentials")
+    func documentAndAnonymous() throws {
+        let api = try APIUnderTest()
+        let document = try api.get("/v1/openapi.yaml")
+        #expect(document.status == 200)
+        #expect(document.body == (try Repository.text("Sources/Worker/API/openapi.yaml")))
+        for path in ["/v1/me", "/v1/me/invoices", "/v1/users/ada/access", "/v1/jobs/1"] {
+            let reply = try api.get(path)
+            #expect(reply.status == 401, "\(path): \(reply.body)")
+            #expect(reply.headers.lowercased().contains("www-authenticate: bearer realm=\"sluice\""), "\(path)")
+            #expect(reply.headers.lowercased().contains("content-type: application/problem+json"), "\(path)")
+            #expect(Self.json(reply.body)["type"] as? String == "urn:sluice:problem:unauthorized")
+        }
+        let usage = try api.post("/v1/usage", token: nil, headers: [("Idempotency-Key", "k")], json: "{}")
+        #expect(usage.status == 401 || usage.status == 400, "\(usage.body)")
+    }
+
+    @Test("service keys: a user's access with access:read; another scope 403; an unknown or revoked key 401")
+    func serviceAccess() throws {
+        let api = try APIUnderTest()
+        let reader = try api.key(["access:read"])
+        let reply = try api.get("/v1/users/ada/access", token: reader)
+        #expect(reply.status == 200, "\(reply.body)\n\(api.process.log)")
+        let body = Self.json(reply.body)
+        #expect(body["user_id"] as? String == "ada" && body["plan"] as? String == "free")
+        #expect((body["entitlements"] as? [[String: Any]])?.first?["feature"] as? String == "seats")
+
+        let writer = try api.key(["usage:write"])
+        let forbidden = try api.get("/v1/users/ada/access", token: writer)
+        #expect(
+            forbidden.status == 403
+                && Self.json(forbidden.body)["type"] as? String == "urn:sluice:problem:missing-scope")
+        #expect(
+            try api.get("/v1/users/ada/access", token: "sk_sluice_" + String(repeating: "x", count: 43)).status == 401)
+        try api.cluster.connect().run(script: "UPDATE sluice.api_keys SET revoked_at = now()", context: "revoke all")
+        let revoked = try api.get("/v1/users/ada/access", token: reader)
+        #expect(revoked.status == 401, "revoked at once: \(revoked.body)")
+        #expect(revoked.headers.contains("invalid_token"))
+    }
+
+    @Test("usage: once per Idempotency-Key; the same key with another body 409; bad fields 422 naming them")
+    func usage() throws {
+        let api = try APIUnderTest()
+        let writer = try api.key(["usage:write"])
+        let body = #"{"user_id": "ada", "feature": "seats", "quantity": 2}"#
+        let first = try api.post("/v1/usage", token: writer, headers: [("Idempotency-Key", "u1")], json: body)
+        #expect(first.status == 200, "\(first.body)\n\(api.process.log)")
+        #expect(Self.json(first.body)["allowed"] as? Bool == true && Self.json(first.body)["used"] as? Int == 2)
+        let again = try api.post("/v1/usage", token: writer, headers: [("Idempotency-Key", "u1")], json: body)
+        #expect(Self.json(again.body)["repeated"] as? Bool == true && Self.json(again.body)["used"] as? Int == 2)
+        let other = #"{"user_id": "ada", "feature": "seats", "quantity": 1}"#
+        let conflict = try api.post("/v1/usage", token: writer, headers: [("Idempotency-Key", "u1")], json: other)
+        #expect(conflict.status == 409, "\(conflict.body)")
+        let denied = try api.post("/v1/usage", token: writer, headers: [("Idempotency-Key", "u2")], json: body)
+        #expect(denied.status == 200 && Self.json(denied.body)["allowed"] as? Bool == false, "a denial is an answer")
+
+        let invalid = try api.post(
+            "/v1/usage", token: writer, headers: [("Idempotency-Key", "u3")],
+            json: #"{"user_id": "", "feature": "seats", "quantity": 0}"#)
+        #expect(invalid.status == 422, "\(invalid.body)")
+        let fields = (Self.json(invalid.body)["errors"] as? [[String: Any]])?.compactMap { $0["field"] as? String }
+        #expect(fields == ["user_id", "quantity"])
+        let noKey = try api.post("/v1/usage", token: writer, json: body)
+        #expect(noKey.status == 400, "\(noKey.body)")
+        let reader = try api.key(["access:read"])
+        #expect(
+            try api.post("/v1/usage", token: reader, headers: [("Idempotency-Key", "u4")], json: body).status == 403)
+    }
+
+    @Test("routes for a signed-in user refuse a service key and, for now, every session token, with 401")
+    func userRoutes() throws {
+        let api = try APIUnderTest()
+        let key = try api.key(["access:read", "usage:write", "billing:write"])
+        let me = try api.get("/v1/me", token: key)
+        #expect(me.status == 401 && me.body.contains("not a service key"))
+        let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZGEifQ."
+        #expect(try api.get("/v1/me", token: forged).status == 401, "alg none is not a session")
+    }
+
+    @Test("sluice api refuses to run as the schema's owner or a superuser, exit 78")
+    func refusesOwner() throws {
+        let database = try TestDatabase()
+        let api = try SluiceProcess(["api"], databaseURL: database.url, environment: ["SLUICE_LISTEN": "127.0.0.1:0"])
+        #expect(api.waitForExit(timeout: 20) == 78)
+        #expect(api.log.contains("must not connect as the schema's owner"), "\(api.log)")
+    }
+}
