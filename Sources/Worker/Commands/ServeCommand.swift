@@ -21,7 +21,7 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        try await runService(options, runsPool: true, runsReceiver: true, runsAPI: true)
+        try await runService(options, parts: [.pool, .receiver, .api])
     }
 }
 
@@ -40,7 +40,7 @@ struct WorkCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        try await runService(options, runsPool: true, runsReceiver: false, runsAPI: false)
+        try await runService(options, parts: [.pool])
     }
 }
 
@@ -60,7 +60,7 @@ struct ReceiveCommand: AsyncParsableCommand {
     @OptionGroup var options: ConfigurationOptions
 
     func run() async throws {
-        try await runService(options, runsPool: false, runsReceiver: true, runsAPI: false)
+        try await runService(options, parts: [.receiver])
     }
 }
 
@@ -100,15 +100,15 @@ struct APICommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("sluice: cannot check the API's database role: \(error)\n".utf8))
             throw ExitCode(69)
         }
-        try await runService(options, runsPool: false, runsReceiver: false, runsAPI: true)
+        try await runService(options, parts: [.api])
     }
 }
 
 /// Loads the configuration (one clear line and exit status 78 when a value is bad) and runs the service.
-func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: Bool, runsAPI: Bool) async throws {
+func runService(_ options: ConfigurationOptions, parts: ServiceRunner.Parts) async throws {
     let configuration = try loadConfiguration(options)
-    if !runsPool, configuration.listen == .off {
-        let command = runsReceiver ? "receive" : "api"
+    if !parts.contains(.pool), configuration.listen == .off {
+        let command = parts.contains(.receiver) ? "receive" : "api"
         FileHandle.standardError.write(
             Data("sluice: configuration error: SLUICE_LISTEN: 'sluice \(command)' needs an address, got \"off\"\n".utf8)
         )
@@ -118,7 +118,8 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
     runtime.logger.info(
         "Starting",
         metadata: [
-            "listen": "\(runsReceiver ? configuration.listen : .off)", "webhooks": "\(configuration.webhooks)",
+            "listen": "\(parts.isDisjoint(with: [.receiver, .api]) ? .off : configuration.listen)",
+            "webhooks": "\(configuration.webhooks)",
             "concurrency": "\(configuration.pool.concurrency)", "queues": "\(configuration.pool.queues)",
             "lease_s": "\(configuration.pool.leaseSeconds)", "admin": "\(configuration.adminListen)",
             "test_jobs": "\(configuration.testJobs)",
@@ -128,7 +129,7 @@ func runService(_ options: ConfigurationOptions, runsPool: Bool, runsReceiver: B
         registry: StandardJobs.registry(
             testJobs: configuration.testJobs, stripeMode: configuration.stripeMode, stripe: configuration.stripe,
             verifiers: configuration.webhooks),
-        runsPool: runsPool, runsReceiver: runsReceiver, runsAPI: runsAPI
+        parts: parts
     ).run()
 }
 

@@ -18,10 +18,20 @@ struct ServiceRunner {
     let configuration: SluiceConfiguration
     let runtime: ProcessRuntime
     let registry: JobRegistry
-    let runsPool: Bool
-    let runsReceiver: Bool
-    /// The app's API under `/v1` on `SLUICE_LISTEN` (serve, api).
-    let runsAPI: Bool
+    let parts: Parts
+
+    /// What a process runs: `serve` all three, `work` the pool, `receive` the receiver, `api` the API.
+    struct Parts: OptionSet, Sendable {
+        let rawValue: Int
+        static let pool = Parts(rawValue: 1)
+        static let receiver = Parts(rawValue: 2)
+        /// The app's API under `/v1` on `SLUICE_LISTEN`.
+        static let api = Parts(rawValue: 4)
+    }
+
+    private var runsPool: Bool { parts.contains(.pool) }
+    private var runsReceiver: Bool { parts.contains(.receiver) }
+    private var runsAPI: Bool { parts.contains(.api) }
 
     func run() async throws {
         let logger = runtime.logger

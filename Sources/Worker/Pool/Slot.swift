@@ -3,7 +3,8 @@ import Logging
 import Metrics
 import PGQueue
 
-/// One place where a handler runs: a serial queue and the connection its handlers use.
+/// One place where blocking database work runs: a serial queue and the connection used on it (a pool's
+/// handlers, the API's requests).
 ///
 /// The connection is opened on first use (handlers that never touch the database never open one) and is
 /// used only on the slot's own queue, as libpq requires.
@@ -17,9 +18,10 @@ final class Slot: @unchecked Sendable {
     private var connection: PostgresConnection?
     private var durationTimers: [String: Metrics.Timer] = [:]
 
-    init(index: Int, connectionString: String?, logger: Logger) {
+    /// - Parameter label: names the slot's queue (`<label>.<index>`), for stack traces.
+    init(index: Int, connectionString: String?, logger: Logger, label: String = "sluice.slot") {
         self.index = index
-        self.queue = DispatchQueue(label: "sluice.slot.\(index)")
+        self.queue = DispatchQueue(label: "\(label).\(index)")
         self.connectionString = connectionString
         self.logger = logger
     }
