@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-openapi-generator", from: "1.14.3"),
         .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.4"),
         .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.1.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
     ],
     targets: [
         .systemLibrary(
@@ -68,6 +69,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator"), "EmbedAPIDocument"]
         ),
@@ -119,6 +121,7 @@ let package = Package(
             name: "WorkerTests",
             dependencies: [
                 "Worker",
+                .product(name: "JWTKit", package: "jwt-kit"),
                 "PGQueue",
                 "TestKit",
                 "Jobs",

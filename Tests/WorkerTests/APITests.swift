@@ -15,7 +15,7 @@ struct APITests {
         let process: SluiceProcess
         let port: Int
 
-        init() throws {
+        init(clerk: ClerkTokens? = nil) throws {
             cluster = try Cluster()
             let owner = try cluster.connect()
             try owner.run(script: Repository.text("deploy/roles.sql"), context: "applying deploy/roles.sql")
@@ -26,9 +26,16 @@ struct APITests {
                     "ada", "user.created", at: 0,
                     BillingEvents().user("ada", email: "a@x", first: "A", last: "L", updatedMinute: 0)),
                 on: owner)
+            var environment = ["SLUICE_LISTEN": "127.0.0.1:0"]
+            if let clerk {
+                // One line, as an environment file holds it.
+                environment["CLERK_JWT_KEY"] = clerk.publicPEM.replacingOccurrences(of: "\n", with: "\\n")
+                environment["CLERK_ISSUER"] = ClerkTokens.issuer
+                environment["CLERK_AUTHORIZED_PARTIES"] = "https://app.sluice.test"
+            }
             process = try SluiceProcess(
                 ["api"], databaseURL: cluster.url.replacingOccurrences(of: "://postgres@", with: "://sluice_api@"),
-                environment: ["SLUICE_LISTEN": "127.0.0.1:0"])
+                environment: environment)
             let process = process
             _ = eventually(timeout: 30) { process.listeningPort("API") != nil || !process.isRunning }
             guard let port = process.listeningPort("API") else {
@@ -139,14 +146,31 @@ struct APITests {
             try api.post("/v1/usage", token: reader, headers: [("Idempotency-Key", "u4")], json: body).status == 403)
     }
 
-    @Test("routes for a signed-in user refuse a service key and, for now, every session token, with 401")
-    func userRoutes() throws {
-        let api = try APIUnderTest()
+    @Test("a signed-in user reads their own access and invoices; a service key, a forged or expired token get 401")
+    func userRoutes() async throws {
+        let clerk = try ClerkTokens()
+        let api = try APIUnderTest(clerk: clerk)
+        let me = try api.get("/v1/me", token: try await clerk.token(user: "ada"))
+        #expect(me.status == 200, "\(me.body)\n\(api.process.log)")
+        #expect(Self.json(me.body)["user_id"] as? String == "ada" && Self.json(me.body)["plan"] as? String == "free")
+        let invoices = try api.get("/v1/me/invoices?limit=5", token: try await clerk.token(user: "ada"))
+        #expect(invoices.status == 200 && Self.json(invoices.body)["invoices"] as? [Any] != nil, "\(invoices.body)")
+        #expect(try api.get("/v1/me/invoices?limit=500", token: try await clerk.token()).status == 400)
+
         let key = try api.key(["access:read", "usage:write", "billing:write"])
-        let me = try api.get("/v1/me", token: key)
-        #expect(me.status == 401 && me.body.contains("not a service key"))
-        let forged = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZGEifQ."
-        #expect(try api.get("/v1/me", token: forged).status == 401, "alg none is not a session")
+        let asService = try api.get("/v1/me", token: key)
+        #expect(asService.status == 401 && asService.body.contains("not a service key"))
+        #expect(try api.get("/v1/me", token: ClerkTokens.unsigned()).status == 401, "alg none is not a session")
+        let expired = try api.get("/v1/me", token: try await clerk.token(expiresIn: -60))
+        #expect(expired.status == 401 && expired.headers.contains(#"error="invalid_token""#), "\(expired.headers)")
+        #expect(try api.get("/v1/me", token: try await ClerkTokens().token()).status == 401, "another key")
+    }
+
+    @Test("without CLERK_JWT_KEY every session token is refused with 401")
+    func noClerkKey() async throws {
+        let api = try APIUnderTest()
+        let me = try api.get("/v1/me", token: try await ClerkTokens().token())
+        #expect(me.status == 401 && me.body.contains("CLERK_JWT_KEY"), "\(me.body)")
     }
 
     @Test("sluice api refuses to run as the schema's owner or a superuser, exit 78")

@@ -6,11 +6,12 @@ import PGQueue
 
 /// The app's API (Sources/Worker/API/openapi.yaml), on the handlers the OpenAPI generator made from it.
 ///
-/// Services authenticate with a key from `sluice keys create` and act within its scopes. Routes for a
-/// signed-in user (`/v1/me…`) need a Clerk session token, which this build does not verify yet: they
-/// answer 401 until it does (see the README).
+/// Services authenticate with a key from `sluice keys create` and act within its scopes; a signed-in user
+/// with a Clerk session token (``ClerkSessionVerifier``) reaches the `/v1/me…` routes as the token's `sub`.
 struct AppAPI: APIProtocol {
     let database: APIDatabase
+    /// Nil when no `CLERK_JWT_KEY` is configured: every session token is refused.
+    let sessions: ClerkSessionVerifier?
     let logger: Logger
 
     /// Why a request may not go on.
@@ -47,16 +48,29 @@ struct AppAPI: APIProtocol {
         return .success(caller)
     }
 
-    /// The signed-in user of this request. Clerk session tokens are not verified by this build yet.
-    func user() -> Denial {
+    /// The signed-in user of this request: the `sub` of a verified Clerk session token.
+    func user() async -> Result<String, Denial> {
         guard let token = BearerToken.current else {
-            return .unauthorized(Problems.unauthorized("a Clerk session token is required", tokenPresented: false))
+            return .failure(
+                .unauthorized(Problems.unauthorized("a Clerk session token is required", tokenPresented: false)))
         }
-        let reason =
-            token.hasPrefix(ServiceKey.marker)
-            ? "this route is for a signed-in user, not a service key"
-            : "this server does not verify Clerk session tokens yet"
-        return .unauthorized(Problems.unauthorized(reason, tokenPresented: true))
+        guard !token.hasPrefix(ServiceKey.marker) else {
+            return .failure(
+                .unauthorized(
+                    Problems.unauthorized("this route is for a signed-in user, not a service key", tokenPresented: true)
+                ))
+        }
+        guard let sessions else {
+            return .failure(
+                .unauthorized(
+                    Problems.unauthorized("this server verifies no Clerk session (CLERK_JWT_KEY)", tokenPresented: true)
+                ))
+        }
+        switch await sessions.user(of: token) {
+        case .success(let user): return .success(user)
+        case .failure(let refusal):
+            return .failure(.unauthorized(Problems.unauthorized("\(refusal)", tokenPresented: true)))
+        }
     }
 
     private static func unavailable(_ error: any Error) -> Components.Responses.Unavailable {
@@ -151,13 +165,14 @@ struct AppAPI: APIProtocol {
     }
 
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
-        if case .unauthorized(let response) = user(), BearerToken.current?.hasPrefix(ServiceKey.marker) != true {
+        if BearerToken.current?.hasPrefix(ServiceKey.marker) == true {
+            switch await service(scope: "billing:write") {
+            case .failure(.unauthorized(let response)): return .unauthorized(response)
+            case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+            case .failure(.forbidden), .success: break
+            }
+        } else if case .failure(.unauthorized(let response)) = await user() {
             return .unauthorized(response)
-        }
-        switch await service(scope: "billing:write") {
-        case .failure(.unauthorized(let response)): return .unauthorized(response)
-        case .failure(.unavailable(let response)): return .serviceUnavailable(response)
-        case .failure(.forbidden), .success: break
         }
         // No route of this build starts a job yet, so no job is any caller's to see.
         return .notFound(Problems.notFound("no job \(input.path.id) was started by this caller"))
@@ -166,45 +181,78 @@ struct AppAPI: APIProtocol {
     // MARK: The signed-in user
 
     func getMe(_ input: Operations.GetMe.Input) async throws -> Operations.GetMe.Output {
-        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
-        return .unauthorized(response)
+        let user: String
+        switch await self.user() {
+        case .success(let found): user = found
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.forbidden), .failure(.unavailable): return .undocumented(statusCode: 500, .init())
+        }
+        do {
+            let json = try await database.run { try BillingStore($0).apiAccess(of: user) }
+            return .ok(.init(body: .json(try Self.decode(Components.Schemas.Access.self, json))))
+        } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
+            return .serviceUnavailable(Self.unavailable(error))
+        }
     }
 
     func listMyInvoices(_ input: Operations.ListMyInvoices.Input) async throws -> Operations.ListMyInvoices.Output {
-        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
-        return .unauthorized(response)
+        let user: String
+        switch await self.user() {
+        case .success(let found): user = found
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.forbidden), .failure(.unavailable): return .undocumented(statusCode: 500, .init())
+        }
+        let limit = input.query.limit ?? 20
+        guard (1...100).contains(limit) else {
+            return .badRequest(
+                .init(
+                    body: .applicationProblemJson(
+                        Problems.problem("invalid-parameter", "Bad Request", status: 400, detail: "limit is 1 to 100")))
+            )
+        }
+        do {
+            let json = try await database.run { try BillingStore($0).apiInvoices(of: user, limit: limit) }
+            return .ok(.init(body: .json(try Self.decode(Components.Schemas.InvoiceList.self, json))))
+        } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
+            return .serviceUnavailable(Self.unavailable(error))
+        }
     }
 
     func createMyCheckoutSession(_ input: Operations.CreateMyCheckoutSession.Input) async throws
         -> Operations.CreateMyCheckoutSession.Output
     {
-        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
-        return .unauthorized(response)
+        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        // Signed in: the Stripe actions through the API are not built yet (see the README).
+        return .undocumented(statusCode: 501, Problems.notBuilt())
     }
 
     func createMyPortalSession(_ input: Operations.CreateMyPortalSession.Input) async throws
         -> Operations.CreateMyPortalSession.Output
     {
-        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
-        return .unauthorized(response)
+        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        // Signed in: the Stripe actions through the API are not built yet (see the README).
+        return .undocumented(statusCode: 501, Problems.notBuilt())
     }
 
     func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
-        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
-        return .unauthorized(response)
+        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        // Signed in: the Stripe actions through the API are not built yet (see the README).
+        return .undocumented(statusCode: 501, Problems.notBuilt())
     }
 
     func cancelMySubscription(_ input: Operations.CancelMySubscription.Input) async throws
         -> Operations.CancelMySubscription.Output
     {
-        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
-        return .unauthorized(response)
+        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        // Signed in: the Stripe actions through the API are not built yet (see the README).
+        return .undocumented(statusCode: 501, Problems.notBuilt())
     }
 
     func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
         -> Operations.ResumeMySubscription.Output
     {
-        guard case .unauthorized(let response) = user() else { return .undocumented(statusCode: 500, .init()) }
-        return .unauthorized(response)
+        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        // Signed in: the Stripe actions through the API are not built yet (see the README).
+        return .undocumented(statusCode: 501, Problems.notBuilt())
     }
 }

@@ -1,5 +1,19 @@
+import Foundation
+import HTTPTypes
+import OpenAPIRuntime
+
 /// The API's error responses (RFC 9457 problem details), each with a stable `type`.
 enum Problems {
+    /// 501 for a documented route this release does not answer yet.
+    static func notBuilt() -> UndocumentedPayload {
+        let problem = problem(
+            "not-implemented", "Not Implemented", status: 501,
+            detail: "this route is in the API's document but not built in this release")
+        return UndocumentedPayload(
+            headerFields: [.contentType: "application/problem+json"],
+            body: HTTPBody((try? JSONEncoder().encode(problem)) ?? Data()))
+    }
+
     static func problem(
         _ slug: String, _ title: String, status: Int, detail: String? = nil,
         errors: [(field: String, reason: String)] = []

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JWTKit
 import Jobs
 import Logging
 import PGQueue
@@ -98,6 +99,7 @@ struct ConfigurationLoader {
                 baseURL: try stripeBase("STRIPE_API_BASE", flags.stripeApiBase),
                 requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
+            clerkSession: try clerkSession(),
             pool: PoolSettings(
                 connectionString: databaseURL,
                 queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
@@ -252,6 +254,34 @@ struct ConfigurationLoader {
     private func secrets(_ variable: String) throws(ConfigurationError) -> [String] {
         guard let text = try secret(variable) else { return [] }
         return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// `CLERK_JWT_KEY` (or `_FILE`), `CLERK_ISSUER` and `CLERK_AUTHORIZED_PARTIES`; nil without a key.
+    private func clerkSession() throws(ConfigurationError) -> ClerkSessionSettings? {
+        if value("CLERK_JWKS_URL", nil) != nil {
+            throw ConfigurationError(
+                variable: "CLERK_JWKS_URL",
+                problem: "is not read by this release; set CLERK_JWT_KEY_FILE to the PEM public key from the Clerk "
+                    + "dashboard (API keys) instead")
+        }
+        guard let text = try secret("CLERK_JWT_KEY") else { return nil }
+        // One line in an environment file: "\n" stands for a line break.
+        let pem = text.replacingOccurrences(of: "\\n", with: "\n")
+        guard (try? Insecure.RSA.PublicKey(pem: pem)) != nil else {
+            throw ConfigurationError(
+                variable: "CLERK_JWT_KEY", problem: "is not an RSA public key in PEM (-----BEGIN PUBLIC KEY-----)")
+        }
+        guard let issuer = value("CLERK_ISSUER", nil),
+            let url = URL(string: issuer), url.scheme == "https" || url.host == "127.0.0.1" || url.host == "localhost"
+        else {
+            throw ConfigurationError(
+                variable: "CLERK_ISSUER",
+                problem: "must be set with CLERK_JWT_KEY: the instance's Frontend API URL (https://…)")
+        }
+        let parties = (value("CLERK_AUTHORIZED_PARTIES", nil) ?? "").split(separator: ",").map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }.filter { !$0.isEmpty }
+        return ClerkSessionSettings(publicKeyPEM: pem, issuer: issuer, authorizedParties: parties)
     }
 
     /// A verifier for each source whose secrets are set; a bad secret names its variable and position.

@@ -19,6 +19,8 @@ struct SluiceConfiguration: Sendable {
     var stripe: StripeSettings
     /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
     var adminListen: ListenAddress
+    /// How the app's API verifies a signed-in user's Clerk session token; nil refuses every one (401).
+    var clerkSession: ClerkSessionSettings?
     /// The worker pool's settings: concurrency, queues, lease, poll, retention, periodic jobs.
     var pool: PoolSettings
     /// How long a graceful stop waits for running jobs (`SLUICE_SHUTDOWN_SECONDS`, 25).

@@ -53,7 +53,9 @@ struct ServiceRunner {
             services.append(
                 BlockingService(description: "pool", start: { pool.start() }, stop: { pool.stop(gracePeriod: grace) }))
         }
-        if let front = try publicServer(logger: logger, listening: listening) {
+        var sessions: ClerkSessionVerifier?
+        if let settings = configuration.clerkSession { sessions = try await ClerkSessionVerifier(settings: settings) }
+        if let front = try publicServer(logger: logger, listening: listening, sessions: sessions) {
             if let committer = front.committer {
                 services.append(
                     BlockingService(description: "committer", start: { committer.start() }, stop: { committer.stop() }))
@@ -83,7 +85,7 @@ struct ServiceRunner {
     /// The server on `SLUICE_LISTEN`: the webhook receiver and its committer, when this process receives,
     /// and the app's API, when it serves it; logs which routes are on.
     private func publicServer(
-        logger: Logger, listening: ListeningGate
+        logger: Logger, listening: ListeningGate, sessions: ClerkSessionVerifier?
     ) throws -> (server: any Service, committer: GroupCommitter?)? {
         guard runsReceiver || runsAPI, case .address(let host, let port) = configuration.listen else {
             if runsReceiver || runsAPI { logger.info("Webhook receiver and API off (SLUICE_LISTEN=off)") }
@@ -105,7 +107,7 @@ struct ServiceRunner {
             runsAPI
             ? AppAPI(
                 database: APIDatabase(connectionString: configuration.databaseURL, connections: 4, logger: logger),
-                logger: logger) : nil
+                sessions: sessions, logger: logger) : nil
         let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
             receiver?.addRoutes(to: router)
             try api?.registerHandlers(on: router, middlewares: [BearerToken.Middleware()])

@@ -54,7 +54,8 @@ struct ConfigurationTests {
             ("SLUICE_QUEUES", "a:0"), ("SLUICE_UNIQUE_RETENTION", "7 days"), ("SLUICE_LOG_LEVEL", "loud"),
             ("STRIPE_API_BASE", "http://stripe.example"), ("STRIPE_MODE", "sandbox"), ("SLUICE_LEASE_SECONDS", "0.1"),
             ("SLUICE_DEAD_LETTER_RETENTION", "30d"), ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
-            ("CLERK_WEBHOOK_SECRET", "whsec_%%%"),
+            ("CLERK_WEBHOOK_SECRET", "whsec_%%%"), ("CLERK_JWT_KEY", "not-a-pem"),
+            ("CLERK_JWKS_URL", "https://clerk.example/.well-known/jwks.json"),
         ])
     func badValue(variable: String, value: String) {
         #expect {
@@ -99,5 +100,28 @@ struct JournalLineTests {
         #expect(JournalLogHandler.quoted(#"say "hi""#) == #""say \"hi\"""#)
         #expect(JournalLogHandler.quoted("a=b") == #""a=b""#)
         #expect(JournalLogHandler.quoted("line\nbreak") == #""line\nbreak""#)
+    }
+}
+
+/// The app API's Clerk settings.
+@Suite("configuration of Clerk sessions")
+struct ClerkConfigurationTests {
+    @Test("a key needs its issuer; the PEM may come on one line with \\n; parties are a list")
+    func clerk() throws {
+        let tokens = try ClerkTokens()
+        let oneLine = tokens.publicPEM.replacingOccurrences(of: "\n", with: "\\n")
+        #expect {
+            try ConfigurationTests.load(["CLERK_JWT_KEY": oneLine])
+        } throws: { error in
+            (error as? ConfigurationError)?.variable == "CLERK_ISSUER"
+        }
+        let configuration = try ConfigurationTests.load([
+            "CLERK_JWT_KEY": oneLine, "CLERK_ISSUER": "https://clerk.sluice.test",
+            "CLERK_AUTHORIZED_PARTIES": "https://a.test, https://b.test",
+        ])
+        #expect(configuration.clerkSession?.issuer == "https://clerk.sluice.test")
+        #expect(configuration.clerkSession?.authorizedParties == ["https://a.test", "https://b.test"])
+        #expect(configuration.clerkSession?.publicKeyPEM == tokens.publicPEM)
+        #expect(try ConfigurationTests.load([:]).clerkSession == nil)
     }
 }

@@ -1,0 +1,72 @@
+import Foundation
+import JWTKit
+import TestKit
+
+/// Clerk-like session tokens for the API's tests: an RSA key made with openssl, and tokens signed with it
+/// (or forged) by jwt-kit, apart from the server's verifier.
+struct ClerkTokens: Sendable {
+    static let issuer = "https://clerk.sluice.test"
+    let privatePEM: String
+    let publicPEM: String
+
+    init() throws {
+        let folder = NSTemporaryDirectory() + "sluice-clerk-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let made = try ChildProcess.run(
+            "openssl",
+            ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", folder + "/key.pem"])
+        let exported = try ChildProcess.run(
+            "openssl", ["pkey", "-in", folder + "/key.pem", "-pubout", "-out", folder + "/pub.pem"])
+        guard made.status == 0, exported.status == 0 else {
+            throw ScriptFailure(description: "openssl failed: \(made.output)\(exported.output)")
+        }
+        privatePEM = try String(contentsOfFile: folder + "/key.pem", encoding: .utf8)
+        publicPEM = try String(contentsOfFile: folder + "/pub.pem", encoding: .utf8)
+    }
+
+    struct Claims: JWTPayload {
+        var sub: SubjectClaim
+        var exp: ExpirationClaim
+        var nbf: NotBeforeClaim?
+        var iss: IssuerClaim
+        var azp: String?
+
+        func verify(using algorithm: some JWTAlgorithm) throws {}
+    }
+
+    /// A token for `user`, valid now unless the arguments say otherwise.
+    func token(
+        user: String = "ada", expiresIn: Double = 60, notBefore: Double? = nil, issuer: String = Self.issuer,
+        party: String? = "https://app.sluice.test"
+    ) async throws -> String {
+        let keys = await JWTKeyCollection().add(
+            rsa: try Insecure.RSA.PrivateKey(pem: privatePEM), digestAlgorithm: .sha256)
+        return try await keys.sign(claims(user, expiresIn, notBefore, issuer, party))
+    }
+
+    /// The same claims, HS256-signed with the public key's PEM as the secret (the classic confusion attack).
+    func hmacWithPublicKey(user: String = "ada") async throws -> String {
+        let keys = await JWTKeyCollection().add(hmac: HMACKey(from: publicPEM), digestAlgorithm: .sha256)
+        return try await keys.sign(claims(user, 60, nil, Self.issuer, "https://app.sluice.test"))
+    }
+
+    /// An unsigned token (`alg: none`).
+    static func unsigned(user: String = "ada") -> String {
+        func encode(_ json: String) -> String {
+            Data(json.utf8).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        }
+        let exp = Int(Date().timeIntervalSince1970) + 60
+        return encode(#"{"alg":"none","typ":"JWT"}"#) + "."
+            + encode(#"{"sub":"\#(user)","exp":\#(exp),"iss":"\#(issuer)"}"#) + "."
+    }
+
+    private func claims(_ user: String, _ expiresIn: Double, _ notBefore: Double?, _ issuer: String, _ party: String?)
+        -> Claims
+    {
+        Claims(
+            sub: .init(value: user), exp: .init(value: Date().addingTimeInterval(expiresIn)),
+            nbf: notBefore.map { .init(value: Date().addingTimeInterval($0)) }, iss: .init(value: issuer), azp: party)
+    }
+}
