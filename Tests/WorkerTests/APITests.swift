@@ -15,7 +15,7 @@ struct APITests {
         let process: SluiceProcess
         let port: Int
 
-        init(clerk: ClerkTokens? = nil) throws {
+        init(clerk: ClerkTokens? = nil, environment extra: [String: String] = [:]) throws {
             cluster = try Cluster()
             let owner = try cluster.connect()
             try owner.run(script: Repository.text("deploy/roles.sql"), context: "applying deploy/roles.sql")
@@ -26,7 +26,9 @@ struct APITests {
                     "ada", "user.created", at: 0,
                     BillingEvents().user("ada", email: "a@x", first: "A", last: "L", updatedMinute: 0)),
                 on: owner)
-            var environment = ["SLUICE_LISTEN": "127.0.0.1:0"]
+            var environment = ["SLUICE_LISTEN": "127.0.0.1:0", "SLUICE_ADMIN_LISTEN": "127.0.0.1:0"].merging(extra) {
+                _, new in new
+            }
             if let clerk {
                 // One line, as an environment file holds it.
                 environment["CLERK_JWT_KEY"] = clerk.publicPEM.replacingOccurrences(of: "\n", with: "\\n")
@@ -179,5 +181,32 @@ struct APITests {
         let api = try SluiceProcess(["api"], databaseURL: database.url, environment: ["SLUICE_LISTEN": "127.0.0.1:0"])
         #expect(api.waitForExit(timeout: 20) == 78)
         #expect(api.log.contains("must not connect as the schema's owner"), "\(api.log)")
+    }
+
+    @Test("limits: a body over 64 KiB is 413 unread; past the caller's rate 429 with Retry-After; each request logged")
+    func limits() throws {
+        let api = try APIUnderTest(environment: ["SLUICE_API_RATE_LIMIT": "2"])
+        let writer = try api.key(["usage:write"])
+        let huge =
+            #"{"user_id": "ada", "feature": "seats", "quantity": 1, "pad": ""# + String(repeating: "x", count: 70_000)
+            + "\"}"
+        let tooLarge = try api.post("/v1/usage", token: writer, headers: [("Idempotency-Key", "big")], json: huge)
+        #expect(tooLarge.status == 413, "\(tooLarge.body)")
+        #expect(try api.cluster.count("SELECT count(*) FROM billing.usage_events") == 0)
+
+        let reader = try api.key(["access:read"])
+        var statuses: [Int?] = []
+        for _ in 0..<6 { statuses.append(try api.get("/v1/users/ada/access", token: reader).status) }
+        #expect(statuses.prefix(3).allSatisfy { $0 == 200 }, "\(statuses)")
+        #expect(statuses.contains(429), "a burst of 4 at 2 a second: \(statuses)")
+        let limited = try api.get("/v1/users/ada/access", token: reader)
+        #expect(limited.status == 429 && limited.headers.lowercased().contains("retry-after: "), "\(limited.headers)")
+        #expect(Self.json(limited.body)["type"] as? String == "urn:sluice:problem:rate-limited")
+        #expect(
+            try api.get("/v1/users/ada/access", token: try api.key(["access:read"])).status == 200, "another caller")
+
+        #expect(api.process.log.contains("API request"), "\(api.process.log)")
+        #expect(api.process.log.contains("caller=service:"))
+        #expect(!api.process.log.contains(reader) && !api.process.log.contains(writer), "no token in the log")
     }
 }

@@ -25,7 +25,7 @@ struct AppAPI: APIProtocol {
 
     /// The service key this request carries, if it is live and has `scope`.
     func service(scope: String) async -> Result<ServiceKeyStore.Caller, Denial> {
-        guard let token = BearerToken.current else {
+        guard let token = APIRequest.token else {
             return .failure(.unauthorized(Problems.unauthorized("a service key is required", tokenPresented: false)))
         }
         guard token.hasPrefix(ServiceKey.marker) else {
@@ -42,6 +42,7 @@ struct AppAPI: APIProtocol {
         guard let caller else {
             return .failure(.unauthorized(Problems.unauthorized("unknown or revoked key", tokenPresented: true)))
         }
+        APIRequest.caller?.note("service:\(caller.id)")
         guard caller.scopes.contains(scope) else {
             return .failure(.forbidden(Problems.forbidden("the key \(caller.name) lacks the scope \(scope)")))
         }
@@ -50,7 +51,7 @@ struct AppAPI: APIProtocol {
 
     /// The signed-in user of this request: the `sub` of a verified Clerk session token.
     func user() async -> Result<String, Denial> {
-        guard let token = BearerToken.current else {
+        guard let token = APIRequest.token else {
             return .failure(
                 .unauthorized(Problems.unauthorized("a Clerk session token is required", tokenPresented: false)))
         }
@@ -67,7 +68,9 @@ struct AppAPI: APIProtocol {
                 ))
         }
         switch await sessions.user(of: token) {
-        case .success(let user): return .success(user)
+        case .success(let user):
+            APIRequest.caller?.note("user:\(user)")
+            return .success(user)
         case .failure(let refusal):
             return .failure(.unauthorized(Problems.unauthorized("\(refusal)", tokenPresented: true)))
         }
@@ -165,7 +168,7 @@ struct AppAPI: APIProtocol {
     }
 
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
-        if BearerToken.current?.hasPrefix(ServiceKey.marker) == true {
+        if APIRequest.token?.hasPrefix(ServiceKey.marker) == true {
             switch await service(scope: "billing:write") {
             case .failure(.unauthorized(let response)): return .unauthorized(response)
             case .failure(.unavailable(let response)): return .serviceUnavailable(response)

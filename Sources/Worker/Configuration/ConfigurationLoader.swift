@@ -99,6 +99,7 @@ struct ConfigurationLoader {
                 baseURL: try stripeBase("STRIPE_API_BASE", flags.stripeApiBase),
                 requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
+            apiRateLimit: try seconds("SLUICE_API_RATE_LIMIT", nil, default: 20, minimum: 0.1),
             clerkSession: try clerkSession(),
             pool: PoolSettings(
                 connectionString: databaseURL,

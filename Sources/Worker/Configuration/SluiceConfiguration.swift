@@ -19,6 +19,8 @@ struct SluiceConfiguration: Sendable {
     var stripe: StripeSettings
     /// Health, readiness and metrics (`SLUICE_ADMIN_LISTEN`, default 127.0.0.1:9090).
     var adminListen: ListenAddress
+    /// Requests a second one caller of the app's API may make, twice that in a burst (`SLUICE_API_RATE_LIMIT`, 20).
+    var apiRateLimit: Double
     /// How the app's API verifies a signed-in user's Clerk session token; nil refuses every one (401).
     var clerkSession: ClerkSessionSettings?
     /// The worker pool's settings: concurrency, queues, lease, poll, retention, periodic jobs.

@@ -110,7 +110,13 @@ struct ServiceRunner {
                 sessions: sessions, logger: logger) : nil
         let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
             receiver?.addRoutes(to: router)
-            try api?.registerHandlers(on: router, middlewares: [BearerToken.Middleware()])
+            try api?.registerHandlers(
+                on: router,
+                middlewares: [
+                    APIMiddleware(
+                        limiter: CallerRateLimiter(perSecond: configuration.apiRateLimit), metrics: runtime.metrics,
+                        logger: logger)
+                ])
         } onListening: { port in
             logger.info(
                 runsReceiver ? "Webhook receiver listening" : "API listening",

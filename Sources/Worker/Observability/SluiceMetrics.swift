@@ -86,6 +86,20 @@ final class SluiceMetrics: Sendable {
         }
     }
 
+    /// One request of the app's API: its operation and status, and how long it took.
+    func apiRequest(operation: String, status: Int, nanoseconds: Int64) {
+        counter("sluice_api_requests_total", dimensions: [("operation", operation), ("status", "\(status)")])
+            .increment()
+        timer("sluice_api_request_duration_seconds", dimensions: [("operation", operation)])
+            .recordNanoseconds(nanoseconds)
+    }
+
+    /// A request of the app's API refused before its handler, or by its credentials: `reason` is
+    /// `missing`, `invalid`, `scope`, `rate_limited` or `too_large`.
+    func apiRefused(reason: String) {
+        counter("sluice_api_auth_failures_total", dimensions: [("reason", reason)]).increment()
+    }
+
     /// One webhook request and what became of it.
     func webhook(source: WebhookSource, outcome: WebhookOutcome) {
         counter("sluice_webhooks_total", dimensions: [("source", source.name), ("outcome", outcome.rawValue)])

@@ -1,0 +1,111 @@
+import Foundation
+import HTTPTypes
+import Logging
+import OpenAPIRuntime
+
+/// What every request of the app's API goes through before and after its handler: the per-caller rate
+/// limit, the 64 KiB body limit, the bearer token for the handlers, requests the generated code cannot
+/// read turned into 400 problems, the access log line and the metrics.
+struct APIMiddleware: ServerMiddleware {
+    static let maxBodyBytes = 64 << 10
+
+    let limiter: CallerRateLimiter
+    let metrics: SluiceMetrics
+    let logger: Logger
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        let started = ContinuousClock.now
+        let header = request.headerFields[.authorization] ?? ""
+        let token = header.count > 7 && header.prefix(7).lowercased() == "bearer " ? String(header.dropFirst(7)) : nil
+        let caller = APIRequest.CallerNote()
+        var (response, responseBody) = try await answer(
+            request, body: body, metadata: metadata, token: token, caller: caller, next: next)
+        // Header parameters are percent-encoded by the generated code; a challenge must go as written.
+        if let challenge = response.headerFields[.wwwAuthenticate] {
+            response.headerFields[.wwwAuthenticate] = challenge.removingPercentEncoding ?? challenge
+        }
+        let elapsed = (ContinuousClock.now - started).nanoseconds
+        metrics.apiRequest(operation: operationID, status: response.status.code, nanoseconds: elapsed)
+        if response.status.code == 401 { metrics.apiRefused(reason: token == nil ? "missing" : "invalid") }
+        if response.status.code == 403 { metrics.apiRefused(reason: "scope") }
+        logger.info(
+            "API request",
+            metadata: [
+                "http.method": "\(request.method)", "api.operation": "\(operationID)",
+                "http.status": "\(response.status.code)", "duration_ms": "\(elapsed / 1_000_000)",
+                "caller": "\(caller.description)",
+            ])
+        return (response, responseBody)
+    }
+
+    private func answer(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, token: String?,
+        caller: APIRequest.CallerNote,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        if let wait = limiter.take(token: token) {
+            metrics.apiRefused(reason: "rate_limited")
+            var response = Self.problemResponse(
+                .tooManyRequests, "rate-limited", "Too Many Requests",
+                "more than SLUICE_API_RATE_LIMIT requests a second from this caller; retry in \(wait) s")
+            response.0.headerFields[.retryAfter] = "\(wait)"
+            return response
+        }
+        var body = body
+        if let incoming = body {
+            // A declared length over the limit is refused unread; an undeclared one is read up to it.
+            if case .known(let length) = incoming.length, length > Self.maxBodyBytes {
+                metrics.apiRefused(reason: "too_large")
+                return Self.tooLarge()
+            }
+            do {
+                body = HTTPBody(try await [UInt8](collecting: incoming, upTo: Self.maxBodyBytes))
+            } catch {
+                metrics.apiRefused(reason: "too_large")
+                return Self.tooLarge()
+            }
+        }
+        do {
+            return try await APIRequest.$token.withValue(token) {
+                try await APIRequest.$caller.withValue(caller) { try await next(request, body, metadata) }
+            }
+        } catch let error as ServerError where error.underlyingError is DecodingError || error.httpStatus.code < 500 {
+            let detail = (error.underlyingError as? DecodingError).map(Self.describe) ?? "\(error.underlyingError)"
+            return Self.problemResponse(.badRequest, "bad-request", "Bad Request", detail)
+        }
+    }
+
+    private static func tooLarge() -> (HTTPResponse, HTTPBody?) {
+        problemResponse(
+            .contentTooLarge, "too-large", "Content Too Large", "a request body is at most \(maxBodyBytes) bytes")
+    }
+
+    private static func problemResponse(
+        _ status: HTTPResponse.Status, _ slug: String, _ title: String, _ detail: String
+    )
+        -> (HTTPResponse, HTTPBody?)
+    {
+        let problem = Problems.problem(slug, title, status: status.code, detail: detail)
+        var response = HTTPResponse(status: status)
+        response.headerFields[.contentType] = "application/problem+json"
+        return (response, HTTPBody((try? JSONEncoder().encode(problem)) ?? Data()))
+    }
+
+    /// Names the field a request body lacks or has of the wrong type.
+    private static func describe(_ error: DecodingError) -> String {
+        func field(_ path: [any CodingKey]) -> String { path.map(\.stringValue).joined(separator: ".") }
+        switch error {
+        case .keyNotFound(let key, let context): return "field \(field(context.codingPath + [key])) is missing"
+        case .typeMismatch(_, let context), .valueNotFound(_, let context):
+            return context.codingPath.isEmpty
+                ? "the body is not the JSON object expected" : "field \(field(context.codingPath)) has the wrong type"
+        case .dataCorrupted(let context):
+            return context.codingPath.isEmpty
+                ? "the body is not JSON" : "field \(field(context.codingPath)) cannot be read"
+        @unknown default: return "the body cannot be read"
+        }
+    }
+}
