@@ -49,7 +49,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            plugins: ["EmbedSchema"]
+            plugins: ["EmbedFiles"]
         ),
         .executableTarget(
             name: "Worker",
@@ -71,7 +71,7 @@ let package = Package(
                 .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
             ],
-            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator"), "EmbedAPIDocument"]
+            plugins: [.plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator"), "EmbedFiles"]
         ),
         .executableTarget(
             name: "SluiceBench",
@@ -85,12 +85,7 @@ let package = Package(
         ),
         .executableTarget(name: "SchemaEmbedder"),
         .plugin(
-            name: "EmbedSchema",
-            capability: .buildTool(),
-            dependencies: ["SchemaEmbedder"]
-        ),
-        .plugin(
-            name: "EmbedAPIDocument",
+            name: "EmbedFiles",
             capability: .buildTool(),
             dependencies: ["SchemaEmbedder"]
         ),

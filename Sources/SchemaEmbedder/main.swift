@@ -1,7 +1,7 @@
 import Foundation
 
-// Writes a Swift file holding a text file as a raw string literal, for the EmbedSchema and
-// EmbedAPIDocument plugins: `SchemaEmbedder INPUT OUTPUT_SWIFT [ENUM PROPERTY]` (default EmbeddedSchema sql).
+// Writes a Swift file holding a text file as a raw string literal, for the EmbedFiles
+// plugin: `SchemaEmbedder INPUT OUTPUT_SWIFT [ENUM PROPERTY]` (default EmbeddedSchema sql).
 let arguments = CommandLine.arguments
 guard arguments.count == 3 || arguments.count == 5 else {
     FileHandle.standardError.write(Data("usage: SchemaEmbedder INPUT OUTPUT_SWIFT [ENUM PROPERTY]\n".utf8))

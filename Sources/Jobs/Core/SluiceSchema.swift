@@ -1,7 +1,7 @@
 public import PGQueue
 
 /// The whole database schema this build of Sluice was made with: the repository's `schema.sql`, compiled
-/// into this module by the EmbedSchema plugin.
+/// into this module by the EmbedFiles plugin.
 ///
 /// It lives here and not in PGQueue because it holds the billing schema as well as the queue's; PGQueue
 /// only knows how to apply a ``SchemaScript`` and read ``InstalledSchema``.

@@ -2,6 +2,8 @@ import Foundation
 import JWTKit
 import TestKit
 
+@testable import Worker
+
 /// Clerk-like session tokens for the API's tests: an RSA key made with openssl, and tokens signed with it
 /// (or forged) by jwt-kit, apart from the server's verifier.
 struct ClerkTokens: Sendable {
@@ -25,15 +27,8 @@ struct ClerkTokens: Sendable {
         publicPEM = try String(contentsOfFile: folder + "/pub.pem", encoding: .utf8)
     }
 
-    struct Claims: JWTPayload {
-        var sub: SubjectClaim
-        var exp: ExpirationClaim
-        var nbf: NotBeforeClaim?
-        var iss: IssuerClaim
-        var azp: String?
-
-        func verify(using algorithm: some JWTAlgorithm) throws {}
-    }
+    /// The claims the server reads (its own type: only the signing here is apart from the server).
+    typealias Claims = ClerkSessionVerifier.Claims
 
     /// A token for `user`, valid now unless the arguments say otherwise.
     func token(
