@@ -209,4 +209,35 @@ struct APITests {
         #expect(api.process.log.contains("caller=service:"))
         #expect(!api.process.log.contains(reader) && !api.process.log.contains(writer), "no token in the log")
     }
+
+    @Test("CORS: pages of SLUICE_CORS_ORIGINS may read answers and preflight; any other origin gets no allow header")
+    func cors() throws {
+        let api = try APIUnderTest(environment: ["SLUICE_CORS_ORIGINS": "https://app.sluice.test"])
+        func exchange(_ request: String) throws -> HTTPReply {
+            try RawHTTP.exchange(port: api.port, request: Array(request.utf8))
+        }
+        let preflight = try exchange(
+            "OPTIONS /v1/usage HTTP/1.1\r\nHost: x\r\nOrigin: https://app.sluice.test\r\n"
+                + "Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n")
+        #expect(preflight.status == 204, "\(preflight.headers)")
+        let allowedHeaders = preflight.headers.lowercased()
+        #expect(allowedHeaders.contains("access-control-allow-origin: https://app.sluice.test"))
+        #expect(allowedHeaders.contains("idempotency-key"))
+        let foreign = try exchange(
+            "OPTIONS /v1/usage HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.test\r\n"
+                + "Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n")
+        #expect(foreign.status == 403 && !foreign.headers.lowercased().contains("access-control-allow-origin"))
+
+        let reader = try api.key(["access:read"])
+        let read = try exchange(
+            "GET /v1/users/ada/access HTTP/1.1\r\nHost: x\r\nOrigin: https://app.sluice.test\r\n"
+                + "Authorization: Bearer \(reader)\r\nConnection: close\r\n\r\n")
+        #expect(
+            read.status == 200
+                && read.headers.lowercased().contains("access-control-allow-origin: https://app.sluice.test"))
+        let elsewhere = try exchange(
+            "GET /v1/users/ada/access HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.test\r\n"
+                + "Authorization: Bearer \(reader)\r\nConnection: close\r\n\r\n")
+        #expect(!elsewhere.headers.lowercased().contains("access-control-allow-origin"), "\(elsewhere.headers)")
+    }
 }

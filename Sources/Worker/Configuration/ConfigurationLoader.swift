@@ -100,6 +100,7 @@ struct ConfigurationLoader {
                 requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             apiRateLimit: try seconds("SLUICE_API_RATE_LIMIT", nil, default: 20, minimum: 0.1),
+            corsOrigins: try corsOrigins("SLUICE_CORS_ORIGINS"),
             clerkSession: try clerkSession(),
             pool: PoolSettings(
                 connectionString: databaseURL,
@@ -255,6 +256,25 @@ struct ConfigurationLoader {
     private func secrets(_ variable: String) throws(ConfigurationError) -> [String] {
         guard let text = try secret(variable) else { return [] }
         return text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    }
+
+    /// Exact origins, `scheme://host[:port]`, comma-separated; a wildcard would let any page read a user's
+    /// answers, so there is none.
+    private func corsOrigins(_ variable: String) throws(ConfigurationError) -> Set<String> {
+        var origins: Set<String> = []
+        for origin in (value(variable, nil) ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }
+        )
+        where !origin.isEmpty {
+            guard let url = URL(string: origin), let scheme = url.scheme, ["https", "http"].contains(scheme),
+                url.host != nil, url.path.isEmpty, url.query == nil, url.fragment == nil, !origin.hasSuffix("/")
+            else {
+                throw ConfigurationError(
+                    variable: variable,
+                    problem: "\"\(origin)\" is not an origin such as https://app.example.com (no path, no wildcard)")
+            }
+            origins.insert(origin)
+        }
+        return origins
     }
 
     /// `CLERK_JWT_KEY` (or `_FILE`), `CLERK_ISSUER` and `CLERK_AUTHORIZED_PARTIES`; nil without a key.

@@ -21,6 +21,8 @@ struct SluiceConfiguration: Sendable {
     var adminListen: ListenAddress
     /// Requests a second one caller of the app's API may make, twice that in a burst (`SLUICE_API_RATE_LIMIT`, 20).
     var apiRateLimit: Double
+    /// Origins whose pages may call the app's API from a browser (`SLUICE_CORS_ORIGINS`); empty: none.
+    var corsOrigins: Set<String>
     /// How the app's API verifies a signed-in user's Clerk session token; nil refuses every one (401).
     var clerkSession: ClerkSessionSettings?
     /// The worker pool's settings: concurrency, queues, lease, poll, retention, periodic jobs.

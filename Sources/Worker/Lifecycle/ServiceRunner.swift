@@ -110,6 +110,7 @@ struct ServiceRunner {
                 sessions: sessions, logger: logger) : nil
         let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
             receiver?.addRoutes(to: router)
+            if api != nil { router.add(middleware: APICORSMiddleware(origins: configuration.corsOrigins)) }
             try api?.registerHandlers(
                 on: router,
                 middlewares: [

@@ -55,7 +55,8 @@ struct ConfigurationTests {
             ("STRIPE_API_BASE", "http://stripe.example"), ("STRIPE_MODE", "sandbox"), ("SLUICE_LEASE_SECONDS", "0.1"),
             ("SLUICE_DEAD_LETTER_RETENTION", "30d"), ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
             ("CLERK_WEBHOOK_SECRET", "whsec_%%%"), ("CLERK_JWT_KEY", "not-a-pem"),
-            ("CLERK_JWKS_URL", "https://clerk.example/.well-known/jwks.json"),
+            ("CLERK_JWKS_URL", "https://clerk.example/.well-known/jwks.json"), ("SLUICE_CORS_ORIGINS", "*"),
+            ("SLUICE_CORS_ORIGINS", "https://app.example.com/path"), ("SLUICE_CORS_ORIGINS", "app.example.com"),
         ])
     func badValue(variable: String, value: String) {
         #expect {
