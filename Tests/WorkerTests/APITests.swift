@@ -141,6 +141,10 @@ struct APITests {
         #expect(invalid.status == 422, "\(invalid.body)")
         let fields = (Self.json(invalid.body)["errors"] as? [[String: Any]])?.compactMap { $0["field"] as? String }
         #expect(fields == ["user_id", "quantity"])
+        let nul = try api.post(
+            "/v1/usage", token: writer, headers: [("Idempotency-Key", "u5")],
+            json: #"{"user_id": "ada\u0000x", "feature": "seats", "quantity": 1}"#)
+        #expect(nul.status == 422, "a NUL would be cut short by libpq: \(nul.body)")
         let noKey = try api.post("/v1/usage", token: writer, json: body)
         #expect(noKey.status == 400, "\(noKey.body)")
         let reader = try api.key(["access:read"])
@@ -199,6 +203,8 @@ struct APITests {
         for _ in 0..<6 { statuses.append(try api.get("/v1/users/ada/access", token: reader).status) }
         #expect(statuses.prefix(3).allSatisfy { $0 == 200 }, "\(statuses)")
         #expect(statuses.contains(429), "a burst of 4 at 2 a second: \(statuses)")
+        let spoofed = try api.get("/v1/users/ada/access", token: "sk_sluice_" + String(repeating: "z", count: 43))
+        #expect(spoofed.status == 401, "a made-up key is refused, not limited as a verified caller's")
         let limited = try api.get("/v1/users/ada/access", token: reader)
         #expect(limited.status == 429 && limited.headers.lowercased().contains("retry-after: "), "\(limited.headers)")
         #expect(Self.json(limited.body)["type"] as? String == "urn:sluice:problem:rate-limited")

@@ -46,11 +46,11 @@ struct APIMiddleware: ServerMiddleware {
         caller: APIRequest.CallerNote,
         next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
     ) async throws -> (HTTPResponse, HTTPBody?) {
-        if let wait = limiter.take(token: token) {
+        if let wait = limiter.admit(token: token) {
             metrics.apiRefused(reason: "rate_limited")
             var response = Self.problemResponse(
                 .tooManyRequests, "rate-limited", "Too Many Requests",
-                "more than SLUICE_API_RATE_LIMIT requests a second from this caller; retry in \(wait) s")
+                "too many requests whose credentials are not verified yet; retry in \(wait) s")
             response.0.headerFields[.retryAfter] = "\(wait)"
             return response
         }

@@ -10,6 +10,8 @@ import PGQueue
 /// with a Clerk session token (``ClerkSessionVerifier``) reaches the `/v1/me…` routes as the token's `sub`.
 struct AppAPI: APIProtocol {
     let database: APIDatabase
+    /// The per-caller limit, taken once the caller is known.
+    let limiter: CallerRateLimiter
     /// Nil when no `CLERK_JWT_KEY` is configured: every session token is refused.
     let sessions: ClerkSessionVerifier?
     let logger: Logger
@@ -19,6 +21,7 @@ struct AppAPI: APIProtocol {
         case unauthorized(Components.Responses.Unauthorized)
         case forbidden(Components.Responses.Forbidden)
         case unavailable(Components.Responses.Unavailable)
+        case rateLimited(Components.Responses.TooManyRequests)
     }
 
     // MARK: Callers
@@ -37,12 +40,15 @@ struct AppAPI: APIProtocol {
         do {
             caller = try await database.run { try ServiceKeyStore(connection: $0).authenticate(token) }
         } catch {
-            return .failure(.unavailable(Self.unavailable(error)))
+            return .failure(.unavailable(unavailable(error)))
         }
         guard let caller else {
             return .failure(.unauthorized(Problems.unauthorized("unknown or revoked key", tokenPresented: true)))
         }
         APIRequest.caller?.note("service:\(caller.id)")
+        if let wait = limiter.take(caller: "service:\(caller.id)", token: token) {
+            return .failure(.rateLimited(Problems.tooManyRequests(retryAfter: wait)))
+        }
         guard caller.scopes.contains(scope) else {
             return .failure(.forbidden(Problems.forbidden("the key \(caller.name) lacks the scope \(scope)")))
         }
@@ -70,14 +76,19 @@ struct AppAPI: APIProtocol {
         switch await sessions.user(of: token) {
         case .success(let user):
             APIRequest.caller?.note("user:\(user)")
+            if let wait = limiter.take(caller: "user:\(user)", token: token) {
+                return .failure(.rateLimited(Problems.tooManyRequests(retryAfter: wait)))
+            }
             return .success(user)
         case .failure(let refusal):
             return .failure(.unauthorized(Problems.unauthorized("\(refusal)", tokenPresented: true)))
         }
     }
 
-    private static func unavailable(_ error: any Error) -> Components.Responses.Unavailable {
-        Problems.unavailable("the database cannot answer now; retry (\(error))")
+    /// The database failed: the caller learns only to retry; the log gets the cause.
+    private func unavailable(_ error: any Error) -> Components.Responses.Unavailable {
+        logger.error("API request failed on the database", metadata: ["error": "\(error)"])
+        return Problems.unavailable("the database cannot answer now; retry")
     }
 
     /// Reads a body the database built as JSON (`billing.api_*`), its times in ISO 8601.
@@ -94,7 +105,22 @@ struct AppAPI: APIProtocol {
             }
             return try Date(text, strategy: .iso8601)
         }
-        return try decoder.decode(type, from: Data(json.utf8))
+        do {
+            return try decoder.decode(type, from: Data(json.utf8))
+        } catch {
+            // Not the client's fault: a DecodingError here must not become a 400.
+            throw DatabaseBodyError(description: "the database's JSON does not fit \(Body.self): \(error)")
+        }
+    }
+
+    /// A body the database built that does not fit the document: a bug on this side (500).
+    struct DatabaseBodyError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// 1 to 255 bytes without NUL, which libpq cannot send (a value would be cut short at it).
+    private static func isPlainText(_ text: String) -> Bool {
+        (1...255).contains(text.utf8.count) && !text.contains("\0")
     }
 
     // MARK: The document
@@ -112,21 +138,23 @@ struct AppAPI: APIProtocol {
         case .failure(.unauthorized(let response)): return .unauthorized(response)
         case .failure(.forbidden(let response)): return .forbidden(response)
         case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
         case .success: break
         }
         let user = input.path.userId
-        guard (1...255).contains(user.utf8.count) else {
+        guard Self.isPlainText(user) else {
             return .badRequest(
                 .init(
                     body: .applicationProblemJson(
                         Problems.problem(
-                            "invalid-parameter", "Bad Request", status: 400, detail: "user_id takes 1 to 255 bytes"))))
+                            "invalid-parameter", "Bad Request", status: 400,
+                            detail: "user_id takes 1 to 255 bytes, no NUL"))))
         }
         do {
             let json = try await database.run { try BillingStore($0).apiAccess(of: user) }
             return .ok(.init(body: .json(try Self.decode(Components.Schemas.Access.self, json))))
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
-            return .serviceUnavailable(Self.unavailable(error))
+            return .serviceUnavailable(unavailable(error))
         }
     }
 
@@ -136,15 +164,18 @@ struct AppAPI: APIProtocol {
         case .failure(.unauthorized(let response)): return .unauthorized(response)
         case .failure(.forbidden(let response)): return .forbidden(response)
         case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
         case .success(let found): caller = found
         }
         guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
         var errors: [(field: String, reason: String)] = []
-        if !(1...255).contains(request.userId.utf8.count) { errors.append(("user_id", "takes 1 to 255 bytes")) }
-        if !(1...255).contains(request.feature.utf8.count) { errors.append(("feature", "takes 1 to 255 bytes")) }
+        if !Self.isPlainText(request.userId) { errors.append(("user_id", "takes 1 to 255 bytes, no NUL")) }
+        if !Self.isPlainText(request.feature) { errors.append(("feature", "takes 1 to 255 bytes, no NUL")) }
         if !(1...1_000_000_000).contains(request.quantity) { errors.append(("quantity", "must be 1 to 1000000000")) }
         let key = input.headers.idempotencyKey
-        if !(1...200).contains(key.utf8.count) { errors.append(("Idempotency-Key", "takes 1 to 200 bytes")) }
+        if !(1...200).contains(key.utf8.count) || key.contains("\0") {
+            errors.append(("Idempotency-Key", "takes 1 to 200 bytes, no NUL"))
+        }
         guard errors.isEmpty else { return .unprocessableContent(Problems.unprocessable(errors)) }
         do {
             // Keys are per service: another service's key of the same text is another key.
@@ -160,10 +191,10 @@ struct AppAPI: APIProtocol {
                             allowed: answer.allowed, used: answer.used, limitValue: answer.limit,
                             remaining: answer.remaining, plan: answer.plan, periodEnd: answer.periodEnd,
                             repeated: answer.repeated))))
-        } catch let error as PostgresError where error.sqlState == "SL409" {
+        } catch let error as PostgresError where error.sqlState == "SL409" || error.sqlState == "23505" {
             return .conflict(Problems.conflict("Idempotency-Key \(key) was used with another request"))
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
-            return .serviceUnavailable(Self.unavailable(error))
+            return .serviceUnavailable(unavailable(error))
         }
     }
 
@@ -172,10 +203,15 @@ struct AppAPI: APIProtocol {
             switch await service(scope: "billing:write") {
             case .failure(.unauthorized(let response)): return .unauthorized(response)
             case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+            case .failure(.rateLimited(let response)): return .tooManyRequests(response)
             case .failure(.forbidden), .success: break
             }
-        } else if case .failure(.unauthorized(let response)) = await user() {
-            return .unauthorized(response)
+        } else {
+            switch await user() {
+            case .failure(.unauthorized(let response)): return .unauthorized(response)
+            case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+            default: break
+            }
         }
         // No route of this build starts a job yet, so no job is any caller's to see.
         return .notFound(Problems.notFound("no job \(input.path.id) was started by this caller"))
@@ -188,13 +224,14 @@ struct AppAPI: APIProtocol {
         switch await self.user() {
         case .success(let found): user = found
         case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
         case .failure(.forbidden), .failure(.unavailable): return .undocumented(statusCode: 500, .init())
         }
         do {
             let json = try await database.run { try BillingStore($0).apiAccess(of: user) }
             return .ok(.init(body: .json(try Self.decode(Components.Schemas.Access.self, json))))
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
-            return .serviceUnavailable(Self.unavailable(error))
+            return .serviceUnavailable(unavailable(error))
         }
     }
 
@@ -203,6 +240,7 @@ struct AppAPI: APIProtocol {
         switch await self.user() {
         case .success(let found): user = found
         case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
         case .failure(.forbidden), .failure(.unavailable): return .undocumented(statusCode: 500, .init())
         }
         let limit = input.query.limit ?? 20
@@ -217,14 +255,18 @@ struct AppAPI: APIProtocol {
             let json = try await database.run { try BillingStore($0).apiInvoices(of: user, limit: limit) }
             return .ok(.init(body: .json(try Self.decode(Components.Schemas.InvoiceList.self, json))))
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
-            return .serviceUnavailable(Self.unavailable(error))
+            return .serviceUnavailable(unavailable(error))
         }
     }
 
     func createMyCheckoutSession(_ input: Operations.CreateMyCheckoutSession.Input) async throws
         -> Operations.CreateMyCheckoutSession.Output
     {
-        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        switch await user() {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+        default: break
+        }
         // Signed in: the Stripe actions through the API are not built yet (see the README).
         return .undocumented(statusCode: 501, Problems.notBuilt())
     }
@@ -232,13 +274,21 @@ struct AppAPI: APIProtocol {
     func createMyPortalSession(_ input: Operations.CreateMyPortalSession.Input) async throws
         -> Operations.CreateMyPortalSession.Output
     {
-        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        switch await user() {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+        default: break
+        }
         // Signed in: the Stripe actions through the API are not built yet (see the README).
         return .undocumented(statusCode: 501, Problems.notBuilt())
     }
 
     func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
-        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        switch await user() {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+        default: break
+        }
         // Signed in: the Stripe actions through the API are not built yet (see the README).
         return .undocumented(statusCode: 501, Problems.notBuilt())
     }
@@ -246,7 +296,11 @@ struct AppAPI: APIProtocol {
     func cancelMySubscription(_ input: Operations.CancelMySubscription.Input) async throws
         -> Operations.CancelMySubscription.Output
     {
-        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        switch await user() {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+        default: break
+        }
         // Signed in: the Stripe actions through the API are not built yet (see the README).
         return .undocumented(statusCode: 501, Problems.notBuilt())
     }
@@ -254,7 +308,11 @@ struct AppAPI: APIProtocol {
     func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
         -> Operations.ResumeMySubscription.Output
     {
-        if case .failure(.unauthorized(let response)) = await user() { return .unauthorized(response) }
+        switch await user() {
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+        default: break
+        }
         // Signed in: the Stripe actions through the API are not built yet (see the README).
         return .undocumented(statusCode: 501, Problems.notBuilt())
     }

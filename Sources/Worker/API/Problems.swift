@@ -54,6 +54,16 @@ enum Problems {
                     detail: errors.map { "\($0.field): \($0.reason)" }.joined(separator: "; "), errors: errors)))
     }
 
+    static func tooManyRequests(retryAfter seconds: Int) -> Components.Responses.TooManyRequests {
+        .init(
+            headers: .init(retryAfter: seconds),
+            body: .applicationProblemJson(
+                problem(
+                    "rate-limited", "Too Many Requests", status: 429,
+                    detail: "more than SLUICE_API_RATE_LIMIT requests a second from this caller; retry in \(seconds) s")
+            ))
+    }
+
     static func unavailable(_ detail: String) -> Components.Responses.Unavailable {
         .init(
             headers: .init(retryAfter: 5),

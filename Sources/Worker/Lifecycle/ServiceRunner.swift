@@ -103,20 +103,19 @@ struct ServiceRunner {
                 committer: GroupCommitter(settings: .init(connectionString: configuration.databaseURL), logger: logger),
                 metrics: runtime.metrics, logger: logger)
         }
+        let limiter = CallerRateLimiter(perSecond: configuration.apiRateLimit)
         let api =
             runsAPI
             ? AppAPI(
                 database: APIDatabase(connectionString: configuration.databaseURL, connections: 4, logger: logger),
-                sessions: sessions, logger: logger) : nil
+                limiter: limiter, sessions: sessions, logger: logger) : nil
         let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
             receiver?.addRoutes(to: router)
             if api != nil { router.add(middleware: APICORSMiddleware(origins: configuration.corsOrigins)) }
             try api?.registerHandlers(
                 on: router,
                 middlewares: [
-                    APIMiddleware(
-                        limiter: CallerRateLimiter(perSecond: configuration.apiRateLimit), metrics: runtime.metrics,
-                        logger: logger)
+                    APIMiddleware(limiter: limiter, metrics: runtime.metrics, logger: logger)
                 ])
         } onListening: { port in
             logger.info(
