@@ -54,7 +54,14 @@ struct ServiceRunner {
                 BlockingService(description: "pool", start: { pool.start() }, stop: { pool.stop(gracePeriod: grace) }))
         }
         var sessions: ClerkSessionVerifier?
-        if let settings = configuration.clerkSession { sessions = try await ClerkSessionVerifier(settings: settings) }
+        if let settings = configuration.clerkSession {
+            sessions = try await ClerkSessionVerifier(settings: settings)
+            if settings.authorizedParties.isEmpty, runsAPI {
+                logger.warning(
+                    "Clerk session tokens made for any origin of the instance are accepted",
+                    metadata: ["fix": "set CLERK_AUTHORIZED_PARTIES to the app's origins"])
+            }
+        }
         if let front = try publicServer(logger: logger, listening: listening, sessions: sessions) {
             if let committer = front.committer {
                 services.append(
