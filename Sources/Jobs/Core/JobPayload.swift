@@ -18,18 +18,24 @@ public enum JobPayload {
 
     /// "payload field price is missing", "payload field quantity must be a number", …
     static func message(_ error: DecodingError) -> String {
-        func field(_ path: [any CodingKey]) -> String { path.map(\.stringValue).joined(separator: ".") }
+        message(error, field: "payload field", document: "the payload")
+    }
+
+    /// Names what a JSON document lacks or has of the wrong type, for a job's payload or a request's body:
+    /// "`field` price is missing", "`field` quantity must be a number", "`document` is not a JSON object".
+    public static func message(_ error: DecodingError, field: String, document: String) -> String {
+        func path(_ keys: [any CodingKey]) -> String { keys.map(\.stringValue).joined(separator: ".") }
         switch error {
         case .keyNotFound(let key, let context):
-            return "payload field \(field(context.codingPath + [key])) is missing"
+            return "\(field) \(path(context.codingPath + [key])) is missing"
         case .valueNotFound(let type, let context), .typeMismatch(let type, let context):
-            guard !context.codingPath.isEmpty else { return "the payload is not a JSON object" }
-            return "payload field \(field(context.codingPath)) must be \(describe(type))"
+            guard !context.codingPath.isEmpty else { return "\(document) is not a JSON object" }
+            return "\(field) \(path(context.codingPath)) must be \(describe(type))"
         case .dataCorrupted(let context):
-            guard !context.codingPath.isEmpty else { return "the payload is not a JSON object" }
-            return "payload field \(field(context.codingPath)) \(context.debugDescription)"
+            guard !context.codingPath.isEmpty else { return "\(document) is not a JSON object" }
+            return "\(field) \(path(context.codingPath)) \(context.debugDescription)"
         @unknown default:
-            return "the payload cannot be read: \(error)"
+            return "\(document) cannot be read: \(error)"
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Jobs
 import Logging
 import OpenAPIRuntime
 
@@ -73,7 +74,10 @@ struct APIMiddleware: ServerMiddleware {
                 try await APIRequest.$caller.withValue(caller) { try await next(request, body, metadata) }
             }
         } catch let error as ServerError where error.underlyingError is DecodingError || error.httpStatus.code < 500 {
-            let detail = (error.underlyingError as? DecodingError).map(Self.describe) ?? "\(error.underlyingError)"
+            let detail =
+                (error.underlyingError as? DecodingError).map {
+                    JobPayload.message($0, field: "field", document: "the body")
+                } ?? "\(error.underlyingError)"
             return Self.problemResponse(.badRequest, "bad-request", "Bad Request", detail)
         }
     }
@@ -92,20 +96,5 @@ struct APIMiddleware: ServerMiddleware {
         var response = HTTPResponse(status: status)
         response.headerFields[.contentType] = "application/problem+json"
         return (response, HTTPBody((try? JSONEncoder().encode(problem)) ?? Data()))
-    }
-
-    /// Names the field a request body lacks or has of the wrong type.
-    private static func describe(_ error: DecodingError) -> String {
-        func field(_ path: [any CodingKey]) -> String { path.map(\.stringValue).joined(separator: ".") }
-        switch error {
-        case .keyNotFound(let key, let context): return "field \(field(context.codingPath + [key])) is missing"
-        case .typeMismatch(_, let context), .valueNotFound(_, let context):
-            return context.codingPath.isEmpty
-                ? "the body is not the JSON object expected" : "field \(field(context.codingPath)) has the wrong type"
-        case .dataCorrupted(let context):
-            return context.codingPath.isEmpty
-                ? "the body is not JSON" : "field \(field(context.codingPath)) cannot be read"
-        @unknown default: return "the body cannot be read"
-        }
     }
 }

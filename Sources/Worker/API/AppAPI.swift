@@ -262,58 +262,54 @@ struct AppAPI: APIProtocol {
     func createMyCheckoutSession(_ input: Operations.CreateMyCheckoutSession.Input) async throws
         -> Operations.CreateMyCheckoutSession.Output
     {
-        switch await user() {
-        case .failure(.unauthorized(let response)): return .unauthorized(response)
-        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
-        default: break
-        }
-        // Signed in: the Stripe actions through the API are not built yet (see the README).
-        return .undocumented(statusCode: 501, Problems.notBuilt())
+        await notBuiltForUser(
+            Operations.CreateMyCheckoutSession.Output.unauthorized,
+            Operations.CreateMyCheckoutSession.Output.tooManyRequests,
+            Operations.CreateMyCheckoutSession.Output.undocumented)
     }
 
     func createMyPortalSession(_ input: Operations.CreateMyPortalSession.Input) async throws
         -> Operations.CreateMyPortalSession.Output
     {
-        switch await user() {
-        case .failure(.unauthorized(let response)): return .unauthorized(response)
-        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
-        default: break
-        }
-        // Signed in: the Stripe actions through the API are not built yet (see the README).
-        return .undocumented(statusCode: 501, Problems.notBuilt())
+        await notBuiltForUser(
+            Operations.CreateMyPortalSession.Output.unauthorized,
+            Operations.CreateMyPortalSession.Output.tooManyRequests,
+            Operations.CreateMyPortalSession.Output.undocumented)
     }
 
     func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
-        switch await user() {
-        case .failure(.unauthorized(let response)): return .unauthorized(response)
-        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
-        default: break
-        }
-        // Signed in: the Stripe actions through the API are not built yet (see the README).
-        return .undocumented(statusCode: 501, Problems.notBuilt())
+        await notBuiltForUser(
+            Operations.ChangeMyPlan.Output.unauthorized, Operations.ChangeMyPlan.Output.tooManyRequests,
+            Operations.ChangeMyPlan.Output.undocumented)
     }
 
     func cancelMySubscription(_ input: Operations.CancelMySubscription.Input) async throws
         -> Operations.CancelMySubscription.Output
     {
-        switch await user() {
-        case .failure(.unauthorized(let response)): return .unauthorized(response)
-        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
-        default: break
-        }
-        // Signed in: the Stripe actions through the API are not built yet (see the README).
-        return .undocumented(statusCode: 501, Problems.notBuilt())
+        await notBuiltForUser(
+            Operations.CancelMySubscription.Output.unauthorized, Operations.CancelMySubscription.Output.tooManyRequests,
+            Operations.CancelMySubscription.Output.undocumented)
     }
 
     func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
         -> Operations.ResumeMySubscription.Output
     {
+        await notBuiltForUser(
+            Operations.ResumeMySubscription.Output.unauthorized, Operations.ResumeMySubscription.Output.tooManyRequests,
+            Operations.ResumeMySubscription.Output.undocumented)
+    }
+
+    /// A Stripe action route for a signed-in user: its denials as the operation documents them, else the
+    /// 501 problem (the actions through the API are not built yet; see the README).
+    private func notBuiltForUser<Output>(
+        _ unauthorized: (Components.Responses.Unauthorized) -> Output,
+        _ tooManyRequests: (Components.Responses.TooManyRequests) -> Output,
+        _ undocumented: (Int, UndocumentedPayload) -> Output
+    ) async -> Output {
         switch await user() {
-        case .failure(.unauthorized(let response)): return .unauthorized(response)
-        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
-        default: break
+        case .failure(.unauthorized(let response)): unauthorized(response)
+        case .failure(.rateLimited(let response)): tooManyRequests(response)
+        default: undocumented(501, Problems.notBuilt())
         }
-        // Signed in: the Stripe actions through the API are not built yet (see the README).
-        return .undocumented(statusCode: 501, Problems.notBuilt())
     }
 }
