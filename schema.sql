@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 13;
+SET LOCAL sluice.schema_version = 14;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -979,11 +979,14 @@ BEGIN
     table_name := 'sluice.job_results';
     pruned := CASE WHEN results IS NULL THEN 0 ELSE sluice.prune_job_results(results, batch_size) END;
     RETURN NEXT;
+    table_name := 'sluice.job_callers';
+    pruned := sluice.prune_job_callers(batch_size);
+    RETURN NEXT;
 END
 $$;
 COMMENT ON FUNCTION sluice.prune(integer) IS
     'One batch of housekeeping over the queue''s tables that grow with traffic: expired unique keys, and dead '
-    'letters and job results past their retention in sluice.settings. Returns how many rows left each table; '
+    'letters and job results past their retention in sluice.settings, and the callers of jobs gone from all three. Returns how many rows left each table; '
     'workers call it every minute, and again while a table returns a full batch, so no call holds many locks.';
 
 CREATE OR REPLACE FUNCTION sluice.mentions(document jsonb, ids text[]) RETURNS boolean
@@ -1027,13 +1030,17 @@ BEGIN
     touched := touched + n;
     DELETE FROM sluice.job_results r WHERE sluice.mentions(r.result, ids);
     GET DIAGNOSTICS n = ROW_COUNT;
+    touched := touched + n;
+    -- The API's record of which jobs a user started names the user.
+    DELETE FROM sluice.job_callers c WHERE c.caller IN (SELECT 'user:' || i FROM pg_catalog.unnest(ids) AS i);
+    GET DIAGNOSTICS n = ROW_COUNT;
     RETURN touched + n;
 END
 $$;
 COMMENT ON FUNCTION sluice.erase_mentions(text[]) IS
     'Removes every queued copy of data about the given ids (a deleted user''s id, their Stripe customers): waiting '
     'jobs whose payload holds one move to sluice.dead_letters with reason erased and no payload, dead letters lose '
-    'their payload, job results are deleted. Returns how many rows it touched.';
+    'their payload, job results and the API''s callers of their jobs are deleted. Returns how many rows it touched.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Operators: queues, cancelling, dead letters
@@ -1272,6 +1279,114 @@ COMMENT ON FUNCTION sluice.authenticate_api_key(bytea) IS
     'The live key whose SHA-256 this is, with its scopes; no row for an unknown or revoked key. Marks it used '
     '(at most once a minute). The API''s role calls this and cannot read sluice.api_keys itself.';
 REVOKE ALL ON FUNCTION sluice.authenticate_api_key(bytea) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Jobs the app's API starts for its callers (version 14)
+-- ---------------------------------------------------------------------------------------------------
+
+-- Beside the job rather than in sluice.jobs, so the queue's hot statements and every older worker of a
+-- rolling deploy stay as they are; a row outlives its job's stay in sluice.jobs and follows it to
+-- sluice.job_results or sluice.dead_letters by id.
+CREATE TABLE IF NOT EXISTS sluice.job_callers (
+    job_id     bigint      PRIMARY KEY,
+    role       text        NOT NULL DEFAULT SESSION_USER,
+    caller     text        NOT NULL CHECK (caller ~ '^(user|service):.' AND length(caller) <= 300),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sluice.job_callers IS
+    'Who asked the app''s API for a job: the login role that enqueued it (role, as sluice.jobs.enqueued_by) and '
+    'the API''s caller (user:<Clerk user id> or service:<key id>). GET /v1/jobs/{id} answers only that caller '
+    'through that role; a row goes when its job''s result or dead letter has been pruned, or the user is erased.';
+CREATE INDEX IF NOT EXISTS job_callers_by_age ON sluice.job_callers (created_at);
+COMMENT ON INDEX sluice.job_callers_by_age IS 'Serves pruning the rows whose job is gone.';
+CREATE INDEX IF NOT EXISTS job_callers_by_caller ON sluice.job_callers (caller);
+COMMENT ON INDEX sluice.job_callers_by_caller IS 'Serves erasing a deleted user''s rows.';
+
+CREATE OR REPLACE FUNCTION sluice.start_job_for(caller text, kind text, payload jsonb) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    IF start_job_for.caller IS NULL OR start_job_for.caller !~ '^(user|service):.' OR length(start_job_for.caller) > 300
+    THEN
+        RAISE EXCEPTION 'sluice.start_job_for: caller must be user:<id> or service:<id>, got %',
+                coalesce(left(start_job_for.caller, 40), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- sluice.enqueue checks the kind against sluice.kind_rules for the login role (session_user).
+    new_id := sluice.enqueue(start_job_for.kind, start_job_for.payload);
+    INSERT INTO sluice.job_callers (job_id, role, caller) VALUES (new_id, session_user, start_job_for.caller);
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION sluice.start_job_for(text, text, jsonb) IS
+    'The app''s API starts a job for a caller (user:<id> or service:<id>): sluice.enqueue with the login role''s '
+    'rights, and the caller recorded in sluice.job_callers. Returns the job id.';
+REVOKE ALL ON FUNCTION sluice.start_job_for(text, text, jsonb) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION sluice.job_for(job_id bigint, caller text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    -- A job stores its result in its own transaction, and leaves sluice.jobs when the worker's next batch
+    -- of completions commits: a result says it succeeded, whatever sluice.jobs still shows.
+    SELECT CASE
+        WHEN r.job_id IS NOT NULL THEN jsonb_build_object(
+            'id', c.job_id, 'kind', r.kind, 'state', 'succeeded', 'result', r.result)
+        WHEN d.id IS NOT NULL THEN jsonb_build_object(
+            'id', c.job_id, 'kind', d.kind, 'state', 'failed', 'attempt', d.attempt,
+            'error', left(coalesce(d.errors -> -1 ->> 'error', d.reason), 1000))
+        WHEN j.id IS NOT NULL THEN jsonb_build_object(
+            'id', c.job_id, 'kind', j.kind, 'attempt', j.attempt,
+            'state', CASE WHEN j.state = 'running' THEN 'running' WHEN j.attempt > 0 THEN 'retrying' ELSE 'queued' END)
+        END
+    FROM sluice.job_callers c
+    LEFT JOIN sluice.jobs j ON j.id = c.job_id
+    LEFT JOIN sluice.job_results r ON r.job_id = c.job_id
+    LEFT JOIN sluice.dead_letters d ON d.id = c.job_id
+    WHERE c.job_id = job_for.job_id AND c.role = session_user AND c.caller = job_for.caller
+$$;
+COMMENT ON FUNCTION sluice.job_for(bigint, text) IS
+    'GET /v1/jobs/{id}: {id, kind, state (queued, retrying, running, succeeded, failed), attempt?, result?, error?} '
+    'of a job that this login role started for this caller with sluice.start_job_for; NULL for any other job, '
+    'and once its result or dead letter is pruned.';
+REVOKE ALL ON FUNCTION sluice.job_for(bigint, text) FROM PUBLIC;
+
+-- A job an API caller waits for may die instead of leaving a result: wake the waiter the same way.
+CREATE OR REPLACE FUNCTION sluice.notify_job_caller() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM sluice.job_callers c WHERE c.job_id = NEW.id) THEN
+        PERFORM pg_notify('sluice_job_results', NEW.id::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION sluice.notify_job_caller() IS
+    'Trigger: NOTIFY sluice_job_results when a job an API caller started moves to the dead letters.';
+DROP TRIGGER IF EXISTS dead_letters_notify_job_caller ON sluice.dead_letters;
+CREATE TRIGGER dead_letters_notify_job_caller AFTER INSERT ON sluice.dead_letters
+    FOR EACH ROW EXECUTE FUNCTION sluice.notify_job_caller();
+COMMENT ON TRIGGER dead_letters_notify_job_caller ON sluice.dead_letters IS
+    'Wakes an API request waiting for the job (sluice.notify_job_caller).';
+
+CREATE OR REPLACE FUNCTION sluice.prune_job_callers(batch_size integer DEFAULT 1000) RETURNS integer
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH gone AS (
+        SELECT c.job_id FROM sluice.job_callers c
+        WHERE c.created_at < now() - interval '1 hour'
+          AND NOT EXISTS (SELECT 1 FROM sluice.jobs j WHERE j.id = c.job_id)
+          AND NOT EXISTS (SELECT 1 FROM sluice.job_results r WHERE r.job_id = c.job_id)
+          AND NOT EXISTS (SELECT 1 FROM sluice.dead_letters d WHERE d.id = c.job_id)
+        ORDER BY c.created_at
+        LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    ), deleted AS (
+        DELETE FROM sluice.job_callers c USING gone g WHERE c.job_id = g.job_id RETURNING 1
+    )
+    SELECT count(*)::integer FROM deleted
+$$;
+COMMENT ON FUNCTION sluice.prune_job_callers(integer) IS
+    'Deletes up to batch_size callers of jobs that left every queue table (their result or dead letter was '
+    'pruned) at least an hour ago; returns how many.';
 
 -- ===================================================================================================
 -- Billing: the local subscription model (schema billing)
@@ -2518,6 +2633,18 @@ COMMENT ON FUNCTION billing.api_invoices(text, integer) IS
 
 REVOKE ALL ON FUNCTION billing.api_access(text), billing.api_invoices(text, integer) FROM PUBLIC;
 
+CREATE OR REPLACE FUNCTION billing.price_on_sale(price_id text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT 1 FROM billing.prices p
+                   WHERE p.id = price_on_sale.price_id AND p.active AND p.deleted_at IS NULL
+                     AND p.recurring_interval IS NOT NULL)
+$$;
+COMMENT ON FUNCTION billing.price_on_sale(text) IS
+    'Whether a signed-in user may choose this price through the app''s API (checkout, plan change): a recurring '
+    'price that Stripe''s events said is active and not deleted. Any other id, a one-off or archived price '
+    'included, is refused, so a user cannot pick a price the product does not offer.';
+REVOKE ALL ON FUNCTION billing.price_on_sale(text) FROM PUBLIC;
+
 -- ---------------------------------------------------------------------------------------------------
 
 -- Business analytics
@@ -2725,7 +2852,10 @@ BEGIN
         CONTINUE WHEN to_regrole(role_name) IS NULL;
         EXECUTE format('GRANT USAGE ON SCHEMA sluice TO %I', role_name);
         EXECUTE format('GRANT SELECT ON sluice.schema_version TO %I', role_name);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s, sluice.job_result(bigint) TO %I', enqueue_functions, role_name);
+        -- Version 14: the API starts jobs only with sluice.start_job_for, which records who asked.
+        EXECUTE format('%s EXECUTE ON FUNCTION %s, sluice.job_result(bigint) %s %I',
+                       CASE WHEN role_name = 'sluice_api' THEN 'REVOKE' ELSE 'GRANT' END, enqueue_functions,
+                       CASE WHEN role_name = 'sluice_api' THEN 'FROM' ELSE 'TO' END, role_name);
         granted := granted || role_name;
     END LOOP;
     FOREACH role_name IN ARRAY ARRAY['sluice_billing', 'sluice_api'] LOOP
@@ -2735,7 +2865,8 @@ BEGIN
     END LOOP;
     IF to_regrole('sluice_api') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION sluice.authenticate_api_key(bytea), billing.api_access(text),
-            billing.api_invoices(text, integer) TO sluice_api;
+            billing.api_invoices(text, integer), sluice.start_job_for(text, text, jsonb), sluice.job_for(bigint, text),
+            billing.price_on_sale(text) TO sluice_api;
     END IF;
     IF to_regrole('sluice_operator') IS NOT NULL THEN
         GRANT USAGE ON SCHEMA sluice, billing TO sluice_operator;

@@ -89,4 +89,40 @@ struct ServiceKeyStoreTests {
             connectionString: cluster.url.replacingOccurrences(of: "://postgres@", with: "://sluice_receiver@"))
         #expect(throws: PostgresError.self) { try ServiceKeyStore(connection: receiver).authenticate(key.secret) }
     }
+
+    @Test(
+        "the API's role starts only the kinds it may, only through start_job_for, and reads only its own callers' jobs")
+    func apiRoleJobs() throws {
+        let cluster = try Cluster()
+        try cluster.connect().run(script: Repository.text("deploy/roles.sql"), context: "applying deploy/roles.sql")
+        let api = try PostgresConnection(
+            connectionString: cluster.url.replacingOccurrences(of: "://postgres@", with: "://sluice_api@"))
+        func refusal(_ sql: String) -> String? {
+            do {
+                try api.query(sql, context: "as sluice_api")
+                return nil
+            } catch {
+                return error.sqlState
+            }
+        }
+        // Every job the API starts has its caller recorded: plain enqueue is closed to it.
+        #expect(refusal("SELECT sluice.enqueue('stripe.change_plan', '{}')") == "42501")
+        #expect(refusal("SELECT sluice.enqueue_many(ARRAY['stripe.change_plan'], ARRAY['{}'::jsonb])") == "42501")
+        #expect(refusal("SELECT sluice.start_job_for('user:ada', 'stripe.resync', '{}')") == "42501", "owner-only kind")
+        #expect(refusal("SELECT sluice.start_job_for('user:ada', 'sluice.noop', '{}')") == "42501", "not an API kind")
+        #expect(refusal("SELECT sluice.start_job_for('admin', 'stripe.change_plan', '{}')") == "22023")
+        #expect(refusal("SELECT count(*) FROM sluice.job_callers") == "42501")
+        let id = try #require(
+            try api.firstValue("SELECT sluice.start_job_for('user:ada', 'stripe.resume_subscription', '{}')"))
+        #expect(try api.firstValue("SELECT sluice.job_for(\(id), 'user:ada') ->> 'state'") == "queued")
+        #expect(try api.firstValue("SELECT sluice.job_for(\(id), 'user:bob')") == nil)
+        // Another role that may start the same kinds does not see the API's jobs.
+        let billing = try cluster.connect()
+        try billing.run(
+            script: "CREATE ROLE other_billing LOGIN IN ROLE sluice_billing; GRANT EXECUTE ON FUNCTION "
+                + "sluice.job_for(bigint, text) TO other_billing", context: "another billing role")
+        let other = try PostgresConnection(
+            connectionString: cluster.url.replacingOccurrences(of: "://postgres@", with: "://other_billing@"))
+        #expect(try other.firstValue("SELECT sluice.job_for(\(id), 'user:ada')") == nil)
+    }
 }

@@ -109,4 +109,11 @@ extension BillingStore {
             "SELECT billing.api_invoices($1, $2)::text", [user, limit], context: "reading the invoices of \(user)"
         ).single().decode(String.self, at: 0)
     }
+
+    /// Whether a signed-in user may choose `price` (`billing.price_on_sale`): an active, recurring price the
+    /// model knows from Stripe's events.
+    public func isOnSale(price: String) throws(PostgresError) -> Bool {
+        try connection.query("SELECT billing.price_on_sale($1)", [price], context: "checking price \(price)")
+            .single().decode(Bool.self, at: 0)
+    }
 }

@@ -24,9 +24,12 @@ struct APIMiddleware: ServerMiddleware {
         let caller = APIRequest.CallerNote()
         var (response, responseBody) = try await answer(
             request, body: body, metadata: metadata, token: token, caller: caller, next: next)
-        // Header parameters are percent-encoded by the generated code; a challenge must go as written.
-        if let challenge = response.headerFields[.wwwAuthenticate] {
-            response.headerFields[.wwwAuthenticate] = challenge.removingPercentEncoding ?? challenge
+        // Header parameters are percent-encoded by the generated code; a challenge and a job's URL must go as
+        // written (both are built here, never from the request).
+        for name in [HTTPField.Name.wwwAuthenticate, .location] {
+            if let value = response.headerFields[name] {
+                response.headerFields[name] = value.removingPercentEncoding ?? value
+            }
         }
         let elapsed = (ContinuousClock.now - started).nanoseconds
         metrics.apiRequest(operation: operationID, status: response.status.code, nanoseconds: elapsed)

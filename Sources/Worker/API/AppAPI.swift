@@ -14,6 +14,12 @@ struct AppAPI: APIProtocol {
     let limiter: CallerRateLimiter
     /// Nil when no `CLERK_JWT_KEY` is configured: every session token is refused.
     let sessions: ClerkSessionVerifier?
+    /// Wakes a request waiting for the Stripe action job it started.
+    let jobs: JobWaiter
+    /// How long a Stripe action route waits for its job before it answers 202.
+    let waitSeconds: Double
+    /// The hosts `success_url`, `cancel_url` and `return_url` may name.
+    let redirects: RedirectPolicy
     let logger: Logger
 
     /// Why a request may not go on.
@@ -26,8 +32,8 @@ struct AppAPI: APIProtocol {
 
     // MARK: Callers
 
-    /// The service key this request carries, if it is live and has `scope`.
-    func service(scope: String) async -> Result<ServiceKeyStore.Caller, Denial> {
+    /// The service key this request carries, if it is live and has `scope` (nil: any scope).
+    func service(scope: String?) async -> Result<ServiceKeyStore.Caller, Denial> {
         guard let token = APIRequest.token else {
             return .failure(.unauthorized(Problems.unauthorized("a service key is required", tokenPresented: false)))
         }
@@ -49,7 +55,7 @@ struct AppAPI: APIProtocol {
         if let wait = limiter.take(caller: "service:\(caller.id)", token: token) {
             return .failure(.rateLimited(Problems.tooManyRequests(retryAfter: wait)))
         }
-        guard caller.scopes.contains(scope) else {
+        if let scope, !caller.scopes.contains(scope) {
             return .failure(.forbidden(Problems.forbidden("the key \(caller.name) lacks the scope \(scope)")))
         }
         return .success(caller)
@@ -86,13 +92,13 @@ struct AppAPI: APIProtocol {
     }
 
     /// The database failed: the caller learns only to retry; the log gets the cause.
-    private func unavailable(_ error: any Error) -> Components.Responses.Unavailable {
+    func unavailable(_ error: any Error) -> Components.Responses.Unavailable {
         logger.error("API request failed on the database", metadata: ["error": "\(error)"])
         return Problems.unavailable("the database cannot answer now; retry")
     }
 
     /// Reads a body the database built as JSON (`billing.api_*`), its times in ISO 8601.
-    private static func decode<Body: Decodable>(_ type: Body.Type, _ json: String) throws -> Body {
+    static func decode<Body: Decodable>(_ type: Body.Type, _ json: String) throws -> Body {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
@@ -119,7 +125,7 @@ struct AppAPI: APIProtocol {
     }
 
     /// 1 to 255 bytes without NUL, which libpq cannot send (a value would be cut short at it).
-    private static func isPlainText(_ text: String) -> Bool {
+    static func isPlainText(_ text: String) -> Bool {
         (1...255).contains(text.utf8.count) && !text.contains("\0")
     }
 
@@ -198,25 +204,6 @@ struct AppAPI: APIProtocol {
         }
     }
 
-    func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
-        if APIRequest.token?.hasPrefix(ServiceKey.marker) == true {
-            switch await service(scope: "billing:write") {
-            case .failure(.unauthorized(let response)): return .unauthorized(response)
-            case .failure(.unavailable(let response)): return .serviceUnavailable(response)
-            case .failure(.rateLimited(let response)): return .tooManyRequests(response)
-            case .failure(.forbidden), .success: break
-            }
-        } else {
-            switch await user() {
-            case .failure(.unauthorized(let response)): return .unauthorized(response)
-            case .failure(.rateLimited(let response)): return .tooManyRequests(response)
-            default: break
-            }
-        }
-        // No route of this build starts a job yet, so no job is any caller's to see.
-        return .notFound(Problems.notFound("no job \(input.path.id) was started by this caller"))
-    }
-
     // MARK: The signed-in user
 
     func getMe(_ input: Operations.GetMe.Input) async throws -> Operations.GetMe.Output {
@@ -256,60 +243,6 @@ struct AppAPI: APIProtocol {
             return .ok(.init(body: .json(try Self.decode(Components.Schemas.InvoiceList.self, json))))
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
             return .serviceUnavailable(unavailable(error))
-        }
-    }
-
-    func createMyCheckoutSession(_ input: Operations.CreateMyCheckoutSession.Input) async throws
-        -> Operations.CreateMyCheckoutSession.Output
-    {
-        await notBuiltForUser(
-            Operations.CreateMyCheckoutSession.Output.unauthorized,
-            Operations.CreateMyCheckoutSession.Output.tooManyRequests,
-            Operations.CreateMyCheckoutSession.Output.undocumented)
-    }
-
-    func createMyPortalSession(_ input: Operations.CreateMyPortalSession.Input) async throws
-        -> Operations.CreateMyPortalSession.Output
-    {
-        await notBuiltForUser(
-            Operations.CreateMyPortalSession.Output.unauthorized,
-            Operations.CreateMyPortalSession.Output.tooManyRequests,
-            Operations.CreateMyPortalSession.Output.undocumented)
-    }
-
-    func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
-        await notBuiltForUser(
-            Operations.ChangeMyPlan.Output.unauthorized, Operations.ChangeMyPlan.Output.tooManyRequests,
-            Operations.ChangeMyPlan.Output.undocumented)
-    }
-
-    func cancelMySubscription(_ input: Operations.CancelMySubscription.Input) async throws
-        -> Operations.CancelMySubscription.Output
-    {
-        await notBuiltForUser(
-            Operations.CancelMySubscription.Output.unauthorized, Operations.CancelMySubscription.Output.tooManyRequests,
-            Operations.CancelMySubscription.Output.undocumented)
-    }
-
-    func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
-        -> Operations.ResumeMySubscription.Output
-    {
-        await notBuiltForUser(
-            Operations.ResumeMySubscription.Output.unauthorized, Operations.ResumeMySubscription.Output.tooManyRequests,
-            Operations.ResumeMySubscription.Output.undocumented)
-    }
-
-    /// A Stripe action route for a signed-in user: its denials as the operation documents them, else the
-    /// 501 problem (the actions through the API are not built yet; see the README).
-    private func notBuiltForUser<Output>(
-        _ unauthorized: (Components.Responses.Unauthorized) -> Output,
-        _ tooManyRequests: (Components.Responses.TooManyRequests) -> Output,
-        _ undocumented: (Int, UndocumentedPayload) -> Output
-    ) async -> Output {
-        switch await user() {
-        case .failure(.unauthorized(let response)): unauthorized(response)
-        case .failure(.rateLimited(let response)): tooManyRequests(response)
-        default: undocumented(501, Problems.notBuilt())
         }
     }
 }

@@ -4,22 +4,12 @@ import OpenAPIRuntime
 
 /// The API's error responses (RFC 9457 problem details), each with a stable `type`.
 enum Problems {
-    /// 501 for a documented route this release does not answer yet.
-    static func notBuilt() -> UndocumentedPayload {
-        let problem = problem(
-            "not-implemented", "Not Implemented", status: 501,
-            detail: "this route is in the API's document but not built in this release")
-        return UndocumentedPayload(
-            headerFields: [.contentType: "application/problem+json"],
-            body: HTTPBody((try? JSONEncoder().encode(problem)) ?? Data()))
-    }
-
     static func problem(
-        _ slug: String, _ title: String, status: Int, detail: String? = nil,
+        _ slug: String, _ title: String, status: Int, detail: String? = nil, jobID: Int64? = nil,
         errors: [(field: String, reason: String)] = []
     ) -> Components.Schemas.Problem {
         Components.Schemas.Problem(
-            _type: "urn:sluice:problem:\(slug)", title: title, status: status, detail: detail,
+            _type: "urn:sluice:problem:\(slug)", title: title, status: status, detail: detail, jobId: jobID,
             errors: errors.isEmpty ? nil : errors.map { .init(field: $0.field, reason: $0.reason) })
     }
 
@@ -52,6 +42,11 @@ enum Problems {
                 problem(
                     "invalid-field", "Unprocessable Content", status: 422,
                     detail: errors.map { "\($0.field): \($0.reason)" }.joined(separator: "; "), errors: errors)))
+    }
+
+    /// 422 for a Stripe action that Stripe or the billing model refused (its job failed for good).
+    static func refused(_ detail: String, jobID: Int64) -> Components.Schemas.Problem {
+        problem("action-refused", "Unprocessable Content", status: 422, detail: detail, jobID: jobID)
     }
 
     static func tooManyRequests(retryAfter seconds: Int) -> Components.Responses.TooManyRequests {

@@ -101,6 +101,8 @@ struct ConfigurationLoader {
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             apiRateLimit: try seconds("SLUICE_API_RATE_LIMIT", nil, default: 20, minimum: 0.1),
             corsOrigins: try corsOrigins("SLUICE_CORS_ORIGINS"),
+            allowedRedirectHosts: try redirectHosts("SLUICE_ALLOWED_REDIRECT_HOSTS"),
+            apiWaitSeconds: try seconds("SLUICE_API_WAIT_SECONDS", nil, default: 10, minimum: 0),
             clerkSession: try clerkSession(),
             pool: PoolSettings(
                 connectionString: databaseURL,
@@ -275,6 +277,23 @@ struct ConfigurationLoader {
             origins.insert(origin)
         }
         return origins
+    }
+
+    /// Host names (`app.example.com`, `localhost`), comma-separated; no scheme, port, path or wildcard.
+    private func redirectHosts(_ variable: String) throws(ConfigurationError) -> Set<String> {
+        var hosts: Set<String> = []
+        for host in (value(variable, nil) ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) })
+        where !host.isEmpty {
+            guard host.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "." || $0 == "-" }), host.first != ".",
+                host.last != "."
+            else {
+                throw ConfigurationError(
+                    variable: variable,
+                    problem: "\"\(host)\" is not a host name such as app.example.com (no scheme, port or wildcard)")
+            }
+            hosts.insert(host.lowercased())
+        }
+        return hosts
     }
 
     /// `CLERK_JWT_KEY` (or `_FILE`), `CLERK_ISSUER` and `CLERK_AUTHORIZED_PARTIES`; nil without a key.

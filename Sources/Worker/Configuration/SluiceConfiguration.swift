@@ -23,6 +23,12 @@ struct SluiceConfiguration: Sendable {
     var apiRateLimit: Double
     /// Origins whose pages may call the app's API from a browser (`SLUICE_CORS_ORIGINS`); empty: none.
     var corsOrigins: Set<String>
+    /// Hosts that the redirect URLs of the app's API (`success_url`, `cancel_url`, `return_url`) may name
+    /// (`SLUICE_ALLOWED_REDIRECT_HOSTS`, lower case); empty: every redirect URL is refused.
+    var allowedRedirectHosts: Set<String>
+    /// How long a Stripe action route of the app's API waits for its job before answering 202
+    /// (`SLUICE_API_WAIT_SECONDS`, 10).
+    var apiWaitSeconds: Double
     /// How the app's API verifies a signed-in user's Clerk session token; nil refuses every one (401).
     var clerkSession: ClerkSessionSettings?
     /// The worker pool's settings: concurrency, queues, lease, poll, retention, periodic jobs.

@@ -115,7 +115,10 @@ struct ServiceRunner {
             runsAPI
             ? AppAPI(
                 database: APIDatabase(connectionString: configuration.databaseURL, connections: 4, logger: logger),
-                limiter: limiter, sessions: sessions, logger: logger) : nil
+                limiter: limiter, sessions: sessions,
+                jobs: JobWaiter(connectionString: configuration.databaseURL, logger: logger),
+                waitSeconds: configuration.apiWaitSeconds,
+                redirects: RedirectPolicy(hosts: configuration.allowedRedirectHosts), logger: logger) : nil
         let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
             receiver?.addRoutes(to: router)
             if api != nil { router.add(middleware: APICORSMiddleware(origins: configuration.corsOrigins)) }
@@ -129,6 +132,9 @@ struct ServiceRunner {
                 runsReceiver ? "Webhook receiver listening" : "API listening",
                 metadata: ["address": "\(host):\(port)", "api": "\(runsAPI)"])
             listening.pass()
+        }
+        if let api {
+            api.jobs.start()
         }
         return (server, receiver?.committer)
     }

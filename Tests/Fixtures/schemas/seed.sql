@@ -354,6 +354,12 @@ BEGIN
                 '2024-05-03 09:00:00+00', 'seed_owner')
         ON CONFLICT DO NOTHING;
     END IF;
+    -- Version 14: the job the API started for a user (job 4's result is seeded above).
+    IF to_regclass('sluice.job_callers') IS NOT NULL THEN
+        INSERT INTO sluice.job_callers (job_id, role, caller, created_at)
+        VALUES (4, 'seed_api', 'user:user_seed_1', '2024-05-20 08:00:00+00')
+        ON CONFLICT DO NOTHING;
+    END IF;
 END
 $$;
 

@@ -1,0 +1,193 @@
+import Foundation
+import Jobs
+import OpenAPIRuntime
+import PGQueue
+
+/// The outputs of the routes that act on Stripe for the signed-in user, named alike so one function serves
+/// them all: the generator's enum cases witness every requirement but ``answered(_:)``.
+protocol UserActionOutput {
+    /// What the job's result becomes in a 200.
+    associatedtype Answer: Decodable & Sendable
+    static func answered(_ answer: Answer) -> Self
+    static func accepted(_ response: Components.Responses.Accepted) -> Self
+    static func unauthorized(_ response: Components.Responses.Unauthorized) -> Self
+    static func tooManyRequests(_ response: Components.Responses.TooManyRequests) -> Self
+    static func unprocessableContent(_ response: Components.Responses.Unprocessable) -> Self
+    static func serviceUnavailable(_ response: Components.Responses.Unavailable) -> Self
+}
+
+extension Operations.CreateMyCheckoutSession.Output: UserActionOutput {
+    static func answered(_ answer: Components.Schemas.Session) -> Self { .ok(.init(body: .json(answer))) }
+}
+
+extension Operations.CreateMyPortalSession.Output: UserActionOutput {
+    static func answered(_ answer: Components.Schemas.Session) -> Self { .ok(.init(body: .json(answer))) }
+}
+
+extension Operations.ChangeMyPlan.Output: UserActionOutput {
+    static func answered(_ answer: Components.Schemas.SubscriptionResult) -> Self { .ok(.init(body: .json(answer))) }
+}
+
+extension Operations.CancelMySubscription.Output: UserActionOutput {
+    static func answered(_ answer: Components.Schemas.SubscriptionResult) -> Self { .ok(.init(body: .json(answer))) }
+}
+
+extension Operations.ResumeMySubscription.Output: UserActionOutput {
+    static func answered(_ answer: Components.Schemas.SubscriptionResult) -> Self { .ok(.init(body: .json(answer))) }
+}
+
+/// A job started through the API as `sluice.job_for` shows it, its result read as the route's answer.
+private struct JobView<Answer: Decodable & Sendable>: Decodable, Sendable {
+    var state: String
+    var result: Answer?
+    var error: String?
+
+    var isOver: Bool { state == "succeeded" || state == "failed" }
+}
+
+extension AppAPI {
+    // MARK: Stripe actions for the signed-in user
+
+    func createMyCheckoutSession(_ input: Operations.CreateMyCheckoutSession.Input) async throws
+        -> Operations.CreateMyCheckoutSession.Output
+    {
+        guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
+        return try await act(kind: "stripe.create_checkout_session") { user in
+            var errors = try await priceErrors(request.price)
+            errors += redirectErrors(["success_url": request.successUrl, "cancel_url": request.cancelUrl])
+            let payload = [
+                "user_id": user, "price": request.price, "success_url": request.successUrl,
+                "cancel_url": request.cancelUrl,
+            ]
+            return (payload, errors)
+        }
+    }
+
+    func createMyPortalSession(_ input: Operations.CreateMyPortalSession.Input) async throws
+        -> Operations.CreateMyPortalSession.Output
+    {
+        guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
+        return try await act(kind: "stripe.create_portal_session") { user in
+            (["user_id": user, "return_url": request.returnUrl], redirectErrors(["return_url": request.returnUrl]))
+        }
+    }
+
+    func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
+        guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
+        return try await act(kind: "stripe.change_plan") { user in
+            var payload = ["user_id": user, "price": request.price]
+            payload["at"] = request.at?.rawValue
+            payload["proration_behavior"] = request.prorationBehavior?.rawValue
+            return (payload, try await priceErrors(request.price))
+        }
+    }
+
+    func cancelMySubscription(_ input: Operations.CancelMySubscription.Input) async throws
+        -> Operations.CancelMySubscription.Output
+    {
+        var at: String?
+        if case .json(let request) = input.body { at = request.at?.rawValue }
+        return try await act(kind: "stripe.cancel_subscription") { user in
+            var payload = ["user_id": user]
+            payload["at"] = at
+            return (payload, [])
+        }
+    }
+
+    func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
+        -> Operations.ResumeMySubscription.Output
+    {
+        try await act(kind: "stripe.resume_subscription") { user in (["user_id": user], []) }
+    }
+
+    /// Starts a Stripe action job for the signed-in user and waits up to `SLUICE_API_WAIT_SECONDS` for it:
+    /// its result is the 200, a failure the 422 `action-refused`, and a job still going the 202 with its URL.
+    ///
+    /// - Parameter prepare: the job's payload for this user, and what is wrong with the request (nothing is
+    ///   started then).
+    private func act<Output: UserActionOutput>(
+        kind: String,
+        prepare: (String) async throws -> (payload: [String: String], errors: [(field: String, reason: String)])
+    ) async throws -> Output {
+        let user: String
+        switch await self.user() {
+        case .success(let found): user = found
+        case .failure(.unauthorized(let response)): return .unauthorized(response)
+        case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+        case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+        case .failure(.forbidden):
+            return .unauthorized(Problems.unauthorized("this route is for a signed-in user", tokenPresented: true))
+        }
+        let caller = "user:\(user)"
+        do {
+            let (payload, errors) = try await prepare(user)
+            guard errors.isEmpty else { return .unprocessableContent(Problems.unprocessable(errors)) }
+            let json = String(decoding: try JSONEncoder().encode(payload), as: UTF8.self)
+            let id = try await database.run { try JobQueue().startJob(kind: kind, payload: json, for: caller, on: $0) }
+            let view = try await jobs.wait(for: id, seconds: waitSeconds) {
+                let json = try await database.run { try JobQueue().job(id, for: caller, on: $0) }
+                // Gone at once: erased with its user. Nothing more will come.
+                guard let json else { return (answer: JobView<Output.Answer>?.none, done: true) }
+                let view = try Self.decode(JobView<Output.Answer>.self, json)
+                return (answer: view, done: view.isOver)
+            }
+            guard let view, view.state != "failed" else {
+                return .unprocessableContent(
+                    .init(
+                        body: .applicationProblemJson(
+                            Problems.refused(view?.error ?? "the job was erased with its user", jobID: id))))
+            }
+            if view.state == "succeeded", let result = view.result { return .answered(result) }
+            return .accepted(
+                .init(
+                    headers: .init(location: "/v1/jobs/\(id)"),
+                    body: .json(.init(jobId: id, statusUrl: "/v1/jobs/\(id)"))))
+        } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
+            return .serviceUnavailable(unavailable(error))
+        }
+    }
+
+    /// A price a user may not choose: not plain text, or not an active recurring price of the product.
+    private func priceErrors(_ price: String) async throws -> [(field: String, reason: String)] {
+        guard Self.isPlainText(price) else { return [("price", "takes 1 to 255 bytes, no NUL")] }
+        let onSale = try await database.run { try BillingStore($0).isOnSale(price: price) }
+        return onSale ? [] : [("price", "\(price) is not an active recurring price of this product")]
+    }
+
+    /// The redirect URLs that `SLUICE_ALLOWED_REDIRECT_HOSTS` does not allow, by field.
+    private func redirectErrors(_ urls: KeyValuePairs<String, String>) -> [(field: String, reason: String)] {
+        urls.compactMap { field, url in redirects.refusal(of: url).map { (field, $0) } }
+    }
+
+    // MARK: Jobs
+
+    func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
+        let caller: String
+        if APIRequest.token?.hasPrefix(ServiceKey.marker) == true {
+            switch await service(scope: nil) {
+            case .success(let key): caller = "service:\(key.id)"
+            case .failure(.unauthorized(let response)): return .unauthorized(response)
+            case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+            case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+            case .failure(.forbidden): return .undocumented(statusCode: 403, .init())
+            }
+        } else {
+            switch await user() {
+            case .success(let user): caller = "user:\(user)"
+            case .failure(.unauthorized(let response)): return .unauthorized(response)
+            case .failure(.rateLimited(let response)): return .tooManyRequests(response)
+            case .failure(.unavailable(let response)): return .serviceUnavailable(response)
+            case .failure(.forbidden): return .undocumented(statusCode: 403, .init())
+            }
+        }
+        let id = input.path.id
+        do {
+            guard let json = try await database.run({ try JobQueue().job(id, for: caller, on: $0) }) else {
+                return .notFound(Problems.notFound("no job \(id) was started by this caller, or its result is gone"))
+            }
+            return .ok(.init(body: .json(try Self.decode(Components.Schemas.Job.self, json))))
+        } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
+            return .serviceUnavailable(unavailable(error))
+        }
+    }
+}
