@@ -183,6 +183,34 @@ struct APITests {
         #expect(try api.get("/v1/me", token: try await ClerkTokens().token()).status == 401, "another key")
     }
 
+    @Test("with CLERK_JWKS_URL the keys are fetched at start and again for a new kid, at most once a minute")
+    func publishedKeys() async throws {
+        let (first, second, stranger) = (try ClerkTokens(), try ClerkTokens(), try ClerkTokens())
+        let server = try FakeStripe()
+        server.script(
+            "GET", "/jwks.json",
+            [
+                .init(status: 200, body: #"{"keys":[\#(try first.jwk(kid: "k1"))]}"#),
+                .init(status: 200, body: #"{"keys":[\#(try first.jwk(kid: "k1")),\#(try second.jwk(kid: "k2"))]}"#),
+            ])
+        let api = try APIUnderTest(environment: [
+            "CLERK_JWKS_URL": server.url + "/jwks.json", "CLERK_ISSUER": ClerkTokens.issuer,
+        ])
+        func fetches() -> Int { server.received.filter { $0.path == "/jwks.json" }.count }
+        let me = try api.get("/v1/me", token: try await first.token(kid: "k1"))
+        #expect(me.status == 200, "\(me.body)\n\(api.process.log)")
+        #expect(fetches() == 1)
+        // Clerk published a second key: the first token naming it fetches the set again.
+        #expect(try api.get("/v1/me", token: try await second.token(user: "bob", kid: "k2")).status == 200)
+        #expect(fetches() == 2)
+        // Made-up kids, a kid that is not the signer's, no kid: 401, and no fetch within the minute.
+        #expect(try api.get("/v1/me", token: try await stranger.token(kid: "k3")).status == 401)
+        #expect(try api.get("/v1/me", token: try await stranger.token(kid: "k1")).status == 401)
+        #expect(try api.get("/v1/me", token: try await first.token()).status == 401)
+        #expect(try api.get("/v1/me", token: try await first.hmacWithPublicKey()).status == 401)
+        #expect(fetches() == 2)
+    }
+
     @Test("without CLERK_JWT_KEY every session token is refused with 401")
     func noClerkKey() async throws {
         let api = try APIUnderTest()

@@ -1,11 +1,19 @@
 import Foundation
 import JWTKit
+import Logging
 
-/// How the API checks a signed-in user's Clerk session token: `CLERK_JWT_KEY`, `CLERK_ISSUER`,
-/// `CLERK_AUTHORIZED_PARTIES`.
+/// How the API checks a signed-in user's Clerk session token: `CLERK_JWT_KEY` or `CLERK_JWKS_URL`,
+/// `CLERK_ISSUER`, `CLERK_AUTHORIZED_PARTIES`.
 struct ClerkSessionSettings: Sendable {
-    /// The instance's RS256 public key, PEM (Clerk's dashboard: API keys, "PEM public key").
-    var publicKeyPEM: String
+    /// Where Clerk's public keys come from.
+    enum Keys: Sendable, Equatable {
+        /// The instance's RS256 public key, PEM (Clerk's dashboard: API keys, "PEM public key"): no network.
+        case pem(String)
+        /// The instance's JWKS URL (`https://<frontend api>/.well-known/jwks.json`), fetched and refreshed.
+        case jwks(url: String)
+    }
+
+    var keys: Keys
     /// The `iss` every token must carry: the instance's Frontend API URL.
     var issuer: String
     /// When not empty, the `azp` (the origin the token was made for) must be one of these.
@@ -18,22 +26,47 @@ struct ClerkSessionSettings: Sendable {
 struct ClerkSessionVerifier: Sendable {
     static let leewaySeconds: Double = 5
 
-    private let keys: JWTKeyCollection
+    private enum Keys: Sendable {
+        case fixed(JWTKeyCollection)
+        case published(ClerkJWKS)
+    }
+
+    private let keys: Keys
     private let settings: ClerkSessionSettings
 
-    init(settings: ClerkSessionSettings) async throws {
-        let key = try Insecure.RSA.PublicKey(pem: settings.publicKeyPEM)
-        keys = await JWTKeyCollection().add(rsa: key, digestAlgorithm: .sha256)
+    init(settings: ClerkSessionSettings, logger: Logger) async throws {
+        switch settings.keys {
+        case .pem(let pem):
+            keys = .fixed(
+                await JWTKeyCollection().add(rsa: try Insecure.RSA.PublicKey(pem: pem), digestAlgorithm: .sha256))
+        case .jwks(let url):
+            let published = ClerkJWKS(url: url, logger: logger)
+            await published.start()
+            keys = .published(published)
+        }
         self.settings = settings
     }
 
     /// The user a token belongs to, or why it is refused (safe to send back: no token content).
     func user(of token: String, now: Date = Date()) async -> Result<String, SessionRefusal> {
+        // Checked before any key is looked up: only RS256, and with published keys only a key they hold.
+        guard let header = Header(of: token), header.alg == "RS256" else {
+            return .failure(SessionRefusal("the token is not an RS256-signed JWT"))
+        }
+        let collection: JWTKeyCollection
+        switch keys {
+        case .fixed(let fixed): collection = fixed
+        case .published(let published):
+            guard let kid = header.kid, let found = await published.keys(for: kid) else {
+                return .failure(SessionRefusal("the token is signed by a key not published at CLERK_JWKS_URL"))
+            }
+            collection = found
+        }
         let claims: Claims
         do {
-            claims = try await keys.verify(token, as: Claims.self)
+            claims = try await collection.verify(token, as: Claims.self)
         } catch {
-            return .failure(SessionRefusal("the token's signature does not verify with CLERK_JWT_KEY"))
+            return .failure(SessionRefusal("the token's signature does not verify with Clerk's key"))
         }
         guard claims.exp.value.addingTimeInterval(Self.leewaySeconds) > now else {
             return .failure(SessionRefusal("the token has expired"))
@@ -65,6 +98,23 @@ struct ClerkSessionVerifier: Sendable {
 
         /// The time claims are checked by ``ClerkSessionVerifier/user(of:now:)``, with leeway.
         func verify(using algorithm: some JWTAlgorithm) throws {}
+    }
+
+    /// The JOSE header's fields that choose the key, read without trusting anything else in the token.
+    private struct Header: Decodable {
+        var alg: String
+        var kid: String?
+
+        init?(of token: String) {
+            guard let first = token.split(separator: ".", maxSplits: 1).first, first.utf8.count <= 1024 else {
+                return nil
+            }
+            var base64 = first.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+            base64 += String(repeating: "=", count: (4 - base64.utf8.count % 4) % 4)
+            guard let data = Data(base64Encoded: base64), let header = try? JSONDecoder().decode(Self.self, from: data)
+            else { return nil }
+            self = header
+        }
     }
 
     struct SessionRefusal: Error, CustomStringConvertible {

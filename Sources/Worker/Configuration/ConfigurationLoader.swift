@@ -296,32 +296,52 @@ struct ConfigurationLoader {
         return hosts
     }
 
-    /// `CLERK_JWT_KEY` (or `_FILE`), `CLERK_ISSUER` and `CLERK_AUTHORIZED_PARTIES`; nil without a key.
+    /// `CLERK_JWT_KEY` (or `_FILE`) or `CLERK_JWKS_URL`, with `CLERK_ISSUER` and `CLERK_AUTHORIZED_PARTIES`;
+    /// nil without either.
     private func clerkSession() throws(ConfigurationError) -> ClerkSessionSettings? {
-        if value("CLERK_JWKS_URL", nil) != nil {
-            throw ConfigurationError(
-                variable: "CLERK_JWKS_URL",
-                problem: "is not read by this release; set CLERK_JWT_KEY_FILE to the PEM public key from the Clerk "
-                    + "dashboard (API keys) instead")
-        }
-        guard let text = try secret("CLERK_JWT_KEY") else { return nil }
-        // One line in an environment file: "\n" stands for a line break.
-        let pem = text.replacingOccurrences(of: "\\n", with: "\n")
-        guard (try? Insecure.RSA.PublicKey(pem: pem)) != nil else {
-            throw ConfigurationError(
-                variable: "CLERK_JWT_KEY", problem: "is not an RSA public key in PEM (-----BEGIN PUBLIC KEY-----)")
+        let keys: ClerkSessionSettings.Keys
+        let jwksURL = value("CLERK_JWKS_URL", nil)
+        if let text = try secret("CLERK_JWT_KEY") {
+            guard jwksURL == nil else {
+                throw ConfigurationError(
+                    variable: "CLERK_JWKS_URL", problem: "is set with CLERK_JWT_KEY; set one of the two")
+            }
+            // One line in an environment file: "\n" stands for a line break.
+            let pem = text.replacingOccurrences(of: "\\n", with: "\n")
+            guard (try? Insecure.RSA.PublicKey(pem: pem)) != nil else {
+                throw ConfigurationError(
+                    variable: "CLERK_JWT_KEY", problem: "is not an RSA public key in PEM (-----BEGIN PUBLIC KEY-----)")
+            }
+            keys = .pem(pem)
+        } else if let jwksURL {
+            guard let url = URL(string: jwksURL),
+                url.scheme == "https" || (url.scheme == "http" && Self.isLoopback(url.host))
+            else {
+                throw ConfigurationError(
+                    variable: "CLERK_JWKS_URL",
+                    problem: "must be an https URL such as https://clerk.example.com/.well-known/jwks.json "
+                        + "(http only on loopback)")
+            }
+            keys = .jwks(url: jwksURL)
+        } else {
+            return nil
         }
         guard let issuer = value("CLERK_ISSUER", nil),
             let url = URL(string: issuer), url.scheme == "https" || url.host == "127.0.0.1" || url.host == "localhost"
         else {
             throw ConfigurationError(
                 variable: "CLERK_ISSUER",
-                problem: "must be set with CLERK_JWT_KEY: the instance's Frontend API URL (https://…)")
+                problem: "must be set with CLERK_JWT_KEY or CLERK_JWKS_URL: the instance's Frontend API URL (https://…)"
+            )
         }
         let parties = (value("CLERK_AUTHORIZED_PARTIES", nil) ?? "").split(separator: ",").map {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty }
-        return ClerkSessionSettings(publicKeyPEM: pem, issuer: issuer, authorizedParties: parties)
+        return ClerkSessionSettings(keys: keys, issuer: issuer, authorizedParties: parties)
+    }
+
+    private static func isLoopback(_ host: String?) -> Bool {
+        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host ?? "")
     }
 
     /// A verifier for each source whose secrets are set; a bad secret names its variable and position.

@@ -55,7 +55,7 @@ struct ServiceRunner {
         }
         var sessions: ClerkSessionVerifier?
         if let settings = configuration.clerkSession {
-            sessions = try await ClerkSessionVerifier(settings: settings)
+            sessions = try await ClerkSessionVerifier(settings: settings, logger: logger)
             if settings.authorizedParties.isEmpty, runsAPI {
                 logger.warning(
                     "Clerk session tokens made for any origin of the instance are accepted",

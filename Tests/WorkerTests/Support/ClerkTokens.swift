@@ -30,14 +30,26 @@ struct ClerkTokens: Sendable {
     /// The claims the server reads (its own type: only the signing here is apart from the server).
     typealias Claims = ClerkSessionVerifier.Claims
 
-    /// A token for `user`, valid now unless the arguments say otherwise.
+    /// A token for `user`, valid now unless the arguments say otherwise; `kid` names the key in its header.
     func token(
         user: String = "ada", expiresIn: Double = 60, notBefore: Double? = nil, issuer: String = Self.issuer,
-        party: String? = "https://app.sluice.test"
+        party: String? = "https://app.sluice.test", kid: String? = nil
     ) async throws -> String {
+        let keyID = kid.map { JWKIdentifier(string: $0) }
         let keys = await JWTKeyCollection().add(
-            rsa: try Insecure.RSA.PrivateKey(pem: privatePEM), digestAlgorithm: .sha256)
-        return try await keys.sign(claims(user, expiresIn, notBefore, issuer, party))
+            rsa: try Insecure.RSA.PrivateKey(pem: privatePEM), digestAlgorithm: .sha256, kid: keyID)
+        return try await keys.sign(claims(user, expiresIn, notBefore, issuer, party), kid: keyID)
+    }
+
+    /// The public key as a JWK named `kid`, as Clerk publishes it at its JWKS URL.
+    func jwk(kid: String) throws -> String {
+        let (modulus, exponent) = try Insecure.RSA.PublicKey(pem: publicPEM).getKeyPrimitives()
+        func base64URL(_ data: Data) -> String {
+            data.base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        }
+        return
+            #"{"kty":"RSA","kid":"\#(kid)","use":"sig","alg":"RS256","n":"\#(base64URL(modulus))","e":"\#(base64URL(exponent))"}"#
     }
 
     /// The same claims, HS256-signed with the public key's PEM as the secret (the classic confusion attack).

@@ -55,7 +55,10 @@ struct ConfigurationTests {
             ("STRIPE_API_BASE", "http://stripe.example"), ("STRIPE_MODE", "sandbox"), ("SLUICE_LEASE_SECONDS", "0.1"),
             ("SLUICE_DEAD_LETTER_RETENTION", "30d"), ("STRIPE_WEBHOOK_SECRET", "not-a-secret"),
             ("CLERK_WEBHOOK_SECRET", "whsec_%%%"), ("CLERK_JWT_KEY", "not-a-pem"),
-            ("CLERK_JWKS_URL", "https://clerk.example/.well-known/jwks.json"), ("SLUICE_CORS_ORIGINS", "*"),
+            ("CLERK_JWKS_URL", "http://clerk.example/.well-known/jwks.json"), ("SLUICE_CORS_ORIGINS", "*"),
+            ("SLUICE_ALLOWED_REDIRECT_HOSTS", "https://app.example.com"),
+            ("SLUICE_ALLOWED_REDIRECT_HOSTS", "*.example.com"),
+            ("SLUICE_ALLOWED_REDIRECT_HOSTS", "app.example.com:443"), ("SLUICE_API_WAIT_SECONDS", "-1"),
             ("SLUICE_CORS_ORIGINS", "https://app.example.com/path"), ("SLUICE_CORS_ORIGINS", "app.example.com"),
         ])
     func badValue(variable: String, value: String) {
@@ -122,7 +125,23 @@ struct ClerkConfigurationTests {
         ])
         #expect(configuration.clerkSession?.issuer == "https://clerk.sluice.test")
         #expect(configuration.clerkSession?.authorizedParties == ["https://a.test", "https://b.test"])
-        #expect(configuration.clerkSession?.publicKeyPEM == tokens.publicPEM)
+        #expect(configuration.clerkSession?.keys == .pem(tokens.publicPEM))
+        let published = try ConfigurationTests.load([
+            "CLERK_JWKS_URL": "https://clerk.sluice.test/.well-known/jwks.json",
+            "CLERK_ISSUER": "https://clerk.sluice.test",
+        ])
+        #expect(published.clerkSession?.keys == .jwks(url: "https://clerk.sluice.test/.well-known/jwks.json"))
+        for url in ["http://clerk.sluice.test/jwks.json", "ftp://x", "not a url"] {
+            #expect {
+                try ConfigurationTests.load(["CLERK_JWKS_URL": url, "CLERK_ISSUER": "https://clerk.sluice.test"])
+            } throws: { error in
+                (error as? ConfigurationError)?.variable == "CLERK_JWKS_URL"
+            }
+        }
+        #expect(
+            try ConfigurationTests.load([
+                "CLERK_JWKS_URL": "http://127.0.0.1:9/jwks.json", "CLERK_ISSUER": "https://clerk.sluice.test",
+            ]).clerkSession != nil, "loopback may use http")
         #expect(try ConfigurationTests.load([:]).clerkSession == nil)
     }
 }
