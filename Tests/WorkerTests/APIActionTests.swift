@@ -15,14 +15,14 @@ struct APIActionTests {
         let stripe: FakeStripe
         let worker: SluiceProcess?
 
-        init(worker: Bool = true, waitSeconds: Double = 10) throws {
+        init(worker: Bool = true, waitSeconds: Double = 10, environment extra: [String: String] = [:]) throws {
             clerk = try ClerkTokens()
             api = try APITests.APIUnderTest(
                 clerk: clerk,
                 environment: [
                     "SLUICE_ALLOWED_REDIRECT_HOSTS": "app.sluice.test,localhost",
                     "SLUICE_API_WAIT_SECONDS": "\(waitSeconds)",
-                ])
+                ].merging(extra) { _, new in new })
             let owner = try api.cluster.connect()
             for delivery in BillingEvents().lifecycle.prefix(9) { try BillingEvents.apply(delivery, on: owner) }
             stripe = try FakeStripe()

@@ -65,12 +65,18 @@ struct APIMiddleware: ServerMiddleware {
                 metrics.apiRefused(reason: "too_large")
                 return Self.tooLarge()
             }
+            let bytes: [UInt8]
             do {
-                body = HTTPBody(try await [UInt8](collecting: incoming, upTo: Self.maxBodyBytes))
+                bytes = try await [UInt8](collecting: incoming, upTo: Self.maxBodyBytes)
             } catch {
                 metrics.apiRefused(reason: "too_large")
                 return Self.tooLarge()
             }
+            if let field = Self.nullField(bytes) {
+                return Self.problemResponse(
+                    .badRequest, "bad-request", "Bad Request", "\(field) is null; leave an optional field out instead")
+            }
+            body = HTTPBody(bytes)
         }
         do {
             return try await APIRequest.$token.withValue(token) {
@@ -83,6 +89,15 @@ struct APIMiddleware: ServerMiddleware {
                 } ?? "\(error.underlyingError)"
             return Self.problemResponse(.badRequest, "bad-request", "Bad Request", detail)
         }
+    }
+
+    /// A top-level member of a JSON object body that is `null`: the generated decoder reads it as absent, and
+    /// the document allows no null, so it is refused rather than taken for a default.
+    static func nullField(_ bytes: [UInt8]) -> String? {
+        guard bytes.count >= 4, String(decoding: bytes, as: UTF8.self).contains("null"),
+            let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any]
+        else { return nil }
+        return object.filter { $0.value is NSNull }.keys.sorted().first
     }
 
     private static func tooLarge() -> (HTTPResponse, HTTPBody?) {

@@ -121,7 +121,10 @@ struct ServiceRunner {
                 redirects: RedirectPolicy(hosts: configuration.allowedRedirectHosts), logger: logger) : nil
         let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
             receiver?.addRoutes(to: router)
-            if api != nil { router.add(middleware: APICORSMiddleware(origins: configuration.corsOrigins)) }
+            if api != nil {
+                router.add(middleware: APICORSMiddleware(origins: configuration.corsOrigins))
+                router.add(middleware: APIMethodMiddleware())
+            }
             try api?.registerHandlers(
                 on: router,
                 middlewares: [
