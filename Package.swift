@@ -80,6 +80,7 @@ let package = Package(
                 "Jobs",
                 "TestKit",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
             ],
             path: "Benchmarks/SluiceBench"
         ),

@@ -1280,6 +1280,23 @@ COMMENT ON FUNCTION sluice.authenticate_api_key(bytea) IS
     '(at most once a minute). The API''s role calls this and cannot read sluice.api_keys itself.';
 REVOKE ALL ON FUNCTION sluice.authenticate_api_key(bytea) FROM PUBLIC;
 
+-- The API keeps the keys it checked for a minute; a change to any key (a revocation in psql included)
+-- tells every API process to forget them at once (version 14).
+CREATE OR REPLACE FUNCTION sluice.notify_api_keys_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_notify('sluice_api_keys', '');
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION sluice.notify_api_keys_changed() IS
+    'Trigger: NOTIFY sluice_api_keys when keys are revoked, deleted or changed, so API processes drop their cache.';
+DROP TRIGGER IF EXISTS api_keys_changed ON sluice.api_keys;
+CREATE TRIGGER api_keys_changed AFTER UPDATE OF revoked_at, scopes, secret_hash OR DELETE OR TRUNCATE ON sluice.api_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION sluice.notify_api_keys_changed();
+COMMENT ON TRIGGER api_keys_changed ON sluice.api_keys IS
+    'Tells the API processes to forget the keys they checked (sluice.notify_api_keys_changed).';
+
 -- ---------------------------------------------------------------------------------------------------
 -- Jobs the app's API starts for its callers (version 14)
 -- ---------------------------------------------------------------------------------------------------
@@ -1503,6 +1520,9 @@ COMMENT ON TABLE billing.customer_links IS
     'A user has one current customer (unlinked_at NULL); a deleted one is kept, unlinked, when a later one is linked.';
 CREATE UNIQUE INDEX IF NOT EXISTS customer_links_current_user ON billing.customer_links (user_id) WHERE unlinked_at IS NULL;
 COMMENT ON INDEX billing.customer_links_current_user IS 'One current customer per user: the first link wins while it lives.';
+CREATE INDEX IF NOT EXISTS customer_links_by_user ON billing.customer_links (user_id);
+COMMENT ON INDEX billing.customer_links_by_user IS
+    'Finds every customer a user was ever linked to (access, invoices) without scanning the links (version 14).';
 
 CREATE TABLE IF NOT EXISTS billing.products (
     id         text PRIMARY KEY,
@@ -2597,35 +2617,45 @@ COMMENT ON VIEW billing.entitlements IS
     'After a downgrade, usage already over the new limit leaves 0 remaining until the next period.';
 
 -- What the app's API answers (`sluice api`, role sluice_api), built here so the server only passes it on.
+-- PL/pgSQL, not SQL, for the plan cache: a SQL function's body (billing.access_of and the entitlements view,
+-- inlined) is planned again on every call, which cost ten times the execution (version 14).
 CREATE OR REPLACE FUNCTION billing.api_access(user_id text) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jsonb_build_object(
-        'user_id', api_access.user_id, 'has_access', a.has_access, 'plan', a.plan, 'status', a.status,
-        'reason', a.reason, 'access_until', a.access_until,
-        'entitlements', coalesce(
-            (SELECT jsonb_agg(jsonb_build_object(
-                        'feature', e.feature, 'limit_value', e.limit_value, 'used', e.used, 'remaining', e.remaining,
-                        'period_start', e.period_start, 'period_end', e.period_end) ORDER BY e.feature)
-             FROM billing.entitlements e WHERE e.user_id = api_access.user_id),
-            '[]'::jsonb))
-    FROM billing.access_of(api_access.user_id) a
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+            'user_id', api_access.user_id, 'has_access', a.has_access, 'plan', a.plan, 'status', a.status,
+            'reason', a.reason, 'access_until', a.access_until,
+            'entitlements', coalesce(
+                (SELECT jsonb_agg(jsonb_build_object(
+                            'feature', e.feature, 'limit_value', e.limit_value, 'used', e.used,
+                            'remaining', e.remaining, 'period_start', e.period_start, 'period_end', e.period_end)
+                        ORDER BY e.feature)
+                 FROM billing.entitlements e WHERE e.user_id = api_access.user_id),
+                '[]'::jsonb))
+        FROM billing.access_of(api_access.user_id) a);
+END
 $$;
 COMMENT ON FUNCTION billing.api_access(text) IS
     'GET /v1/me and GET /v1/users/{user_id}/access: {user_id, has_access, plan, status, reason, access_until, '
     'entitlements: [{feature, limit_value, used, remaining, period_start, period_end}]}.';
 
 CREATE OR REPLACE FUNCTION billing.api_invoices(user_id text, max_count integer) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT jsonb_build_object('invoices', coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.created DESC NULLS LAST, i.id), '[]'))
-    FROM (
-        SELECT inv.id, inv.status, inv.amount_due, inv.amount_paid, inv.currency, inv.created_at AS created,
-               inv.hosted_invoice_url
-        FROM billing.invoices inv
-        WHERE inv.customer_id IN (SELECT l.customer_id FROM billing.customer_links l
-                                  WHERE l.user_id = api_invoices.user_id)
-        ORDER BY inv.created_at DESC NULLS LAST, inv.id
-        LIMIT greatest(least(api_invoices.max_count, 100), 1)
-    ) i
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object('invoices',
+                                  coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.created DESC NULLS LAST, i.id), '[]'))
+        FROM (
+            SELECT inv.id, inv.status, inv.amount_due, inv.amount_paid, inv.currency, inv.created_at AS created,
+                   inv.hosted_invoice_url
+            FROM billing.invoices inv
+            WHERE inv.customer_id IN (SELECT l.customer_id FROM billing.customer_links l
+                                      WHERE l.user_id = api_invoices.user_id)
+            ORDER BY inv.created_at DESC NULLS LAST, inv.id
+            LIMIT greatest(least(api_invoices.max_count, 100), 1)
+        ) i);
+END
 $$;
 COMMENT ON FUNCTION billing.api_invoices(text, integer) IS
     'GET /v1/me/invoices: the user''s invoices over every customer ever linked to it, newest first, at most '

@@ -71,6 +71,31 @@ struct SluiceBench {
                 "\(ingest.requests.formatted()), \(ingest.errors), \(ingest.jobs.formatted())")
             report.value("  peak RSS of sluice receive", "\(ingest.receiverPeakRSSKiB / 1024) MiB")
         }
+        if settings.sections.contains("api") {
+            try reset(setup)
+            let api = try APIRequests.run(binary: binary, database: database, settings: settings, on: setup)
+            report.rate(
+                "GET /v1/me, 10 connections, \(APIRequests.users.formatted()) users (wrk)",
+                [api.me.requestsPerSecond], ceiling: [api.cheapest.requestsPerSecond],
+                note: "the same server's cheapest authenticated request (token verified, 400 before the database)",
+                unit: "req/s", ceilingUnit: "req/s")
+            report.rate(
+                "  the same requests", [api.me.requestsPerSecond], ceiling: [api.accessQuery],
+                note: "pgbench running billing.api_access itself, 10 clients", unit: "req/s", ceilingUnit: "queries/s")
+            report.value(
+                "  GET /v1/me latency",
+                String(format: "p50 %.2f ms         p99 %.2f ms", api.me.p50, api.me.p99))
+            report.value(
+                "  GET /v1/me non-2xx or socket errors; the ceiling's 400s", "\(api.me.errors); \(api.cheapest.errors)")
+            report.rate(
+                "POST /v1/usage, 10 connections, one service key (wrk)", [api.usage.requestsPerSecond],
+                ceiling: [api.usageSQL], note: "billing.record_usage from 10 plain SQL clients", unit: "req/s",
+                ceilingUnit: "calls/s")
+            report.value(
+                "  POST /v1/usage latency, errors",
+                String(format: "p50 %.2f ms  p99 %.2f ms  ", api.usage.p50, api.usage.p99) + "\(api.usage.errors)")
+            report.value("  peak RSS of sluice api", "\(api.serverPeakRSSKiB / 1024) MiB")
+        }
         report.footer()
     }
 
@@ -311,8 +336,10 @@ struct Settings {
     var webhookConnections: Int
     var webhookSeconds: Int
     var expiredRows: Int
-    /// Which parts to run: `queue`, `pool`, `usage`, `prune`, `webhooks` (the program's arguments; all when none
-    /// is given).
+    var apiSeconds: Int
+    var apiRounds: Int
+    /// Which parts to run: `queue`, `pool`, `usage`, `prune`, `webhooks`, `api` (the program's arguments; all
+    /// when none is given).
     var sections: Set<String>
 
     init(_ environment: [String: String]) {
@@ -335,7 +362,9 @@ struct Settings {
         webhookConnections = number("SLUICE_BENCH_WEBHOOK_CONNECTIONS", 50)
         webhookSeconds = number("SLUICE_BENCH_WEBHOOK_SECONDS", 20)
         expiredRows = number("SLUICE_BENCH_EXPIRED_ROWS", 1_000_000)
+        apiSeconds = number("SLUICE_BENCH_API_SECONDS", 10)
+        apiRounds = number("SLUICE_BENCH_API_ROUNDS", 3)
         let chosen = Set(CommandLine.arguments.dropFirst())
-        sections = chosen.isEmpty ? ["queue", "pool", "usage", "prune", "webhooks"] : chosen
+        sections = chosen.isEmpty ? ["queue", "pool", "usage", "prune", "webhooks", "api"] : chosen
     }
 }

@@ -69,12 +69,15 @@ final class Report {
         emit(pad("figure", 56) + pad("sluice", 20) + pad("ceiling", 20) + "ratio")
     }
 
-    func rate(_ name: String, _ values: [Double], ceiling: [Double], note: String) {
+    func rate(
+        _ name: String, _ values: [Double], ceiling: [Double], note: String, unit: String = "jobs/s",
+        ceilingUnit: String = "rows/s"
+    ) {
         let value = median(values)
         let reference = median(ceiling)
         emit(
-            pad(name, 56) + pad("\(Int(value).formatted()) jobs/s", 20)
-                + pad("\(Int(reference).formatted()) rows/s", 20)
+            pad(name, 56) + pad("\(Int(value).formatted()) \(unit)", 20)
+                + pad("\(Int(reference).formatted()) \(ceilingUnit)", 20)
                 + String(format: "%.2fx", value / reference) + "  (ceiling: \(note))")
     }
 

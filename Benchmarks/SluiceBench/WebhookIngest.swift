@@ -130,13 +130,13 @@ enum WebhookIngest {
     private static let hexDigits = Array("0123456789abcdef".utf8)
 
     /// A port nobody listens on now (the kernel's pick for port 0), so the receiver's log level is free.
-    private static func freePort() throws -> Int {
+    static func freePort() throws -> Int {
         let (socket, port) = try Loopback.bind()
         close(socket)
         return port
     }
 
-    private static func waitUntilListening(port: Int, logPath: String) throws {
+    static func waitUntilListening(port: Int, logPath: String) throws {
         for _ in 0..<300 {
             if let socket = Loopback.connect(port: port) {
                 close(socket)
@@ -145,7 +145,7 @@ enum WebhookIngest {
             usleep(50_000)
         }
         throw BenchFailure(
-            "sluice receive did not start: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
+            "the server did not start: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
     }
 
     /// Single-row INSERTs of the same body as a parameter (`pgbench -M prepared`), from `clients` clients.
@@ -157,13 +157,19 @@ enum WebhookIngest {
         try "INSERT INTO bench_plain (payload) VALUES (:body);\n".write(
             toFile: script, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: script) }
+        return try pgbench(
+            script: script, clients: clients, seconds: seconds, url: database.url, variables: ["body": body])
+    }
+
+    /// The transactions a second of `pgbench -M prepared` running `script` from `clients` clients.
+    static func pgbench(script: String, clients: Int, seconds: Int, url: String, variables: [String: String] = [:])
+        throws -> Double
+    {
         let pgbench = try postgresProgram("pgbench")
+        let defines = variables.flatMap { ["-D", "\($0.key)=\($0.value)"] }
         let result = try ChildProcess.run(
             pgbench,
-            [
-                "-n", "-M", "prepared", "-c", "\(clients)", "-j", "2", "-T", "\(seconds)", "-D", "body=\(body)", "-f",
-                script, database.url,
-            ])
+            ["-n", "-M", "prepared", "-c", "\(clients)", "-j", "2", "-T", "\(seconds)"] + defines + ["-f", script, url])
         guard result.status == 0,
             let line = result.output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
             let tps = Double(line.dropFirst("tps = ".count).prefix { $0.isNumber || $0 == "." })

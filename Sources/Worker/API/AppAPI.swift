@@ -14,6 +14,8 @@ struct AppAPI: APIProtocol {
     let limiter: CallerRateLimiter
     /// Nil when no `CLERK_JWT_KEY` is configured: every session token is refused.
     let sessions: ClerkSessionVerifier?
+    /// The service keys checked in the last minute.
+    let keys: ServiceKeyCache
     /// Wakes a request waiting for the Stripe action job it started.
     let jobs: JobWaiter
     /// How long a Stripe action route waits for its job before it answers 202.
@@ -44,7 +46,9 @@ struct AppAPI: APIProtocol {
         }
         let caller: ServiceKeyStore.Caller?
         do {
-            caller = try await database.run { try ServiceKeyStore(connection: $0).authenticate(token) }
+            caller = try await keys.caller(of: token) {
+                try await database.run { try ServiceKeyStore(connection: $0).authenticate(token) }
+            }
         } catch {
             return .failure(.unavailable(unavailable(error)))
         }

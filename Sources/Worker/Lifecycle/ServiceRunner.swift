@@ -116,6 +116,7 @@ struct ServiceRunner {
             ? AppAPI(
                 database: APIDatabase(connectionString: configuration.databaseURL, connections: 4, logger: logger),
                 limiter: limiter, sessions: sessions,
+                keys: ServiceKeyCache(connectionString: configuration.databaseURL, logger: logger),
                 jobs: JobWaiter(connectionString: configuration.databaseURL, logger: logger),
                 waitSeconds: configuration.apiWaitSeconds,
                 redirects: RedirectPolicy(hosts: configuration.allowedRedirectHosts), logger: logger) : nil
@@ -137,6 +138,7 @@ struct ServiceRunner {
             listening.pass()
         }
         if let api {
+            api.keys.start()
             api.jobs.start()
         }
         return (server, receiver?.committer)
