@@ -969,6 +969,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     dead    interval := sluice.retention((SELECT value FROM sluice.settings WHERE key = 'dead_letter_retention'));
     results interval := sluice.retention((SELECT value FROM sluice.settings WHERE key = 'job_result_retention'));
+    outbound interval := sluice.retention((SELECT value FROM sluice.settings WHERE key = 'outbound_event_retention'));
 BEGIN
     table_name := 'sluice.unique_keys';
     pruned := sluice.prune_unique_keys(batch_size);
@@ -981,6 +982,18 @@ BEGIN
     RETURN NEXT;
     table_name := 'sluice.job_callers';
     pruned := sluice.prune_job_callers(batch_size);
+    RETURN NEXT;
+    table_name := 'sluice.outbound_events';
+    pruned := 0;
+    IF outbound IS NOT NULL THEN
+        WITH old AS (
+            SELECT e.id FROM sluice.outbound_events e WHERE e.created_at < now() - outbound
+            ORDER BY e.created_at LIMIT batch_size FOR UPDATE SKIP LOCKED
+        ), gone AS (
+            DELETE FROM sluice.outbound_events e USING old WHERE e.id = old.id RETURNING 1
+        )
+        SELECT count(*)::integer INTO pruned FROM gone;
+    END IF;
     RETURN NEXT;
 END
 $$;
@@ -1034,13 +1047,19 @@ BEGIN
     -- The API's record of which jobs a user started names the user.
     DELETE FROM sluice.job_callers c WHERE c.caller IN (SELECT 'user:' || i FROM pg_catalog.unnest(ids) AS i);
     GET DIAGNOSTICS n = ROW_COUNT;
+    touched := touched + n;
+    -- Outbound events about them; a delivery still queued finds its event gone and sends nothing.
+    DELETE FROM sluice.outbound_events e
+    WHERE e.user_id = ANY (ids)
+       OR EXISTS (SELECT 1 FROM pg_catalog.unnest(ids) AS i(id) WHERE pg_catalog.strpos(e.body, '"' || i.id || '"') > 0);
+    GET DIAGNOSTICS n = ROW_COUNT;
     RETURN touched + n;
 END
 $$;
 COMMENT ON FUNCTION sluice.erase_mentions(text[]) IS
     'Removes every queued copy of data about the given ids (a deleted user''s id, their Stripe customers): waiting '
     'jobs whose payload holds one move to sluice.dead_letters with reason erased and no payload, dead letters lose '
-    'their payload, job results and the API''s callers of their jobs are deleted. Returns how many rows it touched.';
+    'their payload, job results, the API''s callers of their jobs and outbound events naming them are deleted. Returns how many rows it touched.';
 
 -- ---------------------------------------------------------------------------------------------------
 -- Operators: queues, cancelling, dead letters
@@ -1404,6 +1423,103 @@ $$;
 COMMENT ON FUNCTION sluice.prune_job_callers(integer) IS
     'Deletes up to batch_size callers of jobs that left every queue table (their result or dead letter was '
     'pruned) at least an hour ago; returns how many.';
+
+-- ===================================================================================================
+-- Outbound events: what the product must hear, written with the change that causes it (version 15)
+--
+-- billing's functions call billing.emit() in the transaction that changes the model, so an event exists
+-- exactly when its change committed; a unique dedup key per cause keeps a re-applied cause from emitting
+-- twice. Each event fans out to one outbound.deliver job per enabled endpoint whose filter matches, in
+-- queue outbound; the worker signs and POSTs it (Standard Webhooks) and retries for about three days.
+-- ===================================================================================================
+
+CREATE TABLE IF NOT EXISTS sluice.outbound_endpoints (
+    id                    bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    url                   text        NOT NULL CHECK (url ~ '^https?://[^/?#@\s]+' AND length(url) <= 2048),
+    secret                text        NOT NULL CHECK (secret ~ '^whsec_[A-Za-z0-9+/]+=*$'),
+    previous_secret       text        CHECK (previous_secret ~ '^whsec_[A-Za-z0-9+/]+=*$'),
+    previous_secret_until timestamptz,
+    event_types           text[],
+    enabled               boolean     NOT NULL DEFAULT true,
+    disabled_at           timestamptz,
+    disabled_reason       text,
+    from_environment      boolean     NOT NULL DEFAULT false,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    last_success_at       timestamptz,
+    last_failure_at       timestamptz,
+    failing_since         timestamptz,
+    last_error            text
+);
+COMMENT ON TABLE sluice.outbound_endpoints IS
+    'Where business events go: an https URL (http only on loopback, checked by sluice endpoints add), its signing '
+    'secret (whsec_ and base64; the previous one keeps signing beside it until previous_secret_until after a '
+    'rotation), the event types it takes (NULL: all), and its health. Manage with sluice endpoints add|list|'
+    'disable|rotate-secret; SLUICE_NOTIFY_URL and SLUICE_NOTIFY_SECRET keep one row (from_environment). An '
+    'endpoint answering 410, or failing without a success for outbound_disable_after, is disabled.';
+CREATE UNIQUE INDEX IF NOT EXISTS outbound_endpoints_from_environment ON sluice.outbound_endpoints (from_environment)
+    WHERE from_environment;
+COMMENT ON INDEX sluice.outbound_endpoints_from_environment IS 'At most one endpoint comes from SLUICE_NOTIFY_URL.';
+
+CREATE TABLE IF NOT EXISTS sluice.outbound_events (
+    id          text        PRIMARY KEY,
+    type        text        NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    body        text        NOT NULL,
+    user_id     text,
+    dedup_key   text        NOT NULL UNIQUE,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE sluice.outbound_events IS
+    'Business events for the app (the outbox): body is the exact JSON every delivery sends, {id, type, '
+    'occurred_at, data}, whose data carries the version of the object it describes. dedup_key names the cause '
+    '(an event id, a usage threshold of a period), so a cause applied again emits nothing. user_id is the Clerk '
+    'user it concerns: erased with the user. Kept outbound_event_retention (30 days).';
+COMMENT ON INDEX sluice.outbound_events_dedup_key_key IS 'One event per cause: a cause applied again emits nothing.';
+CREATE INDEX IF NOT EXISTS outbound_events_by_time ON sluice.outbound_events (created_at);
+COMMENT ON INDEX sluice.outbound_events_by_time IS 'Serves sluice events list --since, replay --since and pruning.';
+CREATE INDEX IF NOT EXISTS outbound_events_by_user ON sluice.outbound_events (user_id) WHERE user_id IS NOT NULL;
+COMMENT ON INDEX sluice.outbound_events_by_user IS 'Serves erasing a deleted user''s events.';
+
+INSERT INTO sluice.settings (key, value, description) VALUES
+    ('outbound_event_retention', '30 days', 'How long an outbound event is kept for replay (sluice events replay).'),
+    ('outbound_disable_after', '5 days',
+     'An endpoint that has failed without a success for this long is disabled (and the alert fires).'),
+    ('outbound_retry_schedule',
+     '5 seconds,1 minute,5 minutes,30 minutes,1 hour,2 hours,4 hours,6 hours,8 hours,10 hours,12 hours,12 hours,12 hours',
+     'The waits between attempts of an outbound delivery, comma-separated intervals (about 2.8 days in all); the '
+     'last repeats if outbound.deliver has more attempts (sluice.kinds), and a longer Retry-After wins.')
+ON CONFLICT (key) DO NOTHING;
+
+INSERT INTO sluice.kinds (kind, max_attempts) VALUES ('outbound.deliver', 14) ON CONFLICT (kind) DO NOTHING;
+
+CREATE OR REPLACE FUNCTION sluice.deliver_outbound(event_id text, endpoint_ids bigint[] DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    event_type text;
+    n          integer;
+BEGIN
+    SELECT e.type INTO event_type FROM sluice.outbound_events e WHERE e.id = deliver_outbound.event_id;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    INSERT INTO sluice.jobs (queue, kind, payload, max_attempts)
+    SELECT 'outbound', 'outbound.deliver', jsonb_build_object('event_id', deliver_outbound.event_id, 'endpoint_id', p.id),
+           coalesce((SELECT k.max_attempts FROM sluice.kinds k WHERE k.kind = 'outbound.deliver'), 14)
+    FROM sluice.outbound_endpoints p
+    WHERE p.enabled AND (p.event_types IS NULL OR event_type = ANY (p.event_types))
+      AND (endpoint_ids IS NULL OR p.id = ANY (endpoint_ids));
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        PERFORM pg_notify('sluice_jobs', 'outbound');
+    END IF;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION sluice.deliver_outbound(text, bigint[]) IS
+    'Adds an outbound.deliver job (queue outbound) for the event to each enabled endpoint whose filter takes its '
+    'type (only those of endpoint_ids when given); returns how many. billing.emit calls it; sluice events replay too.';
+REVOKE ALL ON FUNCTION sluice.deliver_outbound(text, bigint[]) FROM PUBLIC;
+
 
 -- ===================================================================================================
 -- Billing: the local subscription model (schema billing)
@@ -2253,6 +2369,13 @@ BEGIN
         WHEN 'charge' THEN PERFORM billing.apply_stripe_charge_event(event_type, obj, event_id, created);
         ELSE RETURN billing.set_outcome('stripe', apply.event_id, 'ignored');
     END CASE;
+    -- What the app hears of it, in this same transaction (version 14).
+    PERFORM billing.emit_for_stripe_event(
+        event_type, obj, billing.field(event, '{data,previous_attributes}', 'object', false), event_id, created);
+    PERFORM billing.emit_access_change(l.user_id, to_timestamp(created))
+    FROM billing.customer_links l
+    WHERE l.unlinked_at IS NULL
+      AND l.customer_id = CASE WHEN obj ->> 'object' = 'customer' THEN obj ->> 'id' ELSE billing.id_at(obj, '{customer}') END;
     RETURN 'applied';
 EXCEPTION WHEN data_exception THEN
     -- The readers name fields from data.object (or a subscription item) down; say where that is.
@@ -2335,6 +2458,7 @@ BEGIN
         PERFORM billing.erase_customer(customer);
     END LOOP;
     PERFORM sluice.erase_mentions(ARRAY[erase_user.user_id] || customers);
+    DELETE FROM billing.access_snapshots s WHERE s.user_id = erase_user.user_id;
     IF NOT listed THEN
         RETURN false;
     END IF;
@@ -2593,6 +2717,18 @@ BEGIN
                                       remaining, period_start, period_end)
     VALUES (record_usage.idempotency_key, record_usage.user_id, record_usage.feature, record_usage.quantity, allowed,
             plan, limit_value, used, remaining, period_start, period_end);
+    -- usage.threshold at 80 % and 100 % of the limit, once each a period (version 14).
+    IF granted AND cap > 0 THEN
+        PERFORM billing.emit('usage.threshold', now(), jsonb_build_object(
+                'user_id', record_usage.user_id, 'feature', record_usage.feature, 'threshold_percent', t.percent,
+                'used', counted, 'limit_value', cap, 'plan', access.plan, 'period_start', access.period_start,
+                'period_end', access.period_end, 'version', counted),
+            record_usage.user_id,
+            'usage:' || record_usage.user_id || ':' || record_usage.feature || ':'
+                || coalesce(extract(epoch FROM access.period_start)::bigint::text, '-') || ':' || t.percent)
+        FROM (VALUES (80), (100)) AS t(percent)
+        WHERE (counted - quantity) * 100 < cap * t.percent AND counted * 100 >= cap * t.percent;
+    END IF;
     RETURN NEXT;
 END
 $$;
@@ -2674,6 +2810,233 @@ COMMENT ON FUNCTION billing.price_on_sale(text) IS
     'price that Stripe''s events said is active and not deleted. Any other id, a one-off or archived price '
     'included, is refused, so a user cannot pick a price the product does not offer.';
 REVOKE ALL ON FUNCTION billing.price_on_sale(text) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION billing.emit(
+    event_type text, occurred_at timestamptz, data jsonb, user_id text, dedup_key text
+) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id text := 'evt_' || replace(gen_random_uuid()::text, '-', '');
+    body   text;
+BEGIN
+    body := jsonb_build_object('id', new_id, 'type', event_type,
+                               'occurred_at', to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                               'data', data)::text;
+    INSERT INTO sluice.outbound_events (id, type, occurred_at, body, user_id, dedup_key)
+    VALUES (new_id, event_type, occurred_at, body, emit.user_id, emit.dedup_key)
+    ON CONFLICT ON CONSTRAINT outbound_events_dedup_key_key DO NOTHING;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    PERFORM sluice.deliver_outbound(new_id);
+    RETURN new_id;
+END
+$$;
+COMMENT ON FUNCTION billing.emit(text, timestamptz, jsonb, text, text) IS
+    'Writes one outbound event in the caller''s transaction and its deliveries; nothing when dedup_key was '
+    'emitted before. Returns the event id, or NULL.';
+REVOKE ALL ON FUNCTION billing.emit(text, timestamptz, jsonb, text, text) FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Business events for the app (the outbox's billing side, version 14): which changes the product hears
+-- of, written by billing.emit in the transaction of the change (see sluice.outbound_events).
+-- ---------------------------------------------------------------------------------------------------
+
+CREATE TABLE IF NOT EXISTS billing.access_snapshots (
+    user_id      text        PRIMARY KEY,
+    has_access   boolean     NOT NULL,
+    plan         text,
+    status       text,
+    reason       text,
+    access_until timestamptz,
+    changes      bigint      NOT NULL DEFAULT 0,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE billing.access_snapshots IS
+    'A user''s access as the app last heard of it (access.changed): a change of has_access or plan against this '
+    'row emits the next access.changed, whose version is changes. The periodic outbound.sweep job looks again at '
+    'users whose access_until has passed (a grace period or a cancelled period running out with no event).';
+CREATE INDEX IF NOT EXISTS access_snapshots_until ON billing.access_snapshots (access_until)
+    WHERE access_until IS NOT NULL;
+COMMENT ON INDEX billing.access_snapshots_until IS 'Serves the sweep for access that ran out with time.';
+
+CREATE OR REPLACE FUNCTION billing.user_of_customer(customer_id text) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT l.user_id FROM billing.customer_links l
+    WHERE l.customer_id = user_of_customer.customer_id AND l.unlinked_at IS NULL
+    ORDER BY l.linked_at DESC LIMIT 1
+$$;
+COMMENT ON FUNCTION billing.user_of_customer(text) IS 'The Clerk user a Stripe customer is linked to now, if any.';
+
+CREATE OR REPLACE FUNCTION billing.emit_access_change(user_id text, occurred_at timestamptz) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    now_access record;
+    before     record;
+    seen       bigint;
+BEGIN
+    IF user_id IS NULL OR EXISTS (SELECT 1 FROM billing.erasures e WHERE e.user_id = emit_access_change.user_id) THEN
+        RETURN NULL;
+    END IF;
+    SELECT * INTO now_access FROM billing.access_of(emit_access_change.user_id);
+    SELECT * INTO before FROM billing.access_snapshots s WHERE s.user_id = emit_access_change.user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO billing.access_snapshots (user_id, has_access, plan, status, reason, access_until)
+        VALUES (emit_access_change.user_id, now_access.has_access, now_access.plan, now_access.status,
+                now_access.reason, now_access.access_until);
+        -- Every user starts without access on the free plan: only a first state beyond that is news.
+        IF NOT now_access.has_access AND now_access.plan IS NOT DISTINCT FROM 'free' THEN
+            RETURN NULL;
+        END IF;
+        seen := 0;
+    ELSIF (before.has_access, before.plan) IS NOT DISTINCT FROM (now_access.has_access, now_access.plan) THEN
+        -- Same access: keep the row current (a new access_until moves the sweep), emit nothing.
+        UPDATE billing.access_snapshots s
+        SET status = now_access.status, reason = now_access.reason, access_until = now_access.access_until
+        WHERE s.user_id = emit_access_change.user_id
+          AND (s.status, s.reason, s.access_until) IS DISTINCT FROM
+              (now_access.status, now_access.reason, now_access.access_until);
+        RETURN NULL;
+    ELSE
+        seen := before.changes;
+    END IF;
+    UPDATE billing.access_snapshots s
+    SET has_access = now_access.has_access, plan = now_access.plan, status = now_access.status,
+        reason = now_access.reason, access_until = now_access.access_until, changes = seen + 1, updated_at = now()
+    WHERE s.user_id = emit_access_change.user_id;
+    RETURN billing.emit('access.changed', occurred_at, jsonb_build_object(
+            'user_id', emit_access_change.user_id, 'has_access', now_access.has_access, 'plan', now_access.plan,
+            'status', now_access.status, 'reason', now_access.reason, 'access_until', now_access.access_until,
+            'previous', CASE WHEN before.user_id IS NULL THEN NULL
+                             ELSE jsonb_build_object('has_access', before.has_access, 'plan', before.plan) END,
+            'version', seen + 1),
+        emit_access_change.user_id, 'access:' || emit_access_change.user_id || ':' || (seen + 1));
+END
+$$;
+COMMENT ON FUNCTION billing.emit_access_change(text, timestamptz) IS
+    'Emits access.changed when the user''s access (has_access or plan, from billing.access_of) differs from what '
+    'the app last heard (billing.access_snapshots); its version counts the user''s changes. Returns the event id.';
+
+CREATE OR REPLACE FUNCTION billing.emit_due_access_changes(batch_size integer DEFAULT 1000) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    due     text;
+    emitted integer := 0;
+BEGIN
+    FOR due IN
+        SELECT s.user_id FROM billing.access_snapshots s
+        WHERE s.access_until IS NOT NULL AND s.access_until <= now()
+        ORDER BY s.access_until LIMIT batch_size
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        IF billing.emit_access_change(due, now()) IS NOT NULL THEN
+            emitted := emitted + 1;
+        END IF;
+        -- Looked at: a row still past its access_until (no later one) is not looked at again.
+        UPDATE billing.access_snapshots s SET access_until = NULL
+        WHERE s.user_id = due AND s.access_until <= now();
+    END LOOP;
+    RETURN emitted;
+END
+$$;
+COMMENT ON FUNCTION billing.emit_due_access_changes(integer) IS
+    'The periodic outbound.sweep job: access.changed for users whose access ran out with time and no event '
+    '(a past-due grace period, a cancelled period), at most batch_size users a call. Returns how many were emitted.';
+
+CREATE OR REPLACE FUNCTION billing.emit_for_stripe_event(
+    event_type text, obj jsonb, previous jsonb, event_id text, created bigint
+) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    at          timestamptz := to_timestamp(created);
+    customer    text := billing.id_at(obj, '{customer}');
+    user_id     text := billing.user_of_customer(billing.id_at(obj, '{customer}'));
+    status      text;
+    was_status  text;
+    subject     jsonb;
+    item        jsonb;
+    was_item    jsonb;
+BEGIN
+    IF event_type LIKE 'customer.subscription.%' THEN
+        status := billing.text_at(obj, '{status}');
+        was_status := billing.text_at(previous, '{status}');
+        item := obj -> 'items' -> 'data' -> 0;
+        subject := jsonb_build_object(
+            'subscription_id', billing.text_at(obj, '{id}'), 'customer_id', customer, 'user_id', user_id,
+            'status', status,
+            'plan', coalesce(item -> 'price' ->> 'lookup_key', item -> 'price' -> 'metadata' ->> 'plan',
+                             item -> 'price' ->> 'product', item -> 'price' ->> 'id'),
+            'price_id', item -> 'price' ->> 'id',
+            'amount', (SELECT sum(coalesce((i -> 'price' ->> 'unit_amount')::bigint, 0) * coalesce((i ->> 'quantity')::bigint, 1))
+                       FROM jsonb_array_elements(coalesce(obj -> 'items' -> 'data', '[]')) i),
+            'currency', coalesce(obj ->> 'currency', item -> 'price' ->> 'currency'),
+            'cancel_at_period_end', coalesce(billing.bool_at(obj, '{cancel_at_period_end}'), false),
+            'current_period_end', coalesce(billing.time_at(obj, '{current_period_end}'),
+                                           billing.time_at(item, '{current_period_end}')),
+            'version', created);
+        IF event_type = 'customer.subscription.deleted' THEN
+            PERFORM billing.emit('subscription.canceled', at, subject || jsonb_build_object(
+                    'ended_at', billing.time_at(obj, '{ended_at}')), user_id, 'stripe:' || event_id);
+        ELSIF event_type = 'customer.subscription.trial_will_end' THEN
+            PERFORM billing.emit('trial.will_end', at, subject || jsonb_build_object(
+                    'trial_end', billing.time_at(obj, '{trial_end}')), user_id, 'stripe:' || event_id);
+        ELSIF status IN ('active', 'trialing')
+              AND (event_type = 'customer.subscription.created'
+                   OR was_status IN ('incomplete', 'incomplete_expired', 'paused', 'unpaid', 'canceled')) THEN
+            PERFORM billing.emit('subscription.activated', at, subject, user_id, 'stripe:' || event_id);
+        ELSIF status = 'past_due' AND was_status IS DISTINCT FROM 'past_due' AND was_status IS NOT NULL THEN
+            PERFORM billing.emit('subscription.past_due', at, subject, user_id, 'stripe:' || event_id);
+        END IF;
+        -- A change of price, as the event itself says (previous_attributes), whatever order events arrive in.
+        was_item := previous -> 'items' -> 'data' -> 0;
+        IF event_type = 'customer.subscription.updated' AND was_item IS NOT NULL
+           AND was_item -> 'price' ->> 'id' IS DISTINCT FROM item -> 'price' ->> 'id' THEN
+            PERFORM billing.emit('subscription.updated', at, subject || jsonb_build_object(
+                    'previous', jsonb_build_object(
+                        'plan', coalesce(was_item -> 'price' ->> 'lookup_key', was_item -> 'price' -> 'metadata' ->> 'plan',
+                                         was_item -> 'price' ->> 'product', was_item -> 'price' ->> 'id'),
+                        'price_id', was_item -> 'price' ->> 'id',
+                        'amount', coalesce((was_item -> 'price' ->> 'unit_amount')::bigint, 0)
+                                  * coalesce((was_item ->> 'quantity')::bigint, 1))),
+                user_id, 'stripe:' || event_id || ':plan');
+        END IF;
+    ELSIF event_type = 'invoice.payment_failed' THEN
+        PERFORM billing.emit('payment.failed', at, jsonb_build_object(
+                'invoice_id', billing.text_at(obj, '{id}'), 'customer_id', customer, 'user_id', user_id,
+                'subscription_id', coalesce(billing.id_at(obj, '{subscription}'),
+                                            billing.id_at(obj, '{parent,subscription_details,subscription}')),
+                'amount_due', billing.bigint_at(obj, '{amount_due}'), 'currency', billing.text_at(obj, '{currency}'),
+                'attempt_count', billing.bigint_at(obj, '{attempt_count}'),
+                'next_payment_attempt', billing.time_at(obj, '{next_payment_attempt}'),
+                'hosted_invoice_url', CASE WHEN billing.is_erased_customer(customer) THEN NULL
+                                           ELSE billing.text_at(obj, '{hosted_invoice_url}') END,
+                'version', created),
+            user_id, 'stripe:' || event_id);
+    ELSIF event_type IN ('invoice.paid', 'invoice.payment_succeeded')
+          AND coalesce(billing.bigint_at(obj, '{attempt_count}'), 0) > 1 THEN
+        -- Paid after a failed attempt: one recovery per invoice, whichever of the two events says it first.
+        PERFORM billing.emit('payment.recovered', at, jsonb_build_object(
+                'invoice_id', billing.text_at(obj, '{id}'), 'customer_id', customer, 'user_id', user_id,
+                'subscription_id', coalesce(billing.id_at(obj, '{subscription}'),
+                                            billing.id_at(obj, '{parent,subscription_details,subscription}')),
+                'amount_paid', billing.bigint_at(obj, '{amount_paid}'), 'currency', billing.text_at(obj, '{currency}'),
+                'attempt_count', billing.bigint_at(obj, '{attempt_count}'), 'version', created),
+            user_id, 'recovered:' || billing.text_at(obj, '{id}'));
+    ELSIF event_type = 'charge.dispute.created' THEN
+        PERFORM billing.emit('dispute.created', at, jsonb_build_object(
+                'dispute_id', billing.text_at(obj, '{id}'), 'charge_id', billing.id_at(obj, '{charge}'),
+                'amount', billing.bigint_at(obj, '{amount}'), 'currency', billing.text_at(obj, '{currency}'),
+                'reason', billing.text_at(obj, '{reason}'), 'status', billing.text_at(obj, '{status}'),
+                'version', created),
+            NULL, 'stripe:' || event_id);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION billing.emit_for_stripe_event(text, jsonb, jsonb, text, bigint) IS
+    'The outbound events a Stripe event stands for, each once per Stripe event (dedup by its id) whatever order '
+    'events arrive in: subscription.activated, .updated (a new price, from previous_attributes), .past_due, '
+    '.canceled, trial.will_end, payment.failed, payment.recovered (once per invoice), dispute.created. Each carries '
+    'the Stripe event''s created as version.';
 
 -- ---------------------------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ struct Sluice: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, WorkCommand.self, ReceiveCommand.self, APICommand.self, MigrateCommand.self,
             EnqueueCommand.self,
-            DeadCommand.self,
+            DeadCommand.self, EndpointsCommand.self, EventsCommand.self,
             StatsCommand.self, UsageCommand.self, ResyncCommand.self, ErasuresCommand.self, KeysCommand.self,
         ]
     )

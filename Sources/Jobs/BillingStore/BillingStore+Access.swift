@@ -110,6 +110,13 @@ extension BillingStore {
         ).single().decode(String.self, at: 0)
     }
 
+    /// `access.changed` for users whose access ran out with time (`billing.emit_due_access_changes`); returns
+    /// how many events it emitted.
+    public func emitDueAccessChanges() throws(PostgresError) -> Int {
+        try connection.query("SELECT billing.emit_due_access_changes()", context: "emitting access that ran out")
+            .single().decode(Int.self, at: 0)
+    }
+
     /// Whether a signed-in user may choose `price` (`billing.price_on_sale`): an active, recurring price the
     /// model knows from Stripe's events.
     public func isOnSale(price: String) throws(PostgresError) -> Bool {

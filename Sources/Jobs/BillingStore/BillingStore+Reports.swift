@@ -28,6 +28,45 @@ extension BillingStore {
         }
     }
 
+    /// The business figures `/metrics` shows (`sluice_business_*`), from the analytics views.
+    public struct BusinessGauges: Sendable {
+        /// Monthly recurring revenue by currency, in the currency's minor unit (cents).
+        public var mrr: [(currency: String, amount: Int64)]
+        public var subscriptionsByStatus: [(status: String, count: Int64)]
+        public var pastDue: Int64
+        /// `invoice.payment_failed` events applied in the past hour.
+        public var paymentFailuresLastHour: Int64
+    }
+
+    /// The business figures; one process publishes them at a time (``holdBusinessGaugeLock()``).
+    public func businessGauges() throws(PostgresError) -> BusinessGauges {
+        let mrr = try connection.query(
+            "SELECT coalesce(currency, '-'), sum(mrr)::bigint FROM billing.mrr GROUP BY 1 ORDER BY 1",
+            context: "reading MRR"
+        ).map { row throws(PostgresError) in (try row.decode(String.self, at: 0), try row.decode(Int64.self, at: 1)) }
+        let statuses = try connection.query(
+            "SELECT coalesce(status, '-'), count(*) FROM billing.subscriptions GROUP BY 1 ORDER BY 1",
+            context: "counting subscriptions"
+        ).map { row throws(PostgresError) in (try row.decode(String.self, at: 0), try row.decode(Int64.self, at: 1)) }
+        let failures = try connection.query(
+            "SELECT count(*) FROM billing.processed_events WHERE source = 'stripe' "
+                + "AND type = 'invoice.payment_failed' AND processed_at > now() - interval '1 hour'",
+            context: "counting payment failures"
+        ).single().decode(Int64.self, at: 0)
+        return BusinessGauges(
+            mrr: mrr, subscriptionsByStatus: statuses,
+            pastDue: statuses.first { $0.0 == "past_due" }?.1 ?? 0, paymentFailuresLastHour: failures)
+    }
+
+    /// Whether this connection holds the lock that makes its process the one publishing the business
+    /// gauges; takes it when free. The lock lives as long as the connection, so a process that dies hands
+    /// it to the next that asks.
+    public func holdBusinessGaugeLock() throws(PostgresError) -> Bool {
+        try connection.query(
+            "SELECT pg_try_advisory_lock(hashtext('sluice.business_gauges'))", context: "taking the gauge lock"
+        ).single().decode(Bool.self, at: 0)
+    }
+
     /// Each view's columns are cast to text in SQL, so one reader serves them all.
     private static let summarySections: [(title: String, columns: [String], sql: String)] = [
         (

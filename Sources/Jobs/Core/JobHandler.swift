@@ -61,15 +61,23 @@ public struct JobError: Error, Sendable, CustomStringConvertible {
     /// True when retrying cannot help: the job goes straight to the dead letters.
     public var isPermanent: Bool
     public var message: String
+    /// When set, the wait before the next attempt instead of the handler's backoff (a schedule of its own,
+    /// a `Retry-After`), in seconds.
+    public var retryAfter: Double?
 
     /// Retrying cannot help (a payload that cannot be read, an object that will never exist).
     public static func permanent(_ message: String) -> JobError {
-        JobError(isPermanent: true, message: message)
+        JobError(isPermanent: true, message: message, retryAfter: nil)
     }
 
     /// A failure worth retrying after the backoff.
     public static func retryable(_ message: String) -> JobError {
-        JobError(isPermanent: false, message: message)
+        JobError(isPermanent: false, message: message, retryAfter: nil)
+    }
+
+    /// A failure worth retrying after `seconds` rather than the backoff.
+    public static func retryable(_ message: String, after seconds: Double) -> JobError {
+        JobError(isPermanent: false, message: message, retryAfter: max(0, seconds))
     }
 
     public var description: String { message }

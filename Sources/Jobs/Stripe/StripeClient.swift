@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Metrics
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -59,11 +60,15 @@ public final class StripeClient: Sendable {
                 request: request, deadline: .now() + .milliseconds(Int64(settings.timeoutSeconds * 1000))
             ).wait()
         } catch {
+            Self.count("network")
             throw StripeError(action: .retry, description: "Stripe \(method) \(path): \(error)")
         }
         let body = response.body.map { String(decoding: $0.readableBytesView, as: UTF8.self) } ?? ""
         let object = (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any] ?? [:]
         let status = Int(response.status.code)
+        Self.count(
+            (200..<300).contains(status)
+                ? "ok" : status == 429 ? "rate_limited" : status >= 500 ? "server_error" : "client_error")
         guard (200..<300).contains(status) else {
             let error = object["error"] as? [String: Any] ?? [:]
             let detail = [error["type"], error["code"], error["decline_code"]].compactMap { $0 as? String }
@@ -83,6 +88,11 @@ public final class StripeClient: Sendable {
         let time =
             response.headers.first(name: "Date").flatMap(Self.parseHTTPDate) ?? Int(Date().timeIntervalSince1970)
         return StripeResponse(object: object, body: body, time: time)
+    }
+
+    /// `sluice_stripe_requests_total{outcome}`: ok, client_error, server_error, rate_limited, network.
+    private static func count(_ outcome: String) {
+        Counter(label: "sluice_stripe_requests_total", dimensions: [("outcome", outcome)]).increment()
     }
 
     /// An object id to place in a URL path: Stripe ids are letters, digits and underscores, so anything else

@@ -104,6 +104,7 @@ struct ConfigurationLoader {
             allowedRedirectHosts: try redirectHosts("SLUICE_ALLOWED_REDIRECT_HOSTS"),
             apiWaitSeconds: try seconds("SLUICE_API_WAIT_SECONDS", nil, default: 10, minimum: 0),
             clerkSession: try clerkSession(),
+            notify: try notifyEndpoint(),
             pool: PoolSettings(
                 connectionString: databaseURL,
                 queues: try queueSelection("SLUICE_QUEUES", flags.queues, totalConcurrency: concurrency),
@@ -340,6 +341,30 @@ struct ConfigurationLoader {
         return ClerkSessionSettings(keys: keys, issuer: issuer, authorizedParties: parties)
     }
 
+    /// `SLUICE_NOTIFY_URL` with `SLUICE_NOTIFY_SECRET` (or `_FILE`): both or neither.
+    private func notifyEndpoint() throws(ConfigurationError) -> (url: String, secret: String)? {
+        let url = value("SLUICE_NOTIFY_URL", nil)
+        let secret = try secret("SLUICE_NOTIFY_SECRET")
+        guard let url else {
+            if secret == nil { return nil }
+            throw ConfigurationError(variable: "SLUICE_NOTIFY_URL", problem: "must be set with SLUICE_NOTIFY_SECRET")
+        }
+        guard let secret else {
+            throw ConfigurationError(
+                variable: "SLUICE_NOTIFY_SECRET",
+                problem:
+                    "must be set with SLUICE_NOTIFY_URL: whsec_ and base64, as sluice endpoints rotate-secret prints")
+        }
+        if let problem = EndpointsCommand.checkURL(url) {
+            throw ConfigurationError(variable: "SLUICE_NOTIFY_URL", problem: problem)
+        }
+        if (try? OutboundSigner(secrets: [secret])) == nil {
+            throw ConfigurationError(
+                variable: "SLUICE_NOTIFY_SECRET", problem: "is not whsec_ followed by the base64 of at least 16 bytes")
+        }
+        return (url, secret)
+    }
+
     private static func isLoopback(_ host: String?) -> Bool {
         ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host ?? "")
     }
@@ -387,7 +412,9 @@ struct ConfigurationLoader {
     private func periodic(_ variable: String, _ flag: String?, stripeConfigured: Bool) throws(ConfigurationError)
         -> [PeriodicSchedule]
     {
-        let text = value(variable, flag) ?? (stripeConfigured ? "stripe.reconcile@15m,stripe.report_usage@1m" : "off")
+        let text =
+            value(variable, flag)
+            ?? "outbound.sweep@1m" + (stripeConfigured ? ",stripe.reconcile@15m,stripe.report_usage@1m" : "")
         guard text != "off" else { return [] }
         var schedules: [PeriodicSchedule] = []
         for entry in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {

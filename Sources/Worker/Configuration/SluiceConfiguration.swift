@@ -31,6 +31,9 @@ struct SluiceConfiguration: Sendable {
     var apiWaitSeconds: Double
     /// How the app's API verifies a signed-in user's Clerk session token; nil refuses every one (401).
     var clerkSession: ClerkSessionSettings?
+    /// `SLUICE_NOTIFY_URL` and `SLUICE_NOTIFY_SECRET`: an endpoint for business events kept from the
+    /// environment (serve and work write it at start).
+    var notify: (url: String, secret: String)?
     /// The worker pool's settings: concurrency, queues, lease, poll, retention, periodic jobs.
     var pool: PoolSettings
     /// How long a graceful stop waits for running jobs (`SLUICE_SHUTDOWN_SECONDS`, 25).

@@ -4,6 +4,7 @@ import Hummingbird
 import Jobs
 import Logging
 import OpenAPIHummingbird
+import PGQueue
 import ServiceLifecycle
 
 /// Runs a long-lived `sluice` process as one `ServiceGroup`: the admin server, the watchdog, the worker
@@ -48,6 +49,7 @@ struct ServiceRunner {
             services.append(
                 WatchdogService(notifier: notifier, interval: interval) { pool?.isHealthy(within: $0) ?? true })
         }
+        if runsPool, let notify = configuration.notify { keepNotifyEndpoint(notify, logger: logger) }
         if let pool {
             let grace = configuration.shutdownSeconds
             services.append(
@@ -142,6 +144,20 @@ struct ServiceRunner {
             api.jobs.start()
         }
         return (server, receiver?.committer)
+    }
+
+    /// Writes the endpoint of `SLUICE_NOTIFY_URL` so the workers deliver to it; a failure is logged, not fatal
+    /// (the endpoint keeps its last state).
+    private func keepNotifyEndpoint(_ notify: (url: String, secret: String), logger: Logger) {
+        do {
+            let connection = try PostgresConnection(connectionString: configuration.databaseURL)
+            let id = try OutboundStore(connection).upsertFromEnvironment(url: notify.url, secret: notify.secret)
+            logger.info(
+                "Business events go to SLUICE_NOTIFY_URL", metadata: ["endpoint": "\(id)", "url": "\(notify.url)"])
+        } catch {
+            logger.error(
+                "Could not write the endpoint of SLUICE_NOTIFY_URL", metadata: ["error": "\(error)"])
+        }
     }
 
     private func adminServer(logger: Logger, listening: ListeningGate) -> (any Service)? {

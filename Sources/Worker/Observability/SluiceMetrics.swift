@@ -87,6 +87,18 @@ final class SluiceMetrics: Sendable {
     }
 
     /// One request of the app's API: its operation and status, and how long it took.
+    /// The business gauges, from the one process holding their lock.
+    func business(_ gauges: BillingStore.BusinessGauges) {
+        for (currency, amount) in gauges.mrr {
+            gauge("sluice_business_mrr", dimensions: [("currency", currency)]).record(amount)
+        }
+        for (status, count) in gauges.subscriptionsByStatus {
+            gauge("sluice_business_subscriptions", dimensions: [("status", status)]).record(count)
+        }
+        gauge("sluice_business_past_due", dimensions: []).record(gauges.pastDue)
+        gauge("sluice_business_payment_failures_last_hour", dimensions: []).record(gauges.paymentFailuresLastHour)
+    }
+
     func apiRequest(operation: String, status: Int, nanoseconds: Int64) {
         counter("sluice_api_requests_total", dimensions: [("operation", operation), ("status", "\(status)")])
             .increment()

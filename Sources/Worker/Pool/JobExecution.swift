@@ -67,7 +67,7 @@ extension WorkerPool {
             result = .recorded
         } catch {
             let permanent = (error as? JobError)?.isPermanent ?? false
-            let delay = handler.backoff.delay(afterAttempt: job.attempt)
+            let delay = (error as? JobError)?.retryAfter ?? handler.backoff.delay(afterAttempt: job.attempt)
             let message = (error as? PostgresError).map { $0.description } ?? "\(error)"
             makeLogger().info(
                 permanent || job.isLastAttempt ? "Job failed for good" : "Job failed; will retry",

@@ -11,6 +11,7 @@ import Synchronization
 /// - housekeeping: prune what is past its retention, trim long error histories (every minute, or every
 ///   second while expired rows are left over);
 /// - queue statistics for the metrics, and per-kind settings from `sluice.kinds` (every 10 s / minute);
+/// - the business gauges, from the one process holding their advisory lock (every minute);
 /// - periodic jobs: each schedule's job for the current slot (every worker tries; the unique key lets one in).
 final class PoolMaintenance: Sendable {
     private let settings: PoolSettings
@@ -62,6 +63,7 @@ final class PoolMaintenance: Sendable {
         var nextRescue = ContinuousClock.now
         var nextStats = ContinuousClock.now
         var nextHousekeeping = ContinuousClock.now
+        var nextBusiness = ContinuousClock.now
         var enqueuedSlots: [String: Date] = [:]
 
         while !isStopped.load(ordering: .acquiring) {
@@ -82,6 +84,13 @@ final class PoolMaintenance: Sendable {
                 if now >= nextStats {
                     metrics.queues(try queue.stats(on: open))
                     nextStats = now + .seconds(10)
+                }
+                if now >= nextBusiness {
+                    // One process at a time publishes them (an advisory lock), so a dashboard reads them
+                    // with max without (instance) and a failover neither doubles nor loses them.
+                    let store = BillingStore(open)
+                    if try store.holdBusinessGaugeLock() { metrics.business(try store.businessGauges()) }
+                    nextBusiness = now + .seconds(60)
                 }
                 for schedule in settings.periodic {
                     let slot = schedule.slot(containing: Date())

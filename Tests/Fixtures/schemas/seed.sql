@@ -360,6 +360,23 @@ BEGIN
         VALUES (4, 'seed_api', 'user:user_seed_1', '2024-05-20 08:00:00+00')
         ON CONFLICT DO NOTHING;
     END IF;
+    -- Version 14: an outbound endpoint and an event for it.
+    IF to_regclass('sluice.outbound_endpoints') IS NOT NULL THEN
+        INSERT INTO sluice.outbound_endpoints (url, secret, event_types, created_at)
+        SELECT 'https://app.example.com/hooks/sluice', 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw', '{payment.failed}',
+               '2024-05-20 08:00:00+00'
+        WHERE NOT EXISTS (SELECT 1 FROM sluice.outbound_endpoints);
+        INSERT INTO sluice.outbound_events (id, type, occurred_at, body, user_id, dedup_key, created_at)
+        VALUES ('evt_seed0000000000000000000000001', 'access.changed', '2024-05-20 08:00:00+00',
+                '{"id": "evt_seed0000000000000000000000001", "type": "access.changed", "occurred_at": "2024-05-20T08:00:00.000000Z", "data": {"user_id": "user_seed_1", "has_access": true, "plan": "pro", "version": 1}}',
+                'user_seed_1', 'access:user_seed_1:1', '2024-05-20 08:00:00+00')
+        ON CONFLICT DO NOTHING;
+    END IF;
+    IF to_regclass('billing.access_snapshots') IS NOT NULL THEN
+        INSERT INTO billing.access_snapshots (user_id, has_access, plan, status, reason, changes, updated_at)
+        VALUES ('user_seed_1', true, 'pro', 'active', 'subscription', 1, '2024-05-20 08:00:00+00')
+        ON CONFLICT DO NOTHING;
+    END IF;
 END
 $$;
 

@@ -16,6 +16,8 @@ final class FakeStripe: Sendable {
         var headers: [String: String]
         var form: [String: String]
         var at: Date
+        /// The raw body, for requests that are not forms (a webhook delivered to the app).
+        var body: String = ""
     }
 
     struct Scripted: Sendable {
@@ -107,7 +109,8 @@ final class FakeStripe: Sendable {
             form[parts[0]] = parts.count > 1 ? parts[1] : ""
         }
         let scripted = state.value.withLock { state -> Scripted? in
-            state.received.append(Received(method: method, path: path, headers: headers, form: form, at: Date()))
+            state.received.append(
+                Received(method: method, path: path, headers: headers, form: form, at: Date(), body: body))
             guard var queue = state.scripted["\(method) \(path)"], !queue.isEmpty else { return nil }
             let next = queue.removeFirst()
             state.scripted["\(method) \(path)"] = queue
@@ -170,6 +173,9 @@ final class FakeStripe: Sendable {
                 "object": "billing.meter_event", "identifier": form["identifier"] ?? "",
                 "event_name": form["event_name"] ?? "",
             ]
+        } else if path.hasPrefix("/hooks") {
+            // Standing in for the app's webhook endpoint.
+            return Scripted(status: 200, body: "{}")
         } else if path == "/v1/checkout/sessions" {
             json = ["id": "cs_test", "object": "checkout.session", "url": "https://checkout.stripe.com/c/pay/cs_test"]
         } else {
