@@ -24,6 +24,7 @@ test: deps
 	SLUICE_NEEDS_SYSTEMD=1 scripts/install-deps.sh
 	scripts/check-schema-version.sh
 	scripts/check-openapi.sh
+	scripts/check-alert-rules.sh
 	scripts/install-python-tools.sh
 	$(SWIFT) build --build-tests
 	scripts/verify-unit.sh

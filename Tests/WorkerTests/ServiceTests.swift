@@ -34,6 +34,20 @@ struct ServiceTests {
         #expect(metrics.status == 200)
         #expect(metrics.body.contains(#"sluice_jobs_completed_total{queue="default",kind="sluice.noop"} 1"#))
         #expect(metrics.body.contains("sluice_job_duration_seconds_bucket"))
+        // Counters the alerts take increase() of exist at zero; the business gauges come from this process,
+        // the only one holding their lock.
+        #expect(metrics.body.contains(#"sluice_outbound_endpoints_disabled_total{reason="gone"} 0"#))
+        #expect(metrics.body.contains(#"sluice_stripe_requests_total{outcome="server_error"} 0"#))
+        #expect(metrics.body.contains("sluice_business_past_due 0"), "\(metrics.body)")
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") {
+            let file = NSTemporaryDirectory() + "sluice-metrics-\(UInt32.random(in: 0...UInt32.max)).txt"
+            try metrics.body.write(toFile: file, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: file) }
+            let lint = try ChildProcess.run("/bin/sh", ["-c", "promtool check metrics < \(file)"])
+            // It parses; its only complaint may be the HELP lines, which swift-metrics has no way to set.
+            let problems = lint.output.split(separator: "\n").filter { !$0.hasSuffix("no help text") }
+            #expect(lint.status == 0 || problems.isEmpty, "promtool check metrics: \(lint.output)")
+        }
 
         // An old schema makes the process unready, and says what to do.
         try database.connect().query("UPDATE sluice.schema_version SET version = 0", context: "pretend old")

@@ -24,7 +24,8 @@ struct ProcessRuntime: Sendable {
             .seconds(60), .seconds(300),
         ]
         MetricsSystem.bootstrap(factory)
-        return ProcessRuntime(
-            logger: Logger(label: "sluice"), registry: registry, metrics: SluiceMetrics(factory: factory))
+        let metrics = SluiceMetrics(factory: factory)
+        metrics.primeCounters()
+        return ProcessRuntime(logger: Logger(label: "sluice"), registry: registry, metrics: metrics)
     }
 }

@@ -87,6 +87,20 @@ final class SluiceMetrics: Sendable {
     }
 
     /// One request of the app's API: its operation and status, and how long it took.
+    /// Counters an alert takes `increase` or `rate` of, at zero from the start: a series that first appears
+    /// at its first increment hides that increment from both.
+    func primeCounters() {
+        for result in ["delivered", "failed", "gone", "dead"] {
+            counter("sluice_outbound_deliveries_total", dimensions: [("result", result)]).increment(by: 0)
+        }
+        for reason in ["gone", "failing"] {
+            counter("sluice_outbound_endpoints_disabled_total", dimensions: [("reason", reason)]).increment(by: 0)
+        }
+        for outcome in ["ok", "client_error", "server_error", "rate_limited", "network"] {
+            counter("sluice_stripe_requests_total", dimensions: [("outcome", outcome)]).increment(by: 0)
+        }
+    }
+
     /// The business gauges, from the one process holding their lock.
     func business(_ gauges: BillingStore.BusinessGauges) {
         for (currency, amount) in gauges.mrr {
