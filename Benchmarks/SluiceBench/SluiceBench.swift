@@ -96,6 +96,40 @@ struct SluiceBench {
                 String(format: "p50 %.2f ms  p99 %.2f ms  ", api.usage.p50, api.usage.p99) + "\(api.usage.errors)")
             report.value("  peak RSS of sluice api", "\(api.serverPeakRSSKiB / 1024) MiB")
         }
+        if settings.sections.contains("outbound") {
+            try reset(setup)
+            let outbound = try OutboundDeliveries.run(binary: binary, database: database, settings: settings, on: setup)
+            report.rate(
+                "outbound deliveries of \(outbound.events.formatted()) events, concurrency 10",
+                [outbound.deliveriesPerSecond], ceiling: [outbound.ceiling],
+                note: "wrk posting the same signed body to the same endpoint, 10 connections", unit: "deliveries/s",
+                ceilingUnit: "req/s")
+            report.latency("  commit of the cause to delivery, one event every 5 ms", outbound.delays)
+        }
+        if settings.sections.contains("xmin") {
+            try reset(setup)
+            let xmin = try HeldSnapshot.run(binary: binary, database: database, settings: settings, on: setup)
+            let title = "2 x sluice work, \(settings.xminJobs.formatted()) jobs, \(settings.xminSeconds) s at most"
+            let free = xmin.free.map(\.jobsPerSecond)
+            report.rate(
+                "\(title), snapshot held", xmin.held.map(\.jobsPerSecond), ceiling: free,
+                note: "the same drain with no snapshot held")
+            report.rate(
+                "  after the snapshot is released", xmin.after.map(\.jobsPerSecond), ceiling: free,
+                note: "the same drain with no snapshot held")
+            report.rate(
+                "  held, every claim from the head (before)", xmin.headOnly.map(\.jobsPerSecond), ceiling: free,
+                note: "the same drain with no snapshot held")
+            for (name, phases) in [
+                ("no snapshot", xmin.free), ("snapshot held", xmin.held), ("after", xmin.after),
+                ("held, from the head", xmin.headOnly),
+            ] {
+                let index = phases.map(\.claimIndexHitsPerJob).sorted()[phases.count / 2]
+                let heap = phases.map(\.heapHitsPerJob).sorted()[phases.count / 2]
+                report.value(
+                    "  buffer hits per job, \(name)", String(format: "claim index %.1f   jobs heap %.1f", index, heap))
+            }
+        }
         report.footer()
     }
 
@@ -338,8 +372,13 @@ struct Settings {
     var expiredRows: Int
     var apiSeconds: Int
     var apiRounds: Int
-    /// Which parts to run: `queue`, `pool`, `usage`, `prune`, `webhooks`, `api` (the program's arguments; all
-    /// when none is given).
+    var outboundEvents: Int
+    var outboundSeconds: Int
+    var xminJobs: Int
+    var xminSeconds: Int
+    var xminRounds: Int
+    /// Which parts to run: `queue`, `pool`, `usage`, `prune`, `webhooks`, `api`, `outbound`, `xmin` (the
+    /// program's arguments; all when none is given).
     var sections: Set<String>
 
     init(_ environment: [String: String]) {
@@ -364,7 +403,12 @@ struct Settings {
         expiredRows = number("SLUICE_BENCH_EXPIRED_ROWS", 1_000_000)
         apiSeconds = number("SLUICE_BENCH_API_SECONDS", 10)
         apiRounds = number("SLUICE_BENCH_API_ROUNDS", 3)
+        outboundEvents = number("SLUICE_BENCH_OUTBOUND_EVENTS", 20_000)
+        outboundSeconds = number("SLUICE_BENCH_OUTBOUND_SECONDS", 10)
+        xminJobs = number("SLUICE_BENCH_XMIN_JOBS", 1_000_000)
+        xminSeconds = number("SLUICE_BENCH_XMIN_SECONDS", 30)
+        xminRounds = number("SLUICE_BENCH_XMIN_ROUNDS", 3)
         let chosen = Set(CommandLine.arguments.dropFirst())
-        sections = chosen.isEmpty ? ["queue", "pool", "usage", "prune", "webhooks", "api"] : chosen
+        sections = chosen.isEmpty ? ["queue", "pool", "usage", "prune", "webhooks", "api", "outbound", "xmin"] : chosen
     }
 }

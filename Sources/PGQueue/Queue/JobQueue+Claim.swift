@@ -6,31 +6,42 @@ extension JobQueue {
     // The UPDATE finds the picked rows through `= ANY (ARRAY(…))`, which always plans as primary-key
     // lookups: a join with `picked` lets a generic plan, which guesses LIMIT $2 at a tenth of the
     // table, hash the whole table instead.
-    private static func pickAndLease(after gate: String = "") -> String {
-        """
-        picked AS (
-            SELECT id FROM sluice.jobs
-            WHERE state = 'available' AND queue = $1 AND run_at <= now()\(gate)
-              AND NOT EXISTS (SELECT 1 FROM sluice.paused_queues p WHERE p.queue = $1)
-            ORDER BY priority, run_at, id
-            LIMIT $2
-            FOR UPDATE SKIP LOCKED
-        ), claimed AS (
-            UPDATE sluice.jobs j
-            SET state = 'running',
-                attempt = j.attempt + 1,
-                locked_by = $3,
-                locked_until = now() + make_interval(secs => $4)
-            WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
-            RETURNING j.id, j.queue, j.kind, j.payload::text AS payload, j.priority, j.attempt, j.max_attempts,
-                      j.unique_key, j.run_at, j.created_at
-        )
-        """
+    private static func pickAndLease(after gate: String = "", bound: Int? = nil) -> String {
+        // Past a bound, the scan starts at that key of jobs_claim_order (see ClaimCursor).
+        let past =
+            bound.map {
+                " AND (priority, run_at, id) > ($\($0)::integer, timestamptz 'epoch' + $\($0 + 1)::bigint * interval '1 microsecond', $\($0 + 2)::bigint)"
+            } ?? ""
+        return """
+            picked AS (
+                SELECT id FROM sluice.jobs
+                WHERE state = 'available' AND queue = $1 AND run_at <= now()\(gate)\(past)
+                  AND NOT EXISTS (SELECT 1 FROM sluice.paused_queues p WHERE p.queue = $1)
+                ORDER BY priority, run_at, id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ), claimed AS (
+                UPDATE sluice.jobs j
+                SET state = 'running',
+                    attempt = j.attempt + 1,
+                    locked_by = $3,
+                    locked_until = now() + make_interval(secs => $4)
+                WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
+                RETURNING j.id, j.queue, j.kind, j.payload::text AS payload, j.priority, j.attempt, j.max_attempts,
+                          j.unique_key, j.run_at, j.created_at,
+                          (extract(epoch FROM j.run_at) * 1000000)::bigint AS run_at_us
+            )
+            """
     }
 
     static let claimStatement = PreparedStatement(
         name: "sluice_claim",
         sql: "WITH \(pickAndLease()) SELECT 'claimed', * FROM claimed"
+    )
+
+    static let claimPastStatement = PreparedStatement(
+        name: "sluice_claim_past",
+        sql: "WITH \(pickAndLease(bound: 5)) SELECT 'claimed', * FROM claimed"
     )
 
     // Completing the last batch and claiming the next in one statement halves the transactions (and WAL
@@ -41,16 +52,21 @@ extension JobQueue {
     // holding that lock to the end of its transaction, while its own DELETE waits on a row the other's
     // claim locked in turn. With every DELETE done first, a waiting DELETE only ever waits for a claim,
     // and a claim never waits (SKIP LOCKED), so no cycle can form.
-    static let completeAndClaimStatement = PreparedStatement(
-        name: "sluice_complete_and_claim",
-        sql: """
-            WITH \(completionCTEs(ids: "$5", attempts: "$6", holders: "$8", retention: "$7"))
-            , \(pickAndLease(after: " AND (SELECT count(*) FROM done) >= 0"))
-            SELECT 'claimed', * FROM claimed
-            UNION ALL
-            SELECT 'completed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done
-            """
-    )
+    static func completeAndClaim(name: String, bound: Int?) -> PreparedStatement {
+        PreparedStatement(
+            name: name,
+            sql: """
+                WITH \(completionCTEs(ids: "$5", attempts: "$6", holders: "$8", retention: "$7"))
+                , \(pickAndLease(after: " AND (SELECT count(*) FROM done) >= 0", bound: bound))
+                SELECT 'claimed', * FROM claimed
+                UNION ALL
+                SELECT 'completed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM done
+                """
+        )
+    }
+
+    static let completeAndClaimStatement = completeAndClaim(name: "sluice_complete_and_claim", bound: nil)
+    static let completeAndClaimPastStatement = completeAndClaim(name: "sluice_complete_and_claim_past", bound: 9)
 
     /// Claims up to `limit` due jobs of one queue for this worker, in priority, run_at, id order.
     ///
@@ -59,13 +75,7 @@ extension JobQueue {
     public func claim(from queue: String, limit: Int, on connection: PostgresConnection) throws(PostgresError)
         -> [ClaimedJob]
     {
-        let holder = nextHolder()
-        let rows = try connection.execute(
-            Self.claimStatement,
-            [queue, limit, holder, leaseSeconds],
-            context: "claiming jobs from queue \(queue)"
-        )
-        return try Self.decodeClaim(rows, holder: holder).claimed
+        try claim(from: queue, limit: limit, completing: [], after: nil, on: connection).claimed
     }
 
     /// Completes jobs this worker holds and claims the next ones, in one statement and one transaction.
@@ -78,26 +88,51 @@ extension JobQueue {
         completing leases: [JobLease],
         on connection: PostgresConnection
     ) throws(PostgresError) -> (claimed: [ClaimedJob], completed: [Int64]) {
-        guard !leases.isEmpty else {
-            return (try claim(from: queue, limit: limit, on: connection), [])
-        }
+        let step = try claim(from: queue, limit: limit, completing: leases, after: nil, on: connection)
+        return (step.claimed, step.completed)
+    }
+
+    /// What one claim did: the jobs claimed, in claim order, the ids completed with it, and the position of
+    /// the last job claimed (for a ``ClaimCursor``).
+    public struct ClaimStep: Sendable {
+        public var claimed: [ClaimedJob]
+        public var completed: [Int64]
+        public var last: ClaimPosition?
+    }
+
+    /// Completes jobs this worker holds and claims the next ones past `start` (from the head when nil), in
+    /// one statement and one transaction.
+    public func claim(
+        from queue: String,
+        limit: Int,
+        completing leases: [JobLease],
+        after start: ClaimPosition?,
+        on connection: PostgresConnection
+    ) throws(PostgresError) -> ClaimStep {
         let holder = nextHolder()
+        var bindings: [(any PostgresBindable)?] = [queue, limit, holder, leaseSeconds]
+        let statement: PreparedStatement
+        if leases.isEmpty {
+            statement = start == nil ? Self.claimStatement : Self.claimPastStatement
+        } else {
+            statement = start == nil ? Self.completeAndClaimStatement : Self.completeAndClaimPastStatement
+            bindings += [
+                leases.map(\.id), leases.map(\.attempt), uniqueRetentionSeconds, leases.map(\.holder),
+            ]
+        }
+        if let start { bindings += [start.priority, start.runAtMicroseconds, start.id] }
         let rows = try connection.execute(
-            Self.completeAndClaimStatement,
-            [
-                queue, limit, holder, leaseSeconds, leases.map(\.id), leases.map(\.attempt),
-                uniqueRetentionSeconds, leases.map(\.holder),
-            ],
-            context: "completing \(leases.count) jobs and claiming from queue \(queue)"
-        )
+            statement, bindings,
+            context: leases.isEmpty
+                ? "claiming jobs from queue \(queue)"
+                : "completing \(leases.count) jobs and claiming from queue \(queue)")
         return try Self.decodeClaim(rows, holder: holder)
     }
 
-    private static func decodeClaim(_ rows: PostgresRows, holder: String) throws(PostgresError) -> (
-        claimed: [ClaimedJob], completed: [Int64]
-    ) {
+    private static func decodeClaim(_ rows: PostgresRows, holder: String) throws(PostgresError) -> ClaimStep {
         var jobs: [ClaimedJob] = []
         var completed: [Int64] = []
+        var last: ClaimPosition?
         jobs.reserveCapacity(rows.count)
         for row in rows {
             let id = try row.decode(Int64.self, at: 1)
@@ -120,9 +155,13 @@ extension JobQueue {
                     holder: holder
                 )
             )
+            let position = ClaimPosition(
+                priority: try row.decode(Int.self, at: 5), runAtMicroseconds: try row.decode(Int64.self, at: 11),
+                id: id)
+            last = max(last ?? position, position)
         }
         // UPDATE … RETURNING does not keep the inner ORDER BY; hand jobs out in claim order.
         jobs.sort { ($0.priority, $0.runAt, $0.id) < ($1.priority, $1.runAt, $1.id) }
-        return (jobs, completed)
+        return ClaimStep(claimed: jobs, completed: completed, last: last)
     }
 }

@@ -116,7 +116,8 @@ struct ConfigurationLoader {
                     "SLUICE_ERROR_HISTORY", flags.errorHistory, default: 20, range: 1...10_000),
                 periodic: try periodic(
                     "SLUICE_PERIODIC", flags.periodic, stripeConfigured: try secret("STRIPE_API_KEY") != nil),
-                excludedQueues: webhooks.isEmpty ? [WebhookSource.queue] : []),
+                excludedQueues: webhooks.isEmpty ? [WebhookSource.queue] : [],
+                claimRescanSeconds: try seconds("SLUICE_CLAIM_RESCAN_SECONDS", nil, default: 1, minimum: 0)),
             shutdownSeconds: try seconds("SLUICE_SHUTDOWN_SECONDS", flags.shutdownSeconds, default: 25, minimum: 0),
             logLevel: try logLevel("SLUICE_LOG_LEVEL", flags.logLevel),
             testJobs: value("SLUICE_TEST_JOBS", nil) == "1"

@@ -21,4 +21,7 @@ struct PoolSettings: Sendable {
     /// Queues this pool never claims from, whatever `queues` says: `webhooks` without webhook secrets,
     /// since its events are verified again against them.
     var excludedQueues: Set<String> = []
+    /// How often a claim starts from the head of a queue rather than past the last job claimed
+    /// (`SLUICE_CLAIM_RESCAN_SECONDS`, 1; 0 claims from the head every time, as before ClaimCursor).
+    var claimRescanSeconds: Double = 1
 }

@@ -157,6 +157,9 @@ final class WorkerPool: Sendable {
         var retryDelay = 0.05
         var schemaGate = SchemaGate()
         var needsKindTimeouts = true
+        // Per queue: where the next claim starts, past the dead prefix a held snapshot leaves (ClaimCursor).
+        var cursors: [String: ClaimCursor] = [:]
+        let cursor = ClaimCursor(rescanInterval: .milliseconds(Int64(settings.claimRescanSeconds * 1000)))
         while let claims = state.withLock({ $0.claims(now: .now) }) {
             guard !claims.isEmpty else {
                 idle("no slot or buffer wants jobs")
@@ -193,8 +196,11 @@ final class WorkerPool: Sendable {
                     var want = claim.want
                     for name in state.withLock({ $0.queues(for: claim) }) where want > 0 {
                         completions = flusher.takeCompletions()
+                        let start = cursors[name, default: cursor].start(now: .now)
                         let step = try queue.claim(
-                            from: name, limit: want, completing: completions.map(\.lease), on: open)
+                            from: name, limit: want, completing: completions.map(\.lease), after: start, on: open)
+                        cursors[name, default: cursor].record(
+                            start: start, wanted: want, claimed: step.claimed.count, last: step.last, now: .now)
                         flusher.recordCompleted(completions, completed: step.completed)
                         completions = []
                         if logger.logLevel <= .trace {

@@ -15,8 +15,9 @@ final class SluiceProcess: Sendable {
         return Repository.url(".build/debug/sluice")
     }()
 
-    /// Starts `sluice <arguments>` with a short lease, test jobs on, the admin server off and the receiver (if
-    /// any) on a free port, plus `environment`.
+    /// Starts `sluice <arguments>` with a short lease, test jobs on, periodic jobs off (a test that counts
+    /// jobs sees only its own), the admin server off and the receiver (if any) on a free port, plus
+    /// `environment`.
     init(_ arguments: [String] = ["work"], databaseURL: String, environment: [String: String] = [:]) throws {
         logPath = NSTemporaryDirectory() + "sluice-test-\(UInt32.random(in: 0...UInt32.max)).log"
         var env = ProcessInfo.processInfo.environment
@@ -28,6 +29,7 @@ final class SluiceProcess: Sendable {
         env["SLUICE_TEST_JOBS"] = "1"
         env["SLUICE_POLL_SECONDS"] = "0.5"
         env["SLUICE_LOG_LEVEL"] = "info"
+        env["SLUICE_PERIODIC"] = "off"
         env.merge(environment) { _, new in new }
         child = try ChildProcess(path: Self.binary.path, arguments: arguments, environment: env, outputPath: logPath)
     }
