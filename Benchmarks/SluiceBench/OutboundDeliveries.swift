@@ -94,7 +94,7 @@ enum OutboundDeliveries {
         let wrk = try ChildProcess.run(
             "wrk",
             [
-                "-t2", "-c10", "-d\(settings.outboundSeconds)s", "-s",
+                "-t2", "-c10", "-d\(settings.outboundSeconds)s", "--latency", "-s",
                 WebhookIngest.repositoryRoot.appendingPathComponent("Benchmarks/wrk/post-signed.lua").path,
                 "http://127.0.0.1:\(endpoint.port)/hooks",
             ],

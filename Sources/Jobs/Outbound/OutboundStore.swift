@@ -41,9 +41,11 @@ public struct OutboundStore {
         public var endpoint: Endpoint
     }
 
+    /// The columns ``endpoint(_:)`` reads, of `sluice.outbound_endpoints p`.
     private static let endpointColumns = """
-        id, url, secret, CASE WHEN previous_secret_until > now() THEN previous_secret END, array_to_string(event_types, ','),
-        enabled, from_environment, created_at, last_success_at, last_failure_at, failing_since, disabled_reason, last_error
+        p.id, p.url, p.secret, CASE WHEN p.previous_secret_until > now() THEN p.previous_secret END,
+        array_to_string(p.event_types, ','), p.enabled, p.from_environment, p.created_at, p.last_success_at,
+        p.last_failure_at, p.failing_since, p.disabled_reason, p.last_error
         """
 
     private static func endpoint(_ row: PostgresRow) throws(PostgresError) -> Endpoint {
@@ -63,29 +65,31 @@ public struct OutboundStore {
 
     /// The event and endpoint of one `outbound.deliver` job; nil when either is gone (erased, pruned).
     public func delivery(event id: String, endpoint endpointID: Int64) throws(PostgresError) -> Delivery? {
+        // One round trip: the endpoint's columns, then the event's.
         guard
-            let event = try connection.query(
-                "SELECT id, type, occurred_at, body FROM sluice.outbound_events WHERE id = $1", [id],
-                context: "reading outbound event \(id)"
-            ).first,
-            let endpoint = try connection.query(
-                "SELECT \(Self.endpointColumns) FROM sluice.outbound_endpoints WHERE id = $1", [endpointID],
-                context: "reading outbound endpoint \(endpointID)"
+            let row = try connection.query(
+                """
+                SELECT \(Self.endpointColumns), v.id, v.type, v.occurred_at, v.body
+                FROM sluice.outbound_endpoints p, sluice.outbound_events v WHERE p.id = $1 AND v.id = $2
+                """, [endpointID, id], context: "reading outbound event \(id) for endpoint \(endpointID)"
             ).first
         else { return nil }
         return Delivery(
             event: Event(
-                id: try event.decode(String.self, at: 0), type: try event.decode(String.self, at: 1),
-                occurredAt: try event.decode(Date.self, at: 2), body: try event.decode(String.self, at: 3)),
-            endpoint: try Self.endpoint(endpoint))
+                id: try row.decode(String.self, at: 13), type: try row.decode(String.self, at: 14),
+                occurredAt: try row.decode(Date.self, at: 15), body: try row.decode(String.self, at: 16)),
+            endpoint: try Self.endpoint(row))
     }
 
-    /// A 2xx: the endpoint is healthy again.
+    /// A 2xx: the endpoint is healthy again. Written only when that changes something or a minute has passed,
+    /// so concurrent deliveries to one endpoint do not queue on its row.
     public func recordSuccess(endpoint id: Int64) throws(PostgresError) {
         try connection.query(
             """
             UPDATE sluice.outbound_endpoints
-            SET last_success_at = now(), failing_since = NULL, last_error = NULL WHERE id = $1
+            SET last_success_at = now(), failing_since = NULL, last_error = NULL
+            WHERE id = $1
+              AND (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < now() - interval '1 minute')
             """, [id], context: "recording a delivery to endpoint \(id)")
     }
 
@@ -168,7 +172,8 @@ public struct OutboundStore {
     /// Every endpoint, oldest first.
     public func endpoints() throws(PostgresError) -> [Endpoint] {
         try connection.query(
-            "SELECT \(Self.endpointColumns) FROM sluice.outbound_endpoints ORDER BY id", context: "listing endpoints"
+            "SELECT \(Self.endpointColumns) FROM sluice.outbound_endpoints p ORDER BY p.id",
+            context: "listing endpoints"
         ).map { row throws(PostgresError) in try Self.endpoint(row) }
     }
 
