@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 15;
+SET LOCAL sluice.schema_version = 16;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -429,6 +429,7 @@ INSERT INTO sluice.kind_rules (kind, roles) VALUES
     ('stripe.report_usage', '{}'),
     ('stripe.resync', '{}'),
     ('outbound.deliver', '{}'),
+    ('outbound.sweep', '{}'),
     ('sluice.test.mark', '{}')
 ON CONFLICT (kind) DO NOTHING;
 
@@ -1037,8 +1038,13 @@ BEGIN
     )
     SELECT count(*) INTO n FROM buried;
     touched := touched + n;
-    UPDATE sluice.dead_letters d SET payload = '{"erased": true}'
-    WHERE d.payload <> '{"erased": true}' AND sluice.mentions(d.payload, ids);
+    UPDATE sluice.dead_letters d
+    SET payload = '{"erased": true}',
+        -- An error message names an id inside its text (version 16).
+        errors = CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.unnest(ids) AS i(id)
+                                   WHERE pg_catalog.strpos(d.errors::text, i.id) > 0) THEN '[]' ELSE d.errors END
+    WHERE (d.payload <> '{"erased": true}' AND sluice.mentions(d.payload, ids))
+       OR EXISTS (SELECT 1 FROM pg_catalog.unnest(ids) AS i(id) WHERE pg_catalog.strpos(d.errors::text, i.id) > 0);
     GET DIAGNOSTICS n = ROW_COUNT;
     touched := touched + n;
     DELETE FROM sluice.job_results r WHERE sluice.mentions(r.result, ids);
@@ -1999,14 +2005,28 @@ COMMENT ON FUNCTION billing.write(text, text, jsonb, bigint, smallint, text, tex
     'Returns the new row (with _before, the old one), or NULL when the event was older. A key of fields that names '
     'no column of the table raises SL400 naming it.';
 
+CREATE OR REPLACE FUNCTION billing.lock_customer(customer_id text) RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('billing.customer:' || customer_id, 0))
+    WHERE customer_id IS NOT NULL
+$$;
+COMMENT ON FUNCTION billing.lock_customer(text) IS
+    'Makes the transactions that apply one Stripe customer''s events, or link it to a user, take turns until '
+    'commit (version 16), so the outbound access.changed each computes sees what the other committed: two '
+    'related events applied at once (a checkout''s link and its subscription) would otherwise each miss the other.';
+
 CREATE OR REPLACE FUNCTION billing.link(customer_id text, user_id text, linked_by text, event_id text, event_type text)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     replaced text;
 BEGIN
-    IF customer_id IS NULL OR user_id IS NULL
-       OR EXISTS (SELECT 1 FROM billing.customer_links l WHERE l.customer_id = link.customer_id) THEN
+    IF customer_id IS NULL OR user_id IS NULL THEN
+        RETURN;
+    END IF;
+    -- The customer's events take turns (version 16): see billing.lock_customer.
+    PERFORM billing.lock_customer(customer_id);
+    IF EXISTS (SELECT 1 FROM billing.customer_links l WHERE l.customer_id = link.customer_id) THEN
         RETURN;
     END IF;
     -- A user's customer that Stripe deleted no longer stands in the way of the next one; it stays as history.
@@ -2348,6 +2368,8 @@ BEGIN
     IF billing.future_outcome(created) IS NOT NULL THEN
         RETURN billing.future_outcome(created);
     END IF;
+    PERFORM billing.lock_customer(
+        CASE WHEN obj ->> 'object' = 'customer' THEN obj ->> 'id' ELSE billing.id_at(obj, '{customer}') END);
     INSERT INTO billing.processed_events (source, event_id, type, outcome, event_created)
     VALUES ('stripe', event_id, event_type, 'applied', to_timestamp(created))
     ON CONFLICT DO NOTHING;
@@ -2369,13 +2391,20 @@ BEGIN
         WHEN 'charge' THEN PERFORM billing.apply_stripe_charge_event(event_type, obj, event_id, created);
         ELSE RETURN billing.set_outcome('stripe', apply.event_id, 'ignored');
     END CASE;
-    -- What the app hears of it, in this same transaction (version 14).
-    PERFORM billing.emit_for_stripe_event(
-        event_type, obj, billing.field(event, '{data,previous_attributes}', 'object', false), event_id, created);
-    PERFORM billing.emit_access_change(l.user_id, to_timestamp(created))
-    FROM billing.customer_links l
-    WHERE l.unlinked_at IS NULL
-      AND l.customer_id = CASE WHEN obj ->> 'object' = 'customer' THEN obj ->> 'id' ELSE billing.id_at(obj, '{customer}') END;
+    -- What the app hears of it, in this same transaction (version 14). A field it cannot read costs the app an
+    -- event, with a warning in PostgreSQL's log, never the model its update (version 16).
+    BEGIN
+        PERFORM billing.emit_for_stripe_event(
+            event_type, obj, billing.field(event, '{data,previous_attributes}', 'object', false), event_id, created);
+        PERFORM billing.emit_access_change(l.user_id, to_timestamp(created))
+        FROM billing.customer_links l
+        WHERE l.unlinked_at IS NULL
+          AND l.customer_id = CASE WHEN obj ->> 'object' = 'customer' THEN obj ->> 'id'
+                                   ELSE billing.id_at(obj, '{customer}') END;
+    EXCEPTION WHEN data_exception THEN
+        GET STACKED DIAGNOSTICS problem = MESSAGE_TEXT;
+        RAISE WARNING 'billing.apply_stripe_event: no outbound event for %: %', apply.event_id, problem;
+    END;
     RETURN 'applied';
 EXCEPTION WHEN data_exception THEN
     -- The readers name fields from data.object (or a subscription item) down; say where that is.
@@ -2513,6 +2542,8 @@ BEGIN
             billing.bigint_at(data, '{updated_at}', true), 1::smallint, 'clerk', event_id, event_type);
         PERFORM billing.link(billing.text_at(data, '{private_metadata,stripe_customer_id}'), user_id, 'clerk',
                              event_id, event_type);
+        -- A link made here can give the user the access its customer's subscription grants (version 16).
+        PERFORM billing.emit_access_change(user_id, to_timestamp(billing.bigint_at(data, '{updated_at}', true) / 1000.0));
     ELSIF event_type = 'user.deleted' THEN
         stamp := billing.bigint_at(event, '{timestamp}', true);
         PERFORM billing.erase_user(user_id, stamp, event_id, event_type);
@@ -2803,11 +2834,14 @@ CREATE OR REPLACE FUNCTION billing.price_on_sale(price_id text) RETURNS boolean
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM billing.prices p
                    WHERE p.id = price_on_sale.price_id AND p.active AND p.deleted_at IS NULL
-                     AND p.recurring_interval IS NOT NULL)
+                     AND p.recurring_interval IS NOT NULL
+                     -- Version 16: and its product is on sale too.
+                     AND NOT EXISTS (SELECT 1 FROM billing.products d
+                                     WHERE d.id = p.product_id AND (d.active IS FALSE OR d.deleted_at IS NOT NULL)))
 $$;
 COMMENT ON FUNCTION billing.price_on_sale(text) IS
     'Whether a signed-in user may choose this price through the app''s API (checkout, plan change): a recurring '
-    'price that Stripe''s events said is active and not deleted. Any other id, a one-off or archived price '
+    'price that Stripe''s events said is active and not deleted, of a product not archived or deleted. Any other id, a one-off or archived price '
     'included, is refused, so a user cannot pick a price the product does not offer.';
 REVOKE ALL ON FUNCTION billing.price_on_sale(text) FROM PUBLIC;
 
@@ -2873,44 +2907,39 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     now_access record;
     before     record;
-    seen       bigint;
+    fresh      boolean;
+    news       boolean;
 BEGIN
     IF user_id IS NULL OR EXISTS (SELECT 1 FROM billing.erasures e WHERE e.user_id = emit_access_change.user_id) THEN
         RETURN NULL;
     END IF;
-    SELECT * INTO now_access FROM billing.access_of(emit_access_change.user_id);
+    -- The user's row first, then access: a concurrent change for the same user waits here and then reads what
+    -- the other committed (version 16).
+    INSERT INTO billing.access_snapshots (user_id, has_access) VALUES (emit_access_change.user_id, false)
+    ON CONFLICT ON CONSTRAINT access_snapshots_pkey DO NOTHING
+    RETURNING true INTO fresh;
+    fresh := coalesce(fresh, false);
     SELECT * INTO before FROM billing.access_snapshots s WHERE s.user_id = emit_access_change.user_id FOR UPDATE;
-    IF NOT FOUND THEN
-        INSERT INTO billing.access_snapshots (user_id, has_access, plan, status, reason, access_until)
-        VALUES (emit_access_change.user_id, now_access.has_access, now_access.plan, now_access.status,
-                now_access.reason, now_access.access_until);
-        -- Every user starts without access on the free plan: only a first state beyond that is news.
-        IF NOT now_access.has_access AND now_access.plan IS NOT DISTINCT FROM 'free' THEN
-            RETURN NULL;
-        END IF;
-        seen := 0;
-    ELSIF (before.has_access, before.plan) IS NOT DISTINCT FROM (now_access.has_access, now_access.plan) THEN
-        -- Same access: keep the row current (a new access_until moves the sweep), emit nothing.
-        UPDATE billing.access_snapshots s
-        SET status = now_access.status, reason = now_access.reason, access_until = now_access.access_until
-        WHERE s.user_id = emit_access_change.user_id
-          AND (s.status, s.reason, s.access_until) IS DISTINCT FROM
-              (now_access.status, now_access.reason, now_access.access_until);
-        RETURN NULL;
-    ELSE
-        seen := before.changes;
-    END IF;
+    SELECT * INTO now_access FROM billing.access_of(emit_access_change.user_id);
+    -- Every user starts without access on the free plan: only a first state beyond that is news.
+    news := CASE WHEN fresh THEN now_access.has_access OR now_access.plan IS DISTINCT FROM 'free'
+                 ELSE (before.has_access, before.plan) IS DISTINCT FROM (now_access.has_access, now_access.plan) END;
     UPDATE billing.access_snapshots s
     SET has_access = now_access.has_access, plan = now_access.plan, status = now_access.status,
-        reason = now_access.reason, access_until = now_access.access_until, changes = seen + 1, updated_at = now()
+        reason = now_access.reason, access_until = now_access.access_until,
+        changes = s.changes + CASE WHEN news THEN 1 ELSE 0 END,
+        updated_at = CASE WHEN news THEN now() ELSE s.updated_at END
     WHERE s.user_id = emit_access_change.user_id;
+    IF NOT news THEN
+        RETURN NULL;
+    END IF;
     RETURN billing.emit('access.changed', occurred_at, jsonb_build_object(
             'user_id', emit_access_change.user_id, 'has_access', now_access.has_access, 'plan', now_access.plan,
             'status', now_access.status, 'reason', now_access.reason, 'access_until', now_access.access_until,
-            'previous', CASE WHEN before.user_id IS NULL THEN NULL
+            'previous', CASE WHEN fresh THEN NULL
                              ELSE jsonb_build_object('has_access', before.has_access, 'plan', before.plan) END,
-            'version', seen + 1),
-        emit_access_change.user_id, 'access:' || emit_access_change.user_id || ':' || (seen + 1));
+            'version', before.changes + 1),
+        emit_access_change.user_id, 'access:' || emit_access_change.user_id || ':' || (before.changes + 1));
 END
 $$;
 COMMENT ON FUNCTION billing.emit_access_change(text, timestamptz) IS
@@ -2957,6 +2986,10 @@ DECLARE
     item        jsonb;
     was_item    jsonb;
 BEGIN
+    -- An erased user's customer is told of no more (version 16): its ids were erased everywhere.
+    IF billing.is_erased_customer(customer) THEN
+        RETURN;
+    END IF;
     IF event_type LIKE 'customer.subscription.%' THEN
         status := billing.text_at(obj, '{status}');
         was_status := billing.text_at(previous, '{status}');

@@ -79,6 +79,62 @@ struct OutboundEventTests {
         #expect(data["email"] == nil, "no personal data beyond the ids")
     }
 
+    @Test("a checkout's link and its subscription applied at the same time still tell the app the user has access")
+    func concurrentLinkAndSubscription() throws {
+        let database = try TestDatabase()
+        let basic = events.price("price_basic", amount: 1000, lookupKey: "basic")
+        let checkout = events.stripe(
+            "checkout", "checkout.session.completed", at: 1,
+            [
+                "id": "cs_1", "object": "checkout.session", "customer": "cus_1", "client_reference_id": "user_1",
+                "mode": "subscription", "subscription": "sub_1",
+            ])
+        let created = events.stripe(
+            "created", "customer.subscription.created", at: 2, events.subscription(status: "active", price: basic))
+        let linked = DispatchSemaphore(value: 0)
+        try onThreads(2) { worker in
+            let connection = try database.connect()
+            if worker == 0 {
+                // The link, held uncommitted while the subscription's event is applied beside it.
+                try connection.run(script: "BEGIN", context: "begin")
+                try BillingEvents.apply(checkout, on: connection)
+                linked.signal()
+                Thread.sleep(forTimeInterval: 0.5)
+                try connection.run(script: "COMMIT", context: "commit")
+            } else {
+                linked.wait()
+                try BillingEvents.apply(created, on: connection)
+            }
+        }
+        let connection = try database.connect()
+        let granted = try connection.firstValue(
+            "SELECT count(*)::text FROM sluice.outbound_events WHERE type = 'access.changed' "
+                + "AND body::jsonb -> 'data' ->> 'user_id' = 'user_1' AND (body::jsonb -> 'data' ->> 'has_access')::boolean"
+        )
+        let emitted = try Self.emitted(connection)
+        #expect(granted == "1", "\(emitted)")
+    }
+
+    @Test("an erased user's customer is told of nothing more; dead letters' errors that name them are cleared")
+    func nothingAfterErasure() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        for delivery in lifecycle.prefix(2) { try BillingEvents.apply(delivery, on: connection) }
+        try connection.run(
+            script: "INSERT INTO sluice.dead_letters (id, queue, kind, payload, attempt, max_attempts, errors, reason, "
+                + "created_at) VALUES (999, 'default', 'stripe.cancel_subscription', '{}', 1, 1, "
+                + "'[{\"error\": \"user user_1 has no subscription\"}]', 'permanent_failure', now())",
+            context: "a dead letter naming the user")
+        try BillingEvents.apply(
+            events.clerk("gone", "user.deleted", at: 9, ["id": "user_1", "object": "user", "deleted": true]),
+            on: connection)
+        #expect(try connection.firstValue("SELECT errors::text FROM sluice.dead_letters WHERE id = 999") == "[]")
+        let before = try Self.emitted(connection).count
+        for delivery in lifecycle.dropFirst(2) { try BillingEvents.apply(delivery, on: connection) }
+        let after = try Self.emitted(connection)
+        #expect(after.count == before, "\(after)")
+    }
+
     @Test("an event of the other mode, or one whose transaction rolled back, emits nothing")
     func nothingUnapplied() throws {
         let database = try TestDatabase()

@@ -63,34 +63,37 @@ struct APIActionTests {
     @Test("checkout starts a job for the user, waits for Stripe's session and answers it; the job is the user's alone")
     func checkout() async throws {
         let under = try ActionsUnderTest()
+        // user_1 already subscribes: a second checkout is refused before anything starts.
+        let again = try await under.post("/v1/me/checkout-session", json: #"{"price": "price_pro", \#(Self.okURLs)}"#)
+        #expect(again.status == 409 && again.body.contains("already-subscribed"), "\(again.body)")
         let reply = try await under.post(
-            "/v1/me/checkout-session", json: #"{"price": "price_pro", \#(Self.okURLs)}"#)
+            "/v1/me/checkout-session", as: "ada", json: #"{"price": "price_pro", \#(Self.okURLs)}"#)
         #expect(reply.status == 200, "\(reply.body)\n\(under.api.process.log)\n\(under.worker?.log ?? "")")
         let body = APITests.json(reply.body)
         #expect(
             body["url"] as? String == "https://checkout.stripe.com/c/pay/cs_test" && body["id"] as? String == "cs_test")
         let sent = try #require(under.stripe.received.first { $0.path == "/v1/checkout/sessions" })
-        #expect(sent.form["client_reference_id"] == "user_1" && sent.form["line_items[0][price]"] == "price_pro")
+        #expect(sent.form["client_reference_id"] == "ada" && sent.form["line_items[0][price]"] == "price_pro")
         #expect(sent.form["success_url"] == "https://app.sluice.test/ok")
 
         let connection = try under.api.cluster.connect()
         let row = try #require(
             try connection.firstValue("SELECT job_id || ' ' || role || ' ' || caller FROM sluice.job_callers"))
         let parts = row.split(separator: " ")
-        #expect(parts.dropFirst() == ["sluice_api", "user:user_1"], "\(row)")
+        #expect(parts.dropFirst() == ["sluice_api", "user:ada"], "\(row)")
         let id = String(parts[0])
-        let job = try await under.get("/v1/jobs/\(id)")
+        let job = try await under.get("/v1/jobs/\(id)", as: "ada")
         #expect(job.status == 200, "\(job.body)")
         #expect(APITests.json(job.body)["state"] as? String == "succeeded", "\(job.body)")
         #expect(APITests.json(job.body)["kind"] as? String == "stripe.create_checkout_session")
         // Another user, and a service key, learn nothing of it, not even that it exists.
-        #expect(try await under.get("/v1/jobs/\(id)", as: "ada").status == 404)
+        #expect(try await under.get("/v1/jobs/\(id)", as: "user_1").status == 404)
         let key = try under.api.key(["access:read", "usage:write", "billing:write"])
         #expect(try under.api.get("/v1/jobs/\(id)", token: key).status == 404)
         #expect(try under.api.get("/v1/jobs/\(id)").status == 401)
         // Once its result is pruned, the job is gone for its caller too.
         try connection.run(script: "DELETE FROM sluice.job_results", context: "pruning every result")
-        #expect(try await under.get("/v1/jobs/\(id)").status == 404)
+        #expect(try await under.get("/v1/jobs/\(id)", as: "ada").status == 404)
     }
 
     @Test("a price not on sale, or a redirect off the allowed hosts, is a 422 naming the field, and starts nothing")
@@ -120,7 +123,7 @@ struct APIActionTests {
             ),
         ]
         for (json, field) in cases {
-            let reply = try await under.post("/v1/me/checkout-session", json: json)
+            let reply = try await under.post("/v1/me/checkout-session", as: "ada", json: json)
             #expect(reply.status == 422 && Self.fields(reply.body) == [field], "\(json): \(reply.body)")
         }
         let portal = try await under.post("/v1/me/portal-session", json: #"{"return_url": "https://evil.example/"}"#)
@@ -130,7 +133,7 @@ struct APIActionTests {
         #expect(try under.startedJobs() == 0)
         // Loopback may use http, for a developer's machine.
         let local = try await under.post(
-            "/v1/me/checkout-session",
+            "/v1/me/checkout-session", as: "ada",
             json:
                 #"{"price": "price_pro", "success_url": "http://localhost:3000/ok", "cancel_url": "http://localhost/no"}"#
         )
@@ -163,12 +166,19 @@ struct APIActionTests {
             "\(resume.body)")
         #expect(
             under.stripe.received.filter { $0.method == "POST" && $0.path == "/v1/subscriptions/sub_1" }.count == 3)
-        // A user without a subscription is refused by the job, as a problem naming it.
-        let none = try await under.post("/v1/me/subscription/cancel", as: "ada", json: "{}")
-        #expect(
-            none.status == 422 && none.body.contains("action-refused") && none.body.contains("no subscription"),
-            "\(none.body)")
-        #expect(APITests.json(none.body)["job_id"] as? Int != nil, "\(none.body)")
+        // A user without a subscription is told so before any job starts (no dead letter to make at will).
+        let jobs = try under.startedJobs()
+        for path in ["cancel", "resume", "change-plan"] {
+            let none = try await under.post(
+                "/v1/me/subscription/\(path)", as: "ada",
+                json: path == "change-plan" ? #"{"price": "price_pro"}"# : "{}")
+            #expect(none.status == 404 && none.body.contains("no subscription"), "\(path): \(none.body)")
+        }
+        #expect(try under.startedJobs() == jobs)
+        // The user cannot choose how a change is prorated.
+        let prorated = try await under.post(
+            "/v1/me/subscription/change-plan", json: #"{"price": "price_pro", "proration_behavior": "none"}"#)
+        #expect(prorated.status == 400, "\(prorated.body)")
     }
 
     @Test("Stripe's refusal is a 422 action-refused with the job's id and Stripe's reason")

@@ -16,6 +16,11 @@ struct ServiceTests {
     )
     func readinessAndAdmin() async throws {
         let database = try TestDatabase()
+        // A subscription the model knows without an amount (no event said it yet): MRR has a NULL to add up.
+        try database.connect().run(
+            script:
+                "INSERT INTO billing.subscriptions (id, status, plan, version, rank) VALUES ('sub_x', 'active', 'pro', 1, 1)",
+            context: "a subscription without an amount")
         let socket = try NotifySocket()
         let worker = try SluiceProcess(
             databaseURL: database.url,
@@ -39,6 +44,8 @@ struct ServiceTests {
         #expect(metrics.body.contains(#"sluice_outbound_endpoints_disabled_total{reason="gone"} 0"#))
         #expect(metrics.body.contains(#"sluice_stripe_requests_total{outcome="server_error"} 0"#))
         #expect(metrics.body.contains("sluice_business_past_due 0"), "\(metrics.body)")
+        #expect(metrics.body.contains(#"sluice_business_subscriptions{status="active"} 1"#), "\(metrics.body)")
+        #expect(!worker.log.contains("Pool maintenance failed"), "\(worker.log)")
         if FileManager.default.isExecutableFile(atPath: "/usr/bin/promtool") {
             let file = NSTemporaryDirectory() + "sluice-metrics-\(UInt32.random(in: 0...UInt32.max)).txt"
             try metrics.body.write(toFile: file, atomically: true, encoding: .utf8)

@@ -41,7 +41,7 @@ extension BillingStore {
     /// The business figures; one process publishes them at a time (``holdBusinessGaugeLock()``).
     public func businessGauges() throws(PostgresError) -> BusinessGauges {
         let mrr = try connection.query(
-            "SELECT coalesce(currency, '-'), sum(mrr)::bigint FROM billing.mrr GROUP BY 1 ORDER BY 1",
+            "SELECT coalesce(currency, '-'), coalesce(sum(mrr), 0)::bigint FROM billing.mrr GROUP BY 1 ORDER BY 1",
             context: "reading MRR"
         ).map { row throws(PostgresError) in (try row.decode(String.self, at: 0), try row.decode(Int64.self, at: 1)) }
         let statuses = try connection.query(

@@ -10,7 +10,7 @@ public struct OutboundSigner: Sendable {
     /// - Parameter secrets: `whsec_` and base64; the current one first.
     public init(secrets: [String]) throws(OutboundSecretProblem) {
         keys = try secrets.map { secret throws(OutboundSecretProblem) in
-            guard let key = Self.key(secret) else { throw OutboundSecretProblem(secret: String(secret.prefix(10))) }
+            guard let key = Self.key(secret) else { throw OutboundSecretProblem() }
             return key
         }
     }
@@ -39,13 +39,10 @@ public struct OutboundSigner: Sendable {
     }
 }
 
-/// A signing secret that is not `whsec_` and the base64 of at least 16 bytes.
+/// A signing secret that is not `whsec_` and the base64 of at least 16 bytes (no part of it is repeated).
 public struct OutboundSecretProblem: Error, CustomStringConvertible {
-    /// The secret's first characters, never the whole of it.
-    public var secret: String
-
     public var description: String {
-        "the signing secret \(secret)… is not whsec_ followed by the base64 of at least 16 bytes; make one with "
+        "an endpoint's signing secret is not whsec_ followed by the base64 of at least 16 bytes; make one with "
             + "sluice endpoints rotate-secret"
     }
 }

@@ -36,6 +36,12 @@ extension Operations.ResumeMySubscription.Output: UserActionOutput {
     static func answered(_ answer: Components.Schemas.SubscriptionResult) -> Self { .ok(.init(body: .json(answer))) }
 }
 
+/// What a Stripe action route does after its checks: start the job (unless a field is wrong), or answer.
+enum ActionPreparation<Output> {
+    case start(payload: [String: String], errors: [(field: String, reason: String)])
+    case answer(Output)
+}
+
 /// A job started through the API as `sluice.job_for` shows it, its result read as the route's answer.
 private struct JobView<Answer: Decodable & Sendable>: Decodable, Sendable {
     var state: String
@@ -53,13 +59,25 @@ extension AppAPI {
     {
         guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
         return try await act(kind: "stripe.create_checkout_session") { user in
+            // A second subscription is a double click or a second tab, not what the user wants.
+            let access = try await self.access(of: user)
+            if access.hasAccess, let status = access.status, ["active", "trialing", "past_due"].contains(status) {
+                return .answer(
+                    .conflict(
+                        .init(
+                            body: .applicationProblemJson(
+                                Problems.problem(
+                                    "already-subscribed", "Conflict", status: 409,
+                                    detail: "the user already has a \(status) subscription; change its plan or open "
+                                        + "the billing portal")))))
+            }
             var errors = try await priceErrors(request.price)
             errors += redirectErrors(["success_url": request.successUrl, "cancel_url": request.cancelUrl])
             let payload = [
                 "user_id": user, "price": request.price, "success_url": request.successUrl,
                 "cancel_url": request.cancelUrl,
             ]
-            return (payload, errors)
+            return .start(payload: payload, errors: errors)
         }
     }
 
@@ -68,17 +86,21 @@ extension AppAPI {
     {
         guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
         return try await act(kind: "stripe.create_portal_session") { user in
-            (["user_id": user, "return_url": request.returnUrl], redirectErrors(["return_url": request.returnUrl]))
+            .start(
+                payload: ["user_id": user, "return_url": request.returnUrl],
+                errors: redirectErrors(["return_url": request.returnUrl]))
         }
     }
 
     func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
         guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
         return try await act(kind: "stripe.change_plan") { user in
+            if let missing = try await noSubscription(user) { return .answer(.notFound(missing)) }
+            // Proration is Stripe's default both ways, never the user's choice: choosing none on the way up and
+            // prorations on the way down would credit time never paid for.
             var payload = ["user_id": user, "price": request.price]
             payload["at"] = request.at?.rawValue
-            payload["proration_behavior"] = request.prorationBehavior?.rawValue
-            return (payload, try await priceErrors(request.price))
+            return .start(payload: payload, errors: try await priceErrors(request.price))
         }
     }
 
@@ -88,16 +110,20 @@ extension AppAPI {
         var at: String?
         if case .json(let request) = input.body { at = request.at?.rawValue }
         return try await act(kind: "stripe.cancel_subscription") { user in
+            if let missing = try await noSubscription(user) { return .answer(.notFound(missing)) }
             var payload = ["user_id": user]
             payload["at"] = at
-            return (payload, [])
+            return .start(payload: payload, errors: [])
         }
     }
 
     func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
         -> Operations.ResumeMySubscription.Output
     {
-        try await act(kind: "stripe.resume_subscription") { user in (["user_id": user], []) }
+        try await act(kind: "stripe.resume_subscription") { user in
+            if let missing = try await noSubscription(user) { return .answer(.notFound(missing)) }
+            return .start(payload: ["user_id": user], errors: [])
+        }
     }
 
     /// Starts a Stripe action job for the signed-in user and waits up to `SLUICE_API_WAIT_SECONDS` for it:
@@ -107,7 +133,7 @@ extension AppAPI {
     ///   started then).
     private func act<Output: UserActionOutput>(
         kind: String,
-        prepare: (String) async throws -> (payload: [String: String], errors: [(field: String, reason: String)])
+        prepare: (String) async throws -> ActionPreparation<Output>
     ) async throws -> Output {
         let user: String
         switch await self.user() {
@@ -120,7 +146,11 @@ extension AppAPI {
         }
         let caller = "user:\(user)"
         do {
-            let (payload, errors) = try await prepare(user)
+            let (payload, errors): ([String: String], [(field: String, reason: String)])
+            switch try await prepare(user) {
+            case .answer(let output): return output
+            case .start(let found, let wrong): (payload, errors) = (found, wrong)
+            }
             guard errors.isEmpty else { return .unprocessableContent(Problems.unprocessable(errors)) }
             let json = String(decoding: try JSONEncoder().encode(payload), as: UTF8.self)
             let id = try await database.run { try JobQueue().startJob(kind: kind, payload: json, for: caller, on: $0) }
@@ -145,6 +175,19 @@ extension AppAPI {
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
             return .serviceUnavailable(unavailable(error))
         }
+    }
+
+    /// The user's access, as `GET /v1/me` shows it.
+    private func access(of user: String) async throws -> Components.Schemas.Access {
+        try Self.decode(
+            Components.Schemas.Access.self, try await database.run { try BillingStore($0).apiAccess(of: user) })
+    }
+
+    /// A 404 for a user without a subscription to change, cancel or resume: checked here, so a made-up action
+    /// never becomes a failed job in the dead letters.
+    private func noSubscription(_ user: String) async throws -> Components.Responses.NotFound? {
+        try await access(of: user).status == nil
+            ? Problems.notFound("the user has no subscription; start one with /v1/me/checkout-session") : nil
     }
 
     /// A price a user may not choose: not plain text, or not an active recurring price of the product.

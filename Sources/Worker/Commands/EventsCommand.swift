@@ -70,7 +70,9 @@ struct EventsCommand: ParsableCommand {
                 let store = OutboundStore(connection)
                 let chosen =
                     ids.isEmpty
+                    // Oldest first, as they happened.
                     ? try store.events(since: since.flatMap(EventsCommand.time), type: nil, limit: 1_000_000).map(\.id)
+                        .reversed()
                     : ids
                 return try store.replay(events: chosen)
             }

@@ -87,10 +87,15 @@ final class PoolMaintenance: Sendable {
                 }
                 if now >= nextBusiness {
                     // One process at a time publishes them (an advisory lock), so a dashboard reads them
-                    // with max without (instance) and a failover neither doubles nor loses them.
-                    let store = BillingStore(open)
-                    if try store.holdBusinessGaugeLock() { metrics.business(try store.businessGauges()) }
+                    // with max without (instance) and a failover neither doubles nor loses them. A figure
+                    // that cannot be read waits for the next minute and holds up nothing else here.
                     nextBusiness = now + .seconds(60)
+                    do {
+                        let store = BillingStore(open)
+                        if try store.holdBusinessGaugeLock() { metrics.business(try store.businessGauges()) }
+                    } catch {
+                        logger.warning("Could not read the business gauges", metadata: ["error": "\(error)"])
+                    }
                 }
                 for schedule in settings.periodic {
                     let slot = schedule.slot(containing: Date())
