@@ -141,6 +141,7 @@ enum OutboundDeliveries {
         }
 
         private final class Answer: ChannelInboundHandler, @unchecked Sendable {
+            // Safety: `id` is read and written only on the channel's event loop; `state` is a Mutex.
             typealias InboundIn = HTTPServerRequestPart
             typealias OutboundOut = HTTPServerResponsePart
             let state: Box<(received: Int, arrivals: [String: Date])>
