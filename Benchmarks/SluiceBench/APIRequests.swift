@@ -35,7 +35,7 @@ enum APIRequests {
         {
             try UsageRecording.seed(on: connection)
         }
-        let (publicPEM, tokens) = try sessionTokens(in: folder)
+        let (publicPEM, tokens) = try sessionTokens()
         let tokensPath = folder + "/tokens.txt"
         try tokens.joined(separator: "\n").write(toFile: tokensPath, atomically: true, encoding: .utf8)
         let key = try ChildProcess.run(
@@ -127,17 +127,9 @@ enum APIRequests {
     }
 
     /// An RSA key made with openssl, and an RS256 session token for each of `users` users, valid an hour.
-    private static func sessionTokens(in folder: String) throws -> (publicPEM: String, tokens: [String]) {
-        let made = try ChildProcess.run(
-            "openssl",
-            ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", folder + "/key.pem"])
-        let exported = try ChildProcess.run(
-            "openssl", ["pkey", "-in", folder + "/key.pem", "-pubout", "-out", folder + "/pub.pem"])
-        guard made.status == 0, exported.status == 0 else {
-            throw BenchFailure("openssl failed: \(made.output)\(exported.output)")
-        }
-        let privatePEM = try String(contentsOfFile: folder + "/key.pem", encoding: .utf8)
-        let publicPEM = try String(contentsOfFile: folder + "/pub.pem", encoding: .utf8)
+    private static func sessionTokens() throws -> (publicPEM: String, tokens: [String]) {
+        let pair = try RSAKeyPair()
+        let (privatePEM, publicPEM) = (pair.privatePEM, pair.publicPEM)
         let tokens = try blocking {
             let keys = await JWTKeyCollection().add(
                 rsa: try Insecure.RSA.PrivateKey(pem: privatePEM), digestAlgorithm: .sha256)

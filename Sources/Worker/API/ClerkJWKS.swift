@@ -20,6 +20,7 @@ actor ClerkJWKS {
     private var kids: Set<String> = []
     private var lastRefresh: ContinuousClock.Instant?
     private var refreshing: Task<Void, Never>?
+    private var started: ContinuousClock.Instant?
 
     init(url: String, logger: Logger) {
         self.url = url
@@ -28,12 +29,30 @@ actor ClerkJWKS {
 
     /// Fetches the keys once; a failure is logged and retried on the first token that needs them.
     func start() async {
+        started = .now
         await fetch()
     }
 
+    private func refreshed() {
+        refreshing = nil
+    }
+
+    /// Known keys are fetched again this often anyway, in the background, so a key Clerk withdrew stops
+    /// verifying without a restart.
+    static let routineRefresh: Duration = .seconds(3600)
+
     /// The keys, when `kid` is among them (after a refresh, if one is due); nil when it is not.
     func keys(for kid: String) async -> JWTKeyCollection? {
-        if kids.contains(kid) { return keys }
+        if kids.contains(kid) {
+            if refreshing == nil, let last = lastRefresh ?? started, ContinuousClock.now - last >= Self.routineRefresh {
+                lastRefresh = .now
+                refreshing = Task {
+                    await self.fetch()
+                    self.refreshed()
+                }
+            }
+            return keys
+        }
         if let refreshing {
             await refreshing.value
         } else if lastRefresh.map({ ContinuousClock.now - $0 >= Self.refreshInterval }) ?? true {

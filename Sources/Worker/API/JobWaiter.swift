@@ -58,7 +58,8 @@ final class JobWaiter: Sendable {
         }
     }
 
-    /// The waiting requests, by a token each; a wake that comes before the sleep is kept for it.
+    /// The waiting requests, by a token each and by job, so a notification for one job costs a lookup however
+    /// many requests wait; a wake that comes before the sleep is kept for it.
     private final class Wakeups: Sendable {
         private struct Waiter {
             var jobID: Int64
@@ -66,59 +67,74 @@ final class JobWaiter: Sendable {
             var continuation: CheckedContinuation<Void, Never>?
         }
 
-        private let waiters = Mutex<[UInt64: Waiter]>([:])
+        private struct State {
+            var waiters: [UInt64: Waiter] = [:]
+            var byJob: [Int64: Set<UInt64>] = [:]
+
+            mutating func remove(_ token: UInt64) -> Waiter? {
+                guard let waiter = waiters.removeValue(forKey: token) else { return nil }
+                byJob[waiter.jobID]?.remove(token)
+                if byJob[waiter.jobID]?.isEmpty == true { byJob.removeValue(forKey: waiter.jobID) }
+                return waiter
+            }
+
+            /// Resumes a sleeping waiter now, or marks it so its sleep returns at once.
+            mutating func wake(_ token: UInt64) -> CheckedContinuation<Void, Never>? {
+                guard let waiter = waiters[token] else { return nil }
+                guard let continuation = waiter.continuation else {
+                    waiters[token]?.woken = true
+                    return nil
+                }
+                _ = remove(token)
+                return continuation
+            }
+        }
+
+        private let state = Mutex(State())
         private let nextToken = Atomic<UInt64>(0)
 
         func register(jobID: Int64) -> UInt64 {
             let token = nextToken.add(1, ordering: .relaxed).newValue
-            waiters.withLock { $0[token] = Waiter(jobID: jobID) }
+            state.withLock { state in
+                state.waiters[token] = Waiter(jobID: jobID)
+                state.byJob[jobID, default: []].insert(token)
+            }
             return token
         }
 
         func cancel(_ token: UInt64) {
-            let continuation = waiters.withLock { $0.removeValue(forKey: token)?.continuation }
-            continuation?.resume()
+            state.withLock { $0.remove(token) }?.continuation?.resume()
         }
 
         func sleep(_ token: UInt64) async {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = waiters.withLock { waiters -> Bool in
-                    guard let waiter = waiters[token], !waiter.woken else {
-                        waiters.removeValue(forKey: token)
+                let resumeNow = state.withLock { state -> Bool in
+                    guard let waiter = state.waiters[token], !waiter.woken else {
+                        _ = state.remove(token)
                         return true
                     }
-                    waiters[token]?.continuation = continuation
+                    state.waiters[token]?.continuation = continuation
                     return false
                 }
                 if resumeNow { continuation.resume() }
             }
-            waiters.withLock { _ = $0.removeValue(forKey: token) }
+            state.withLock { _ = $0.remove(token) }
         }
 
         func wake(token: UInt64) {
-            wake { candidate, _ in candidate == token }
+            state.withLock { $0.wake(token) }?.resume()
         }
 
         func wake(jobID: Int64) {
-            wake { _, waiter in waiter.jobID == jobID }
+            let continuations = state.withLock { state in
+                (state.byJob[jobID] ?? []).compactMap { state.wake($0) }
+            }
+            for continuation in continuations { continuation.resume() }
         }
 
         func wakeAll() {
-            wake { _, _ in true }
-        }
-
-        private func wake(where matches: (UInt64, Waiter) -> Bool) {
-            let continuations = waiters.withLock { waiters in
-                var found: [CheckedContinuation<Void, Never>] = []
-                for (token, waiter) in waiters where matches(token, waiter) {
-                    if let continuation = waiter.continuation {
-                        found.append(continuation)
-                        waiters.removeValue(forKey: token)
-                    } else {
-                        waiters[token]?.woken = true
-                    }
-                }
-                return found
+            let continuations = state.withLock { state in
+                Array(state.waiters.keys).compactMap { state.wake($0) }
             }
             for continuation in continuations { continuation.resume() }
         }

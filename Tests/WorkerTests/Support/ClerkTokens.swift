@@ -4,7 +4,7 @@ import TestKit
 
 @testable import Worker
 
-/// Clerk-like session tokens for the API's tests: an RSA key made with openssl, and tokens signed with it
+/// Clerk-like session tokens for the API's tests: an RSA key made with openssl (`RSAKeyPair`), and tokens signed with it
 /// (or forged) by jwt-kit, apart from the server's verifier.
 struct ClerkTokens: Sendable {
     static let issuer = "https://clerk.sluice.test"
@@ -12,19 +12,9 @@ struct ClerkTokens: Sendable {
     let publicPEM: String
 
     init() throws {
-        let folder = NSTemporaryDirectory() + "sluice-clerk-\(UInt32.random(in: 0...UInt32.max))"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: folder) }
-        let made = try ChildProcess.run(
-            "openssl",
-            ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", folder + "/key.pem"])
-        let exported = try ChildProcess.run(
-            "openssl", ["pkey", "-in", folder + "/key.pem", "-pubout", "-out", folder + "/pub.pem"])
-        guard made.status == 0, exported.status == 0 else {
-            throw ScriptFailure(description: "openssl failed: \(made.output)\(exported.output)")
-        }
-        privatePEM = try String(contentsOfFile: folder + "/key.pem", encoding: .utf8)
-        publicPEM = try String(contentsOfFile: folder + "/pub.pem", encoding: .utf8)
+        let keys = try RSAKeyPair()
+        privatePEM = keys.privatePEM
+        publicPEM = keys.publicPEM
     }
 
     /// The claims the server reads (its own type: only the signing here is apart from the server).
