@@ -79,7 +79,8 @@ struct OutboundDeliveryTests {
 
     @Test("an endpoint that always fails ends in a dead letter after the kind's attempts; a redirect is a failure")
     func alwaysFails() throws {
-        let (run, stripe, _) = try setUp(attempts: 3)
+        // A token in the endpoint's query must not reach logs, last_error or the dead letter.
+        let (run, stripe, _) = try setUp("/hooks?token=s3cr3t", attempts: 3)
         stripe.script(
             "POST", "/hooks",
             [
@@ -94,6 +95,10 @@ struct OutboundDeliveryTests {
         #expect(
             try connection.firstValue("SELECT kind || ' ' || attempt FROM sluice.dead_letters")
                 == "outbound.deliver 3")
+        #expect(
+            try connection.firstValue(
+                "SELECT (errors::text || last_error) FROM sluice.dead_letters, sluice.outbound_endpoints")?
+                .contains("s3cr3t") == false)
         #expect(
             try connection.firstValue(
                 "SELECT (failing_since IS NOT NULL AND enabled)::text FROM sluice.outbound_endpoints")

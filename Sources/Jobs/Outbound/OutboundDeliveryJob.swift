@@ -76,15 +76,16 @@ public struct OutboundDeliveryJob: JobHandler {
             name: "webhook-signature", value: signer.signature(id: delivery.event.id, timestamp: timestamp, body: body))
         request.body = .bytes(body)
 
-        let response: HTTPClient.Response
+        let shown = Self.redacted(endpoint.url)
+        let response: StatusOnly.Response
         do {
             response = try Self.client.execute(
-                request: request, deadline: .now() + .seconds(Self.requestSeconds)
+                request: request, delegate: StatusOnly(), deadline: .now() + .seconds(Self.requestSeconds)
             ).wait()
         } catch {
-            return try failed(job, endpoint, "POST \(endpoint.url): \(error)", retryAfter: nil, store, context)
+            return try failed(job, endpoint, "POST \(shown): \(error)", retryAfter: nil, store, context)
         }
-        let status = Int(response.status.code)
+        let status = response.status
         if (200..<300).contains(status) {
             try store.recordSuccess(endpoint: endpoint.id)
             Counter(label: "sluice_outbound_deliveries_total", dimensions: [("result", "delivered")]).increment()
@@ -94,15 +95,25 @@ public struct OutboundDeliveryJob: JobHandler {
             if try store.disable(endpoint: endpoint.id, reason: "answered 410 Gone") {
                 context.logger.warning(
                     "Outbound endpoint answered 410 Gone; disabled it",
-                    metadata: ["endpoint": "\(endpoint.id)", "url": "\(endpoint.url)"])
+                    metadata: ["endpoint": "\(endpoint.id)", "url": "\(shown)"])
                 Counter(label: "sluice_outbound_endpoints_disabled_total", dimensions: [("reason", "gone")]).increment()
             }
             Counter(label: "sluice_outbound_deliveries_total", dimensions: [("result", "gone")]).increment()
             return .success
         }
-        let retryAfter = response.headers.first(name: "Retry-After").flatMap(Double.init)
-        return try failed(
-            job, endpoint, "POST \(endpoint.url) answered \(status)", retryAfter: retryAfter, store, context)
+        let retryAfter = response.retryAfter.flatMap(Double.init)
+        return try failed(job, endpoint, "POST \(shown) answered \(status)", retryAfter: retryAfter, store, context)
+    }
+
+    /// An endpoint's URL for logs and errors: scheme, host, port and path, without a query or user that may
+    /// carry a token.
+    static func redacted(_ url: String) -> String {
+        guard var components = URLComponents(string: url) else { return "(an endpoint URL)" }
+        components.query = nil
+        components.fragment = nil
+        components.user = nil
+        components.password = nil
+        return components.string ?? "(an endpoint URL)"
     }
 
     /// Records a failed attempt and throws the retry, or ends the job when the endpoint is now disabled.
@@ -113,7 +124,9 @@ public struct OutboundDeliveryJob: JobHandler {
         if try store.recordFailure(endpoint: endpoint.id, error: message) {
             context.logger.warning(
                 "Outbound endpoint has failed for longer than outbound_disable_after; disabled it",
-                metadata: ["endpoint": "\(endpoint.id)", "url": "\(endpoint.url)", "error": "\(message)"])
+                metadata: [
+                    "endpoint": "\(endpoint.id)", "url": "\(Self.redacted(endpoint.url))", "error": "\(message)",
+                ])
             Counter(label: "sluice_outbound_endpoints_disabled_total", dimensions: [("reason", "failing")]).increment()
             Counter(label: "sluice_outbound_deliveries_total", dimensions: [("result", "dead")]).increment()
             return .success
@@ -140,5 +153,33 @@ public struct OutboundSweepJob: JobHandler {
         let emitted = try BillingStore(context.connection()).emitDueAccessChanges()
         if emitted > 0 { context.logger.info("Access ran out with time", metadata: ["outbound.emitted": "\(emitted)"]) }
         return .success
+    }
+}
+
+/// Keeps the status and `Retry-After` of an endpoint's answer and drops its body unread: what an endpoint
+/// says back means nothing here, and a large answer must cost no memory.
+final class StatusOnly: HTTPClientResponseDelegate, @unchecked Sendable {
+    // Safety: `head` is written in didReceiveHead and read in didFinishRequest, both on the request's event
+    // loop, one after the other.
+    typealias Response = (status: Int, retryAfter: String?)
+
+    private var head: HTTPResponseHead?
+
+    func didReceiveHead(task: HTTPClient.Task<Response>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+        self.head = head
+        return task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didReceiveBodyPart(task: HTTPClient.Task<Response>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+        task.eventLoop.makeSucceededVoidFuture()
+    }
+
+    func didFinishRequest(task: HTTPClient.Task<Response>) throws -> Response {
+        guard let head else { throw StatusMissing() }
+        return (Int(head.status.code), head.headers.first(name: "Retry-After"))
+    }
+
+    struct StatusMissing: Error, CustomStringConvertible {
+        var description: String { "the endpoint closed the connection without an answer" }
     }
 }
