@@ -21,7 +21,7 @@ struct APIActionTests {
                 clerk: clerk,
                 environment: [
                     "SLUICE_ALLOWED_REDIRECT_HOSTS": "app.sluice.test,localhost",
-                    "SLUICE_API_WAIT_SECONDS": "\(waitSeconds)",
+                    "SLUICE_API_WAIT_SECONDS": "\(waitSeconds)", "SLUICE_API_ACTION_RATE_LIMIT": "1000",
                 ].merging(extra) { _, new in new })
             let owner = try api.cluster.connect()
             for delivery in BillingEvents().lifecycle.prefix(9) { try BillingEvents.apply(delivery, on: owner) }
@@ -179,6 +179,22 @@ struct APIActionTests {
         let prorated = try await under.post(
             "/v1/me/subscription/change-plan", json: #"{"price": "price_pro", "proration_behavior": "none"}"#)
         #expect(prorated.status == 400, "\(prorated.body)")
+    }
+
+    @Test("one user's Stripe actions are limited apart from the API's limit: a burst past it is 429 with Retry-After")
+    func actionLimit() async throws {
+        let under = try ActionsUnderTest(
+            worker: false, waitSeconds: 0.1, environment: ["SLUICE_API_ACTION_RATE_LIMIT": "0.05"])
+        var statuses: [Int?] = []
+        // One every 20 s, a burst of one: the first starts, the next three wait.
+        for _ in 0..<4 { statuses.append(try await under.post("/v1/me/subscription/resume", json: "").status) }
+        #expect(statuses == [202, 429, 429, 429], "\(statuses)")
+        // Another user, and the reading routes, are not held back by it.
+        #expect(try await under.get("/v1/me").status == 200)
+        #expect(
+            try await under.post(
+                "/v1/me/portal-session", as: "ada", json: #"{"return_url": "https://app.sluice.test/a"}"#
+            ).status == 202)
     }
 
     @Test("Stripe's refusal is a 422 action-refused with the job's id and Stripe's reason")

@@ -145,6 +145,10 @@ extension AppAPI {
             return .unauthorized(Problems.unauthorized("this route is for a signed-in user", tokenPresented: true))
         }
         let caller = "user:\(user)"
+        // One Stripe client and its rate limit serve every user: one user's clicks must not use them up.
+        if let wait = actionLimiter.take(caller: caller, token: APIRequest.token ?? "") {
+            return .tooManyRequests(Problems.tooManyRequests(retryAfter: wait, limit: "SLUICE_API_ACTION_RATE_LIMIT"))
+        }
         do {
             let (payload, errors): ([String: String], [(field: String, reason: String)])
             switch try await prepare(user) {

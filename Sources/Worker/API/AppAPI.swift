@@ -12,6 +12,8 @@ struct AppAPI: APIProtocol {
     let database: APIDatabase
     /// The per-caller limit, taken once the caller is known.
     let limiter: CallerRateLimiter
+    /// A lower limit per user on the Stripe action routes (`SLUICE_API_ACTION_RATE_LIMIT`).
+    let actionLimiter: CallerRateLimiter
     /// Nil when no `CLERK_JWT_KEY` is configured: every session token is refused.
     let sessions: ClerkSessionVerifier?
     /// The service keys checked in the last minute.

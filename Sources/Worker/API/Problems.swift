@@ -49,14 +49,15 @@ enum Problems {
         problem("action-refused", "Unprocessable Content", status: 422, detail: detail, jobID: jobID)
     }
 
-    static func tooManyRequests(retryAfter seconds: Int) -> Components.Responses.TooManyRequests {
+    static func tooManyRequests(retryAfter seconds: Int, limit: String = "SLUICE_API_RATE_LIMIT")
+        -> Components.Responses.TooManyRequests
+    {
         .init(
             headers: .init(retryAfter: seconds),
             body: .applicationProblemJson(
                 problem(
                     "rate-limited", "Too Many Requests", status: 429,
-                    detail: "more than SLUICE_API_RATE_LIMIT requests a second from this caller; retry in \(seconds) s")
-            ))
+                    detail: "more than \(limit) requests a second from this caller; retry in \(seconds) s")))
     }
 
     static func unavailable(_ detail: String) -> Components.Responses.Unavailable {

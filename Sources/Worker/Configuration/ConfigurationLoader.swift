@@ -100,6 +100,7 @@ struct ConfigurationLoader {
                 requestsPerSecond: try seconds("STRIPE_RATE_LIMIT", flags.stripeRateLimit, default: 25, minimum: 0.1)),
             adminListen: try listenAddress("SLUICE_ADMIN_LISTEN", flags.adminListen, default: "127.0.0.1:9090"),
             apiRateLimit: try seconds("SLUICE_API_RATE_LIMIT", nil, default: 20, minimum: 0.1),
+            apiActionRateLimit: try seconds("SLUICE_API_ACTION_RATE_LIMIT", nil, default: 1, minimum: 0.01),
             corsOrigins: try corsOrigins("SLUICE_CORS_ORIGINS"),
             allowedRedirectHosts: try redirectHosts("SLUICE_ALLOWED_REDIRECT_HOSTS"),
             apiWaitSeconds: try seconds("SLUICE_API_WAIT_SECONDS", nil, default: 10, minimum: 0),

@@ -21,6 +21,9 @@ struct SluiceConfiguration: Sendable {
     var adminListen: ListenAddress
     /// Requests a second one caller of the app's API may make, twice that in a burst (`SLUICE_API_RATE_LIMIT`, 20).
     var apiRateLimit: Double
+    /// Stripe actions a second one signed-in user may start through the API, twice that in a burst
+    /// (`SLUICE_API_ACTION_RATE_LIMIT`, 1): they share one Stripe client and its rate limit with every user.
+    var apiActionRateLimit: Double
     /// Origins whose pages may call the app's API from a browser (`SLUICE_CORS_ORIGINS`); empty: none.
     var corsOrigins: Set<String>
     /// Hosts that the redirect URLs of the app's API (`success_url`, `cancel_url`, `return_url`) may name

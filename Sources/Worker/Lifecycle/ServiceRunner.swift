@@ -117,7 +117,8 @@ struct ServiceRunner {
             runsAPI
             ? AppAPI(
                 database: APIDatabase(connectionString: configuration.databaseURL, connections: 4, logger: logger),
-                limiter: limiter, sessions: sessions,
+                limiter: limiter, actionLimiter: CallerRateLimiter(perSecond: configuration.apiActionRateLimit),
+                sessions: sessions,
                 keys: ServiceKeyCache(connectionString: configuration.databaseURL, logger: logger),
                 jobs: JobWaiter(connectionString: configuration.databaseURL, logger: logger),
                 waitSeconds: configuration.apiWaitSeconds,
