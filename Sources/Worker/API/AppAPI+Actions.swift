@@ -182,7 +182,7 @@ extension AppAPI {
     }
 
     /// The user's access, as `GET /v1/me` shows it.
-    private func access(of user: String) async throws -> Components.Schemas.Access {
+    func access(of user: String) async throws -> Components.Schemas.Access {
         try Self.decode(
             Components.Schemas.Access.self, try await database.run { try BillingStore($0).apiAccess(of: user) })
     }

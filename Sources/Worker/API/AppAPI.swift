@@ -163,8 +163,7 @@ struct AppAPI: APIProtocol {
                             detail: "user_id takes 1 to 255 bytes, no NUL"))))
         }
         do {
-            let json = try await database.run { try BillingStore($0).apiAccess(of: user) }
-            return .ok(.init(body: .json(try Self.decode(Components.Schemas.Access.self, json))))
+            return .ok(.init(body: .json(try await access(of: user))))
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
             return .serviceUnavailable(unavailable(error))
         }
@@ -221,8 +220,7 @@ struct AppAPI: APIProtocol {
         case .failure(.forbidden), .failure(.unavailable): return .undocumented(statusCode: 500, .init())
         }
         do {
-            let json = try await database.run { try BillingStore($0).apiAccess(of: user) }
-            return .ok(.init(body: .json(try Self.decode(Components.Schemas.Access.self, json))))
+            return .ok(.init(body: .json(try await access(of: user))))
         } catch let error as PostgresError where error.code == .connectionFailed || error.code == .connectionLost {
             return .serviceUnavailable(unavailable(error))
         }

@@ -7,8 +7,6 @@ struct RedirectPolicy: Sendable {
     /// Lower-case host names; empty refuses every URL.
     let hosts: Set<String>
 
-    private static let loopbackHosts: Set<String> = ["localhost", "127.0.0.1", "[::1]", "::1"]
-
     /// Why `text` may not be a redirect URL, or nil when it may.
     func refusal(of text: String) -> String? {
         guard !hosts.isEmpty else {
@@ -21,7 +19,7 @@ struct RedirectPolicy: Sendable {
         else { return "must be an absolute URL of at most 2048 bytes" }
         guard url.user == nil, url.password == nil else { return "must not carry a user name or password" }
         guard hosts.contains(host) else { return "host \(host) is not in SLUICE_ALLOWED_REDIRECT_HOSTS" }
-        guard scheme == "https" || (scheme == "http" && Self.loopbackHosts.contains(host)) else {
+        guard scheme == "https" || (scheme == "http" && LoopbackHost.contains(host)) else {
             return "must use https (http only for localhost)"
         }
         return nil

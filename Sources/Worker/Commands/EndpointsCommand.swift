@@ -29,8 +29,7 @@ struct EndpointsCommand: ParsableCommand {
             let scheme = url.scheme?.lowercased()
         else { return "\"\(text.prefix(80))\" is not an absolute URL" }
         guard url.user == nil, url.password == nil else { return "an endpoint URL carries no user or password" }
-        let loopback = ["localhost", "127.0.0.1", "::1", "[::1]"].contains(host.lowercased())
-        guard scheme == "https" || (scheme == "http" && loopback) else {
+        guard scheme == "https" || (scheme == "http" && LoopbackHost.contains(host)) else {
             return "an endpoint URL must be https (http only on localhost), got \(scheme)"
         }
         return nil

@@ -318,7 +318,7 @@ struct ConfigurationLoader {
             keys = .pem(pem)
         } else if let jwksURL {
             guard let url = URL(string: jwksURL),
-                url.scheme == "https" || (url.scheme == "http" && Self.isLoopback(url.host))
+                url.scheme == "https" || (url.scheme == "http" && LoopbackHost.contains(url.host))
             else {
                 throw ConfigurationError(
                     variable: "CLERK_JWKS_URL",
@@ -367,10 +367,6 @@ struct ConfigurationLoader {
         return (url, secret)
     }
 
-    private static func isLoopback(_ host: String?) -> Bool {
-        ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host ?? "")
-    }
-
     /// A verifier for each source whose secrets are set; a bad secret names its variable and position.
     private func webhookVerifiers() throws(ConfigurationError) -> WebhookVerifiers {
         var table: [WebhookSource: any WebhookVerifier] = [:]
@@ -400,7 +396,7 @@ struct ConfigurationLoader {
         guard let text = value(variable, flag) else { return "https://api.stripe.com" }
         guard let url = URL(string: text), let host = url.host,
             url.scheme == "https"
-                || (url.scheme == "http" && ["127.0.0.1", "localhost", "::1", "[::1]"].contains(host))
+                || (url.scheme == "http" && LoopbackHost.contains(host))
         else {
             // The secret key travels in every request: plain http only to a fake on this machine.
             throw ConfigurationError(
