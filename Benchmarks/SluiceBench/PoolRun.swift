@@ -32,6 +32,43 @@ enum PoolRun {
         return BurnDown(seconds: seconds, peakRSSKiB: worker.peakRSSKiB)
     }
 
+    /// The drain rate of a running `sluice work` (concurrency 10) with `small` and with `large` jobs waiting.
+    ///
+    /// The worker is started first and left idle, so its start-up is not timed. Each drain adds its jobs in
+    /// one transaction (one NOTIFY) and is timed from that commit to the moment `sluice.jobs` is empty;
+    /// `smallRounds` small drains are summed, so the figure is not one 10 ms sample. The small drains run
+    /// before and after the large one, so both see the table at its smallest and after a million dead rows.
+    static func drainRates(
+        binary: String, databaseURL: String, small: Int, smallRounds: Int, large: Int,
+        on connection: PostgresConnection
+    ) throws -> (small: Double, large: Double) {
+        let worker = try ChildProcess(
+            path: binary, arguments: ["work"],
+            environment: ChildProcess.inheriting(workEnvironment(databaseURL)), outputPath: nil)
+        defer { worker.stop() }
+        Thread.sleep(forTimeInterval: 1)
+        let add = PreparedStatement(
+            name: "bench_drain_add",
+            sql: """
+                SELECT count(*) FROM sluice.enqueue_many(array_fill('sluice.noop'::text, ARRAY[$1::integer]),
+                                                         array_fill('{}'::jsonb, ARRAY[$1::integer]))
+                """)
+        let empty = PreparedStatement(name: "bench_drain_empty", sql: "SELECT NOT EXISTS (SELECT 1 FROM sluice.jobs)")
+        func drain(_ count: Int) throws -> Duration {
+            try connection.execute(add, [count], context: "adding jobs to drain")
+            let start = ContinuousClock.now
+            while try !connection.execute(empty, context: "checking for jobs").single().decode(Bool.self, at: 0) {
+                usleep(200)
+            }
+            return ContinuousClock.now - start
+        }
+        var smallTime = Duration.zero
+        for _ in 0..<(smallRounds / 2) { smallTime += try drain(small) }
+        let largeTime = try drain(large)
+        for _ in (smallRounds / 2)..<smallRounds { smallTime += try drain(small) }
+        return (Double(small * smallRounds) / smallTime.seconds, Double(large) / largeTime.seconds)
+    }
+
     /// With `sluice work` idle, enqueues one `sluice.test.mark` job at a time, 20 ms apart, and returns
     /// each job's wait from its enqueue (`created_at`) to its handler's start, in milliseconds.
     static func enqueueToStart(binary: String, databaseURL: String, samples: Int, on connection: PostgresConnection)

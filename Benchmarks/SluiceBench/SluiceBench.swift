@@ -69,6 +69,9 @@ struct SluiceBench {
             report.value(
                 "  requests, errors (non-2xx, socket), jobs committed",
                 "\(ingest.requests.formatted()), \(ingest.errors), \(ingest.jobs.formatted())")
+            report.value(
+                "  CPU of sluice receive per request (user + system)",
+                String(format: "%.0f µs              target 60 µs", ingest.cpuMicrosecondsPerRequest))
             report.value("  peak RSS of sluice receive", "\(ingest.receiverPeakRSSKiB / 1024) MiB")
         }
         if settings.sections.contains("api") {
@@ -234,6 +237,14 @@ struct SluiceBench {
             note: "plain SKIP LOCKED + DELETE of 50, 10 clients")
         report.value("peak RSS of sluice work during the burn-down", "\(peakRSS / 1024) MiB")
         try reset(setup)
+        let depth = try PoolRun.drainRates(
+            binary: binary, databaseURL: database.url, small: 1_000, smallRounds: 20, large: settings.depthJobs,
+            on: setup)
+        report.rate(
+            "sluice work running, 20 x 1,000 jobs added at once", [depth.small], ceiling: [depth.large],
+            note: "the same worker draining \(settings.depthJobs.formatted()) added at once (flat: 0.8x to 1.2x)",
+            ceilingUnit: "jobs/s")
+        try reset(setup)
         let starts = try PoolRun.enqueueToStart(
             binary: binary, databaseURL: database.url, samples: settings.latencySamples, on: setup)
         report.latency("enqueue to start, sluice work idle", starts)
@@ -365,6 +376,8 @@ struct Settings {
     var latencySamples: Int
     var poolJobs: Int
     var poolRounds: Int
+    /// The deep queue of the flatness figure, beside 1,000.
+    var depthJobs: Int
     var webhookEvents: Int
     var usageCalls: Int
     var webhookConnections: Int
@@ -396,6 +409,7 @@ struct Settings {
         latencySamples = number("SLUICE_BENCH_LATENCY_SAMPLES", 500)
         poolJobs = number("SLUICE_BENCH_POOL_JOBS", 100_000)
         poolRounds = number("SLUICE_BENCH_POOL_ROUNDS", 5)
+        depthJobs = number("SLUICE_BENCH_DEPTH_JOBS", 1_000_000)
         webhookEvents = number("SLUICE_BENCH_WEBHOOK_EVENTS", 400_000)
         usageCalls = number("SLUICE_BENCH_USAGE_CALLS", 50_000)
         webhookConnections = number("SLUICE_BENCH_WEBHOOK_CONNECTIONS", 50)

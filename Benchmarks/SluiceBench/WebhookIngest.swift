@@ -19,6 +19,8 @@ enum WebhookIngest {
         var insertCeiling: Double
         var receiverPeakRSSKiB: Int
         var bodyBytes: Int
+        /// The receiver's CPU time (user and system) over the requests it answered during the run.
+        var cpuMicrosecondsPerRequest: Double
     }
 
     static let secret = "whsec_bench_5eb0c1d2e3f4a5b6c7d8e9f0"
@@ -49,6 +51,7 @@ enum WebhookIngest {
         var stopped = false
         defer { if !stopped { receiver.stop() } }
         try waitUntilListening(port: port, logPath: logPath)
+        let cpuBefore = receiver.cpuSeconds
 
         let threads = 2
         let wrk = try ChildProcess.run(
@@ -63,6 +66,7 @@ enum WebhookIngest {
             throw BenchFailure("wrk failed (is it installed? make bench installs it):\n\(wrk.output)")
         }
         let peakRSS = receiver.peakRSSKiB
+        let cpu = receiver.cpuSeconds - cpuBefore
         receiver.stop()
         stopped = true
         let report = try WrkReport(wrk.output)
@@ -82,7 +86,8 @@ enum WebhookIngest {
         return Figures(
             requestsPerSecond: report.requestsPerSecond, p50Milliseconds: report.p50, p99Milliseconds: report.p99,
             requests: report.requests, errors: report.errors, jobs: jobs, insertCeiling: ceiling,
-            receiverPeakRSSKiB: peakRSS, bodyBytes: prefix.utf8.count + suffix.utf8.count + 20)
+            receiverPeakRSSKiB: peakRSS, bodyBytes: prefix.utf8.count + suffix.utf8.count + 20,
+            cpuMicrosecondsPerRequest: cpu * 1e6 / Double(max(report.requests, 1)))
     }
 
     /// The `customer.updated` fixture as one line, split around its event id.

@@ -147,4 +147,18 @@ struct WebhookVerifierTests {
             body: Self.body)
         try verifiers.verifyStored(source: source, payload: stored)
     }
+
+    @Test("a stored body comes back byte for byte: every control byte, quote, backslash and multibyte character")
+    func payloadKeepsTheBody() throws {
+        var body = Array(#"{"id":"evt_1","note":"a \"quoted\" \\ path","type":"x"}"#.utf8)
+        body += Array(0..<0x20) + Array("é€😀/\"\\".utf8) + Array(0x20..<0x80)
+        let payload = WebhookJobPayload.make(
+            source: .stripe, eventID: "evt_\"1\"", type: "a\\b\n", receivedAt: Date(),
+            headers: [("Stripe-Signature", "t=1,v1=\u{1}")], body: body)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(payload.utf8)) as? [String: Any])
+        #expect((object["body"] as? String).map { Array($0.utf8) } == body)
+        #expect(object["event_id"] as? String == "evt_\"1\"" && object["type"] as? String == "a\\b\n")
+        #expect((object["headers"] as? [String: String])?["stripe-signature"] == "t=1,v1=\u{1}")
+        #expect(WebhookJobPayload.storedDelivery(payload)?.body == body)
+    }
 }

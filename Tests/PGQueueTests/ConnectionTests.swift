@@ -25,12 +25,51 @@ struct ConnectionTests {
         #expect(abs(decodedDate.timeIntervalSince1970 - when.timeIntervalSince1970) < 0.000_002)
         #expect(try row.decode(String?.self, at: 5) == nil)
         let array = try connection.query(
-            "SELECT unnest($1::text[])", [[tricky, "", "NULL"]], context: "unnesting"
+            "SELECT unnest($1::text[])", [[tricky, "", "NULL", #"\"""\\"#, "{a,b}"]], context: "unnesting"
         ).map { try $0.decode(String.self, at: 0) }
-        #expect(array == [tricky, "", "NULL"])
+        #expect(array == [tricky, "", "NULL", #"\"""\\"#, "{a,b}"])
         let withNull = try connection.query(
             "SELECT x IS NULL FROM unnest($1::text[]) AS x", [["a", nil] as [String?]], context: "nulls in arrays")
         #expect(try withNull.map { try $0.decode(Bool.self, at: 0) } == [false, true])
+    }
+
+    @Test("prepared text, varchar and jsonb arrays go in binary and arrive exactly, NULLs and empty arrays too")
+    func binaryArrays() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let statement = PreparedStatement(
+            name: "binary_arrays",
+            sql: """
+                SELECT $1::text[] = $2::text[], $3::varchar[], $4::jsonb[], cardinality($5::text[]), $6::integer[]
+                """)
+        let tricky = ["it's \"quoted\" \\ back", "", "NULL", "{a,b}", "ünïcødé 🚀", #"\"""\\"#]
+        let json = [#"{"body":"{\"id\":\"evt_1\"}","n":1}"#, "[]", "null"]
+        let row = try connection.execute(
+            statement,
+            [
+                tricky, tricky.map(Optional.some) + [nil], ["a", nil] as [String?], json, [String](), ["1", "2"],
+            ],
+            context: "binary arrays"
+        ).single()
+        #expect(try row.decode(Bool.self, at: 0) == false)  // one more element, a NULL, on the right
+        #expect(try row.decode(String.self, at: 1) == "{a,NULL}")
+        #expect(
+            try row.decode(String.self, at: 2) == #"{"{\"n\": 1, \"body\": \"{\\\"id\\\":\\\"evt_1\\\"}\"}",[],"null"}"#
+        )
+        #expect(try row.decode(Int.self, at: 3) == 0)
+        #expect(try row.decode(String.self, at: 4) == "{1,2}")  // integer[] has no binary path: sent as text
+        let echoed = try connection.query(
+            "SELECT unnest($1::text[])", [tricky], context: "the same strings as a text literal"
+        ).map { try $0.decode(String.self, at: 0) }
+        let binary = try connection.execute(
+            PreparedStatement(name: "binary_unnest", sql: "SELECT unnest($1::text[])"), [tricky], context: "binary"
+        ).map { try $0.decode(String.self, at: 0) }
+        #expect(binary == tricky && echoed == tricky)
+        // Invalid JSON in a jsonb element is the server's clear error, as in text.
+        let error = try #require(throws: PostgresError.self) {
+            try connection.execute(statement, [[], [], [], ["{"], [], []], context: "bad json")
+        }
+        #expect(error.sqlState == "22P02")
     }
 
     @Test("a server error carries its SQLSTATE, message and the caller's context")

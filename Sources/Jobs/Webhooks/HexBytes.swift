@@ -1,7 +1,7 @@
 /// Lower- or upper-case hexadecimal text to bytes.
 enum HexBytes {
-    static func decode(_ text: Substring) -> [UInt8]? {
-        let digits = Array(text.utf8)
+    static func decode(_ text: some Collection<UInt8>) -> [UInt8]? {
+        let digits = Array(text)
         guard !digits.isEmpty, digits.count % 2 == 0 else { return nil }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(digits.count / 2)

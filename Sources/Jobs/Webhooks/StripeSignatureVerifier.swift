@@ -14,7 +14,7 @@ public struct StripeSignatureVerifier: WebhookVerifier {
     /// Stripe's libraries default to five minutes; older deliveries are refused as replays.
     public static let toleranceSeconds = 300
 
-    private let keys: [SymmetricKey]
+    private let keyed: [HMAC<SHA256>]
 
     /// - Parameter secrets: the endpoint's signing secrets (`whsec_…`), used byte for byte as HMAC keys.
     public init(secrets: [String]) throws(WebhookSecretProblem) {
@@ -23,7 +23,7 @@ public struct StripeSignatureVerifier: WebhookVerifier {
                 index: index,
                 reason: "is not a whsec_... signing secret; copy it from the endpoint's page in the Stripe dashboard")
         }
-        keys = secrets.map { SymmetricKey(data: Array($0.utf8)) }
+        keyed = SignatureMatch.keyed(secrets.map { SymmetricKey(data: Array($0.utf8)) })
     }
 
     public func verify(body: [UInt8], header: (String) -> String?, now: Int?) throws(WebhookRejection)
@@ -40,25 +40,28 @@ public struct StripeSignatureVerifier: WebhookVerifier {
         guard let header, !header.isEmpty else {
             throw .badSignature("missing \(Self.headerName) header")
         }
-        var timestamp: Substring?
+        // Byte by byte: Foundation's trimming bridges through NSString, which cost more than the HMAC.
+        var timestamp: Substring.UTF8View?
         var signatures: [[UInt8]] = []
-        for item in header.split(separator: ",") {
-            guard let equals = item.firstIndex(of: "=") else { continue }
-            let scheme = item[..<equals].trimmingCharacters(in: .whitespaces)
-            let value = item[item.index(after: equals)...].drop { $0 == " " }
-            switch scheme {
-            case "t": timestamp = value
-            case "v1": if let bytes = HexBytes.decode(value) { signatures.append(bytes) }
-            default: continue
+        for item in header.utf8.split(separator: UInt8(ascii: ",")) {
+            guard let equals = item.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            let scheme = Self.trimmed(item[..<equals])
+            let value = item[item.index(after: equals)...].drop { $0 == UInt8(ascii: " ") }
+            if scheme.elementsEqual("t".utf8) {
+                timestamp = value
+            } else if scheme.elementsEqual("v1".utf8), let bytes = HexBytes.decode(value) {
+                signatures.append(bytes)
             }
         }
-        guard let timestamp, let seconds = Int(timestamp) else {
+        guard let timestamp, let seconds = Int(Substring(timestamp)) else {
             throw .badSignature("\(Self.headerName) has no t=<unix seconds> timestamp")
         }
         guard !signatures.isEmpty else {
             throw .badSignature("\(Self.headerName) has no v1 signature")
         }
-        guard SignatureMatch.any(keys: keys, signed: Array("\(timestamp).".utf8), body: body, candidates: signatures)
+        guard
+            SignatureMatch.any(
+                keyed: keyed, signed: Array(timestamp) + [UInt8(ascii: ".")], body: body, candidates: signatures)
         else {
             throw .badSignature("no v1 signature matches a configured STRIPE_WEBHOOK_SECRET")
         }
@@ -71,5 +74,13 @@ public struct StripeSignatureVerifier: WebhookVerifier {
                     ? "signature timestamp \(seconds) is out of range"
                     : "signature timestamp is \(age) s old, more than \(Self.toleranceSeconds) s")
         }
+    }
+
+    /// `bytes` without the spaces and tabs around it.
+    private static func trimmed(_ bytes: Substring.UTF8View.SubSequence) -> Substring.UTF8View.SubSequence {
+        let isBlank = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = bytes.firstIndex(where: { !isBlank($0) }), let last = bytes.lastIndex(where: { !isBlank($0) })
+        else { return bytes[bytes.startIndex..<bytes.startIndex] }
+        return bytes[first...last]
     }
 }

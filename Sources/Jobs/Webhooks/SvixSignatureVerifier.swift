@@ -28,7 +28,7 @@ public struct SvixSignatureVerifier: WebhookVerifier {
     /// Svix generates 24-byte (192-bit) secrets; anything shorter is a paste error or a weak key.
     public static let minimumKeyBytes = 24
 
-    private let keys: [SymmetricKey]
+    private let keyed: [HMAC<SHA256>]
 
     /// - Parameter secrets: the endpoint's signing secrets, `whsec_` and the base64 of the HMAC key.
     public init(secrets: [String]) throws(WebhookSecretProblem) {
@@ -42,7 +42,7 @@ public struct SvixSignatureVerifier: WebhookVerifier {
             }
             keys.append(key)
         }
-        self.keys = keys
+        keyed = SignatureMatch.keyed(keys)
     }
 
     /// The HMAC key in a `whsec_…` secret, or nil when it does not decode to a key long enough.
@@ -89,7 +89,7 @@ public struct SvixSignatureVerifier: WebhookVerifier {
             throw .badSignature("\(names.signature) has no v1 signature")
         }
         let signed = Array("\(id).\(timestamp).".utf8)
-        guard SignatureMatch.any(keys: keys, signed: signed, body: body, candidates: candidates) else {
+        guard SignatureMatch.any(keyed: keyed, signed: signed, body: body, candidates: candidates) else {
             throw .badSignature("no v1 signature matches a configured CLERK_WEBHOOK_SECRET")
         }
         let verified = (id, [(names.id, id), (names.timestamp, timestamp), (names.signature, signature)])

@@ -48,23 +48,34 @@ public enum WebhookJobPayload {
     }
 
     /// Appends `bytes` (valid UTF-8) as a JSON string literal.
-    private static func appendString(_ bytes: some Sequence<UInt8>, to json: inout [UInt8]) {
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
+    private static func appendString(_ bytes: some Collection<UInt8>, to json: inout [UInt8]) {
         json.append(UInt8(ascii: "\""))
-        for byte in bytes {
-            switch byte {
-            case UInt8(ascii: "\""): json.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
-            case UInt8(ascii: "\\"): json.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
-            case UInt8(ascii: "\n"): json.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
-            case UInt8(ascii: "\r"): json.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
-            case UInt8(ascii: "\t"): json.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
-            case 0..<0x20:
-                json.append(contentsOf: Array(#"\u00"#.utf8))
-                json.append(hex[Int(byte >> 4)])
-                json.append(hex[Int(byte & 0x0f)])
-            default: json.append(byte)
-            }
-        }
+        let copied: Void? = bytes.withContiguousStorageIfAvailable { appendEscaped($0, to: &json) }
+        if copied == nil { Array(bytes).withUnsafeBufferPointer { appendEscaped($0, to: &json) } }
         json.append(UInt8(ascii: "\""))
     }
+
+    /// Copies runs that need no escape whole: a body is mostly such runs between its own quotes.
+    private static func appendEscaped(_ bytes: UnsafeBufferPointer<UInt8>, to json: inout [UInt8]) {
+        var runStart = 0
+        for (index, byte) in bytes.enumerated()
+        where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+            json.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+            runStart = index + 1
+            json.append(UInt8(ascii: "\\"))
+            switch byte {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): json.append(byte)
+            case UInt8(ascii: "\n"): json.append(UInt8(ascii: "n"))
+            case UInt8(ascii: "\r"): json.append(UInt8(ascii: "r"))
+            case UInt8(ascii: "\t"): json.append(UInt8(ascii: "t"))
+            default:
+                json.append(contentsOf: "u00".utf8)
+                json.append(hexDigits[Int(byte >> 4)])
+                json.append(hexDigits[Int(byte & 0x0f)])
+            }
+        }
+        json.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 }

@@ -10,20 +10,73 @@ public protocol PostgresBindable: Sendable {
 
     /// Appends the value, as UTF-8, as an element of an array literal; the default quotes and escapes it.
     func appendArrayElement(to literal: inout [UInt8])
+
+    /// Appends ``postgresText`` as UTF-8; arrays build their literal straight into the parameter buffer.
+    func appendPostgresText(to buffer: inout [UInt8])
+
+    /// Appends the value in PostgreSQL's binary format for the type `oid` and returns true, or returns
+    /// false, having appended nothing, to be sent as text instead (the default).
+    func appendPostgresBinary(as oid: UInt32, to buffer: inout [UInt8]) -> Bool
 }
 
 extension PostgresBindable {
     public func appendArrayElement(to literal: inout [UInt8]) {
-        // Bytes, not characters: array parameters carry whole job payloads, and escaping them one
-        // Unicode scalar at a time into a String cost more than the rest of an enqueue.
-        let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
-        literal.append(quote)
-        for byte in postgresText.utf8 {
-            if byte == quote || byte == backslash { literal.append(backslash) }
-            literal.append(byte)
-        }
-        literal.append(quote)
+        appendQuotedArrayElement(postgresText, to: &literal)
     }
+
+    public func appendPostgresText(to buffer: inout [UInt8]) {
+        buffer.append(contentsOf: postgresText.utf8)
+    }
+
+    public func appendPostgresBinary(as oid: UInt32, to buffer: inout [UInt8]) -> Bool {
+        false
+    }
+}
+
+/// The type OIDs (`pg_type.oid`, fixed for built-in types) that values are sent in binary for.
+enum PostgresType {
+    static let text: UInt32 = 25
+    static let varchar: UInt32 = 1043
+    static let jsonb: UInt32 = 3802
+    static let textArray: UInt32 = 1009
+    static let varcharArray: UInt32 = 1015
+    static let jsonbArray: UInt32 = 3807
+
+    /// The element type of an array type sent in binary.
+    static func element(ofArray oid: UInt32) -> UInt32? {
+        switch oid {
+        case textArray: text
+        case varcharArray: varchar
+        case jsonbArray: jsonb
+        default: nil
+        }
+    }
+
+    /// Appends `value` as a big-endian 32-bit integer, the binary format's framing.
+    static func append(_ value: Int32, to buffer: inout [UInt8]) {
+        withUnsafeBytes(of: value.bigEndian) { buffer.append(contentsOf: $0) }
+    }
+}
+
+/// Appends `text` quoted for an array literal, a backslash before each `"` and `\`.
+///
+/// Bytes, not characters, and whole runs between escapes at a time: array parameters carry whole job
+/// payloads (a webhook's body is mostly short runs between its own quotes), and this was the largest
+/// cost of a batch enqueue.
+func appendQuotedArrayElement(_ text: String, to literal: inout [UInt8]) {
+    let quote = UInt8(ascii: "\""), backslash = UInt8(ascii: "\\")
+    literal.append(quote)
+    var text = text
+    text.withUTF8 { bytes in
+        var runStart = 0
+        for (index, byte) in bytes.enumerated() where byte == quote || byte == backslash {
+            literal.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+            literal.append(backslash)
+            runStart = index
+        }
+        literal.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
+    }
+    literal.append(quote)
 }
 
 /// Numbers and booleans never need quoting inside an array literal; skipping it keeps large id arrays cheap.
@@ -43,6 +96,22 @@ extension Bool: UnquotedArrayElement {}
 
 extension String: PostgresBindable {
     public var postgresText: String { self }
+
+    /// text and varchar are their UTF-8 bytes; jsonb is a version byte (1) and the JSON text, which the
+    /// server parses as it does text input.
+    public func appendPostgresBinary(as oid: UInt32, to buffer: inout [UInt8]) -> Bool {
+        switch oid {
+        case PostgresType.text, PostgresType.varchar: break
+        case PostgresType.jsonb: buffer.append(1)
+        default: return false
+        }
+        buffer.append(contentsOf: utf8)
+        return true
+    }
+
+    public func appendArrayElement(to literal: inout [UInt8]) {
+        appendQuotedArrayElement(self, to: &literal)
+    }
 }
 
 extension Substring: PostgresBindable {
@@ -89,19 +158,63 @@ extension Optional: PostgresBindable where Wrapped: PostgresBindable {
             literal.append(contentsOf: "NULL".utf8)
         }
     }
+
+    /// Never called for `nil`: arrays write a NULL element's length as -1, and a NULL parameter is sent apart.
+    public func appendPostgresBinary(as oid: UInt32, to buffer: inout [UInt8]) -> Bool {
+        self?.appendPostgresBinary(as: oid, to: &buffer) ?? false
+    }
 }
 
 extension Array: PostgresBindable where Element: PostgresBindable {
     /// A one-dimensional array literal (`{"a","b",NULL}`); every element is quoted and escaped.
     public var postgresText: String {
-        var literal: [UInt8] = [UInt8(ascii: "{")]
-        literal.reserveCapacity(count * 8 + 2)
-        for (index, element) in enumerated() {
-            if index > 0 { literal.append(UInt8(ascii: ",")) }
-            element.appendArrayElement(to: &literal)
-        }
-        literal.append(UInt8(ascii: "}"))
+        var literal: [UInt8] = []
+        appendPostgresText(to: &literal)
         return String(decoding: literal, as: UTF8.self)
+    }
+
+    /// One-dimensional arrays of text, varchar and jsonb go in binary: each element's bytes as they are,
+    /// with no quoting to add or for the server to take out again.
+    public func appendPostgresBinary(as oid: UInt32, to buffer: inout [UInt8]) -> Bool {
+        guard let elementType = PostgresType.element(ofArray: oid), count <= Int32.max else { return false }
+        let start = buffer.count
+        let mayHoldNull = Element.self is any OptionalProtocol.Type
+        PostgresType.append(isEmpty ? 0 : 1, to: &buffer)  // dimensions
+        let hasNullAt = buffer.count
+        PostgresType.append(0, to: &buffer)  // has NULLs: set below
+        PostgresType.append(Int32(bitPattern: elementType), to: &buffer)
+        if !isEmpty {
+            PostgresType.append(Int32(count), to: &buffer)
+            PostgresType.append(1, to: &buffer)  // lower bound
+        }
+        for element in self {
+            let lengthAt = buffer.count
+            if mayHoldNull, (element as? any OptionalProtocol)?.isNone == true {
+                PostgresType.append(-1, to: &buffer)
+                buffer[hasNullAt + 3] = 1
+                continue
+            }
+            PostgresType.append(0, to: &buffer)
+            guard element.appendPostgresBinary(as: elementType, to: &buffer),
+                buffer.count - lengthAt - 4 <= Int(Int32.max)
+            else {
+                buffer.removeSubrange(start...)
+                return false
+            }
+            Swift.withUnsafeBytes(of: Int32(buffer.count - lengthAt - 4).bigEndian) { length in
+                for offset in 0..<4 { buffer[lengthAt + offset] = length[offset] }
+            }
+        }
+        return true
+    }
+
+    public func appendPostgresText(to buffer: inout [UInt8]) {
+        buffer.append(UInt8(ascii: "{"))
+        for (index, element) in enumerated() {
+            if index > 0 { buffer.append(UInt8(ascii: ",")) }
+            element.appendArrayElement(to: &buffer)
+        }
+        buffer.append(UInt8(ascii: "}"))
     }
 }
 

@@ -14,7 +14,8 @@ public import Logging
 public final class PostgresConnection {
     private var handle: OpaquePointer?
     private let connectionString: String?
-    private var preparedNames: Set<String> = []
+    /// Each prepared statement's parameter types (OIDs), as the server inferred them.
+    private var preparedTypes: [String: [UInt32]] = [:]
     private var noticeSink: NoticeSink
     /// The logger for notices and reconnects; statements themselves are not logged.
     public var logger: Logger {
@@ -43,7 +44,7 @@ public final class PostgresConnection {
     public func close() {
         if let handle { PQfinish(handle) }
         handle = nil
-        preparedNames.removeAll()
+        preparedTypes.removeAll()
     }
 
     /// The server process serving this connection (`pg_backend_pid()`), or nil when not connected.
@@ -81,8 +82,8 @@ public final class PostgresConnection {
         context: String
     ) throws(PostgresError) -> PostgresRows {
         let handle = try connected(context: context)
-        return try withParameters(bindings) { count, values throws(PostgresError) in
-            try consume(PQexecParams(handle, sql, count, nil, values, nil, nil, 0), context: context)
+        return try withParameters(bindings, types: []) { count, values, lengths, formats throws(PostgresError) in
+            try consume(PQexecParams(handle, sql, count, nil, values, lengths, formats, 0), context: context)
         }
     }
 
@@ -94,12 +95,16 @@ public final class PostgresConnection {
         context: String
     ) throws(PostgresError) -> PostgresRows {
         let handle = try connected(context: context)
-        if !preparedNames.contains(statement.name) {
+        let types: [UInt32]
+        if let known = preparedTypes[statement.name] {
+            types = known
+        } else {
             _ = try consume(PQprepare(handle, statement.name, statement.sql, 0, nil), context: context)
-            preparedNames.insert(statement.name)
+            types = try parameterTypes(of: statement.name, on: handle, context: context)
+            preparedTypes[statement.name] = types
         }
-        return try withParameters(bindings) { count, values throws(PostgresError) in
-            try consume(PQexecPrepared(handle, statement.name, count, values, nil, nil, 0), context: context)
+        return try withParameters(bindings, types: types) { count, values, lengths, formats throws(PostgresError) in
+            try consume(PQexecPrepared(handle, statement.name, count, values, lengths, formats, 0), context: context)
         }
     }
 
@@ -193,7 +198,7 @@ public final class PostgresConnection {
     private func connect(context: String) throws(PostgresError) {
         if let handle { PQfinish(handle) }
         handle = nil
-        preparedNames.removeAll()
+        preparedTypes.removeAll()
         let newHandle = Self.open(connectionString)
         guard let newHandle else {
             throw PostgresError(
@@ -248,19 +253,66 @@ public final class PostgresConnection {
         return handle!
     }
 
+    /// The parameter types the server gave a statement just prepared.
+    private func parameterTypes(of name: String, on handle: OpaquePointer, context: String) throws(PostgresError)
+        -> [UInt32]
+    {
+        guard let result = PQdescribePrepared(handle, name) else { throw failure(result: nil, context: context) }
+        defer { PQclear(result) }
+        guard PQresultStatus(result) == PGRES_COMMAND_OK else { throw failure(result: result, context: context) }
+        return (0..<PQnparams(result)).map { UInt32(PQparamtype(result, $0)) }
+    }
+
+    /// Calls `body` with libpq's parameter arrays: values, lengths and formats.
+    ///
+    /// A value goes in binary when its type allows it (``PostgresBindable/appendPostgresBinary(as:to:)``),
+    /// which spares escaping a batch's payloads into an array literal and the server parsing it back;
+    /// otherwise in text, NUL-terminated. Every value sits in one buffer: one allocation however many
+    /// parameters.
     private func withParameters<Result>(
         _ bindings: [(any PostgresBindable)?],
-        _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?) throws(PostgresError) -> Result
+        types: [UInt32],
+        _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?, UnsafePointer<Int32>?, UnsafePointer<Int32>?)
+            throws(PostgresError) -> Result
     ) throws(PostgresError) -> Result {
-        let pointers: [UnsafeMutablePointer<CChar>?] = bindings.map { binding in
-            guard let binding else { return nil }
-            if let optional = binding as? any OptionalProtocol, optional.isNone { return nil }
-            return strdup(binding.postgresText)
+        var buffer: [UInt8] = []
+        var offsets: [Int?] = []
+        var lengths: [Int32] = []
+        var formats: [Int32] = []
+        offsets.reserveCapacity(bindings.count)
+        lengths.reserveCapacity(bindings.count)
+        formats.reserveCapacity(bindings.count)
+        for (index, binding) in bindings.enumerated() {
+            guard let binding, !((binding as? any OptionalProtocol)?.isNone ?? false) else {
+                offsets.append(nil)
+                lengths.append(0)
+                formats.append(0)
+                continue
+            }
+            let start = buffer.count
+            offsets.append(start)
+            if index < types.count, binding.appendPostgresBinary(as: types[index], to: &buffer) {
+                lengths.append(Int32(buffer.count - start))
+                formats.append(1)
+            } else {
+                binding.appendPostgresText(to: &buffer)
+                buffer.append(0)
+                lengths.append(0)
+                formats.append(0)
+            }
         }
-        defer { pointers.forEach { free($0) } }
-        let constPointers = pointers.map { UnsafePointer($0) }
-        return try constPointers.withUnsafeBufferPointer { buffer throws(PostgresError) in
-            try body(Int32(buffer.count), buffer.baseAddress)
+        return try buffer.withUnsafeBufferPointer { bytes throws(PostgresError) in
+            let base = UnsafeRawPointer(bytes.baseAddress)
+            let pointers: [UnsafePointer<CChar>?] = offsets.map { offset in
+                offset.flatMap { base?.advanced(by: $0).assumingMemoryBound(to: CChar.self) }
+            }
+            return try pointers.withUnsafeBufferPointer { values throws(PostgresError) in
+                try lengths.withUnsafeBufferPointer { lengths throws(PostgresError) in
+                    try formats.withUnsafeBufferPointer { formats throws(PostgresError) in
+                        try body(Int32(values.count), values.baseAddress, lengths.baseAddress, formats.baseAddress)
+                    }
+                }
+            }
         }
     }
 
@@ -313,7 +365,7 @@ public final class PostgresConnection {
             // The outcome of the statement is unknown; drop the handle so the next call reconnects.
             if let handle { PQfinish(handle) }
             handle = nil
-            preparedNames.removeAll()
+            preparedTypes.removeAll()
             return PostgresError(code: .connectionLost, sqlState: sqlState, message: message, context: context)
         }
         // A backend killed by an administrator or a server shutting down closes the connection too.
