@@ -32,14 +32,15 @@ enum PoolRun {
         return BurnDown(seconds: seconds, peakRSSKiB: worker.peakRSSKiB)
     }
 
-    /// The drain rate of a running `sluice work` (concurrency 10) with `small` and with `large` jobs waiting.
+    /// The rate of a running `sluice work` (concurrency 10) with about `small` jobs waiting, beside its
+    /// rate draining `large` jobs.
     ///
-    /// The worker is started first and left idle, so its start-up is not timed. Each drain adds its jobs in
-    /// one transaction (one NOTIFY) and is timed from that commit to the moment `sluice.jobs` is empty;
-    /// `smallRounds` small drains are summed, so the figure is not one 10 ms sample. The small drains run
-    /// before and after the large one, so both see the table at its smallest and after a million dead rows.
-    static func drainRates(
-        binary: String, databaseURL: String, small: Int, smallRounds: Int, large: Int,
+    /// The worker is started first, so its start-up is not timed. For the small figure the benchmark keeps
+    /// the queue topped up to `small` jobs for `seconds` (checking every millisecond, adding what is
+    /// missing in one statement) and counts what completed; the large one adds `large` jobs in one
+    /// transaction and times from its commit to the moment `sluice.jobs` is empty.
+    static func depthRates(
+        binary: String, databaseURL: String, small: Int, seconds: Double, large: Int,
         on connection: PostgresConnection
     ) throws -> (small: Double, large: Double) {
         let worker = try ChildProcess(
@@ -48,25 +49,36 @@ enum PoolRun {
         defer { worker.stop() }
         Thread.sleep(forTimeInterval: 1)
         let add = PreparedStatement(
-            name: "bench_drain_add",
+            name: "bench_depth_add",
             sql: """
                 SELECT count(*) FROM sluice.enqueue_many(array_fill('sluice.noop'::text, ARRAY[$1::integer]),
                                                          array_fill('{}'::jsonb, ARRAY[$1::integer]))
                 """)
-        let empty = PreparedStatement(name: "bench_drain_empty", sql: "SELECT NOT EXISTS (SELECT 1 FROM sluice.jobs)")
-        func drain(_ count: Int) throws -> Duration {
-            try connection.execute(add, [count], context: "adding jobs to drain")
-            let start = ContinuousClock.now
-            while try !connection.execute(empty, context: "checking for jobs").single().decode(Bool.self, at: 0) {
-                usleep(200)
-            }
-            return ContinuousClock.now - start
+        let waiting = PreparedStatement(name: "bench_depth_waiting", sql: "SELECT count(*) FROM sluice.jobs")
+        func count() throws -> Int {
+            try connection.execute(waiting, context: "counting jobs").single().decode(Int.self, at: 0)
         }
-        var smallTime = Duration.zero
-        for _ in 0..<(smallRounds / 2) { smallTime += try drain(small) }
-        let largeTime = try drain(large)
-        for _ in (smallRounds / 2)..<smallRounds { smallTime += try drain(small) }
-        return (Double(small * smallRounds) / smallTime.seconds, Double(large) / largeTime.seconds)
+
+        var added = 0
+        let start = ContinuousClock.now
+        while (ContinuousClock.now - start).seconds < seconds {
+            let missing = small - (try count())
+            if missing >= small / 10 {
+                try connection.execute(add, [missing], context: "topping the queue up")
+                added += missing
+            }
+            usleep(1_000)
+        }
+        let smallRate = Double(added - (try count())) / (ContinuousClock.now - start).seconds
+        while try count() > 0 { usleep(1_000) }
+
+        try connection.execute(add, [large], context: "adding jobs to drain")
+        let largeStart = ContinuousClock.now
+        let empty = PreparedStatement(name: "bench_depth_empty", sql: "SELECT NOT EXISTS (SELECT 1 FROM sluice.jobs)")
+        while try !connection.execute(empty, context: "checking for jobs").single().decode(Bool.self, at: 0) {
+            usleep(5_000)
+        }
+        return (smallRate, Double(large) / (ContinuousClock.now - largeStart).seconds)
     }
 
     /// With `sluice work` idle, enqueues one `sluice.test.mark` job at a time, 20 ms apart, and returns

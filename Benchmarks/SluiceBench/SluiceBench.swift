@@ -237,11 +237,11 @@ struct SluiceBench {
             note: "plain SKIP LOCKED + DELETE of 50, 10 clients")
         report.value("peak RSS of sluice work during the burn-down", "\(peakRSS / 1024) MiB")
         try reset(setup)
-        let depth = try PoolRun.drainRates(
-            binary: binary, databaseURL: database.url, small: 1_000, smallRounds: 20, large: settings.depthJobs,
+        let depth = try PoolRun.depthRates(
+            binary: binary, databaseURL: database.url, small: 1_000, seconds: 5, large: settings.depthJobs,
             on: setup)
         report.rate(
-            "sluice work running, 20 x 1,000 jobs added at once", [depth.small], ceiling: [depth.large],
+            "sluice work running, about 1,000 jobs waiting", [depth.small], ceiling: [depth.large],
             note: "the same worker draining \(settings.depthJobs.formatted()) added at once (flat: 0.8x to 1.2x)",
             ceilingUnit: "jobs/s")
         try reset(setup)

@@ -119,6 +119,33 @@ struct ConnectionTests {
         #expect(values == [1])
     }
 
+    @Test(
+        "queue connections plan completions on the primary key even when the queue was measured empty, reconnects too")
+    func queueSessionSettings() throws {
+        let database = try TestDatabase()
+        let setup = try database.connect()
+        // What autovacuum leaves after an idle spell: statistics that say the table is empty.
+        try setup.run(script: "VACUUM ANALYZE sluice.jobs", context: "measuring the empty queue")
+        let completion = """
+            EXPLAIN DELETE FROM sluice.jobs j USING unnest($1::bigint[], $2::integer[]) AS c(id, attempt)
+            WHERE j.id = c.id AND j.attempt = c.attempt AND j.state = 'running'
+            """
+        func plan(_ connection: PostgresConnection) throws -> String {
+            try connection.query(completion, [[Int64(1)], [1]], context: "planning a completion")
+                .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
+        }
+        // A plain connection scans the whole table, which is what made a million jobs drain slowly.
+        #expect(try plan(setup).contains("Seq Scan on jobs"))
+        let queueConnection = try PostgresConnection(
+            connectionString: database.url, sessionSettings: JobQueue.sessionSettings)
+        #expect(try !plan(queueConnection).contains("Seq Scan on jobs"))
+        let pid = try #require(queueConnection.serverProcessID)
+        try setup.query("SELECT pg_terminate_backend($1)", [pid], context: "killing the backend")
+        _ = try? queueConnection.query("SELECT 1", context: "noticing the lost connection")
+        #expect(try !plan(queueConnection).contains("Seq Scan on jobs"))
+        #expect(queueConnection.serverProcessID != pid)
+    }
+
     @Test("a killed backend surfaces as connectionLost and the next call reconnects, prepared statements included")
     func reconnects() throws {
         let database = try TestDatabase()

@@ -14,6 +14,8 @@ public import Logging
 public final class PostgresConnection {
     private var handle: OpaquePointer?
     private let connectionString: String?
+    /// Settings applied again on every reconnect (`set_config`), after the ones every connection gets.
+    private let sessionSettings: [(name: String, value: String)]
     /// Each prepared statement's parameter types (OIDs), as the server inferred them.
     private var preparedTypes: [String: [UInt32]] = [:]
     private var noticeSink: NoticeSink
@@ -29,9 +31,16 @@ public final class PostgresConnection {
     ///   - connectionString: a libpq URI (`postgresql://user@host:5432/db`) or key=value conninfo; `nil`
     ///     or empty uses libpq's `PG*` environment variables and defaults.
     ///   - logger: receives server notices at debug level and reconnects at info level.
-    /// - Throws: `PostgresError` with code `.connectionFailed` when the server cannot be reached.
-    public init(connectionString: String?, logger: Logger = Logger(label: "sluice.postgres")) throws(PostgresError) {
+    ///   - sessionSettings: server settings for this session, kept across reconnects; for example
+    ///     ``JobQueue/sessionSettings`` on a connection that runs only queue statements.
+    /// - Throws: `PostgresError` with code `.connectionFailed` when the server cannot be reached, or
+    ///   `.serverError` when a setting is refused.
+    public init(
+        connectionString: String?, logger: Logger = Logger(label: "sluice.postgres"),
+        sessionSettings: [(name: String, value: String)] = []
+    ) throws(PostgresError) {
         self.connectionString = connectionString
+        self.sessionSettings = sessionSettings
         self.noticeSink = NoticeSink(logger: logger)
         try connect(context: "connecting")
     }
@@ -216,6 +225,9 @@ public final class PostgresConnection {
             try run(
                 script: "SET DateStyle = 'ISO'; SET TimeZone = 'UTC'; SET plan_cache_mode = force_generic_plan",
                 context: context)
+            for setting in sessionSettings {
+                try query("SELECT set_config($1, $2, false)", [setting.name, setting.value], context: context)
+            }
         } catch {
             close()
             throw error

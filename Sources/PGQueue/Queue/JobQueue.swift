@@ -34,6 +34,16 @@ public struct JobQueue: Sendable {
         self.uniqueRetentionSeconds = uniqueRetentionSeconds
     }
 
+    /// Settings for a connection that runs only queue statements (claims, completions, enqueues): pass
+    /// them to ``PostgresConnection/init(connectionString:logger:sessionSettings:)``.
+    ///
+    /// `enable_seqscan = off`: a statement is planned once per connection (generic plans), from the table's
+    /// statistics at that moment. A worker that starts beside an empty queue, or one that autovacuum last
+    /// measured empty, plans its completions as a scan of the whole table; when a million jobs then arrive,
+    /// every batch scans them all, and the queue drains at a fifth of its speed until the next ANALYZE.
+    /// Queue statements always have an index to use, so they never need a sequential scan.
+    public static let sessionSettings: [(name: String, value: String)] = [("enable_seqscan", "off")]
+
     /// Numbers this process's claims, so each claim's `locked_by` token is unique.
     private let claimSequence = ClaimSequence()
 

@@ -38,8 +38,8 @@ struct JournalLogHandler: LogHandler {
         }
         line += "\n"
         // One write(2) per line keeps lines from different threads whole.
-        line.utf8CString.withUnsafeBufferPointer { buffer in
-            _ = write(STDERR_FILENO, buffer.baseAddress, buffer.count - 1)
+        line.withUTF8 { bytes in
+            _ = write(STDERR_FILENO, bytes.baseAddress, bytes.count)
         }
     }
 
@@ -55,7 +55,16 @@ struct JournalLogHandler: LogHandler {
     }
 
     static func quoted(_ value: String) -> String {
-        let needsQuotes = value.isEmpty || value.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline }
+        // Bytes first: a webhook logs a few ASCII values per request, and splitting them into Characters
+        // cost more than the rest of the line. Non-ASCII text takes the Character test (Unicode newlines).
+        let isASCII = value.utf8.allSatisfy { $0 < 0x80 }
+        let needsQuotes =
+            value.isEmpty
+            || (isASCII
+                ? value.utf8.contains {
+                    $0 == 0x20 || $0 == 0x22 || $0 == 0x3D || $0 == 0x0A || $0 == 0x0D || $0 == 0x0B || $0 == 0x0C
+                }
+                : value.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline })
         guard needsQuotes else { return value }
         var escaped = ""
         for character in value {

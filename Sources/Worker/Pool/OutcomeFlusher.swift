@@ -148,7 +148,10 @@ final class OutcomeFlusher: Sendable {
                 continue
             }
             do {
-                let open = try connection ?? PostgresConnection(connectionString: connectionString, logger: logger)
+                let open =
+                    try connection
+                    ?? PostgresConnection(
+                        connectionString: connectionString, logger: logger, sessionSettings: JobQueue.sessionSettings)
                 connection = open
                 try flush(batch, on: open)
                 retryDelay = 0.05

@@ -33,6 +33,8 @@ struct PoolState: Sendable {
     static let defaultTimeout = 300.0
     /// How often the start rate is measured to size the prefetch.
     static let sampleInterval = Duration.milliseconds(50)
+    /// The shortest window a burst of starts is measured over.
+    static let minimumBurstSample = Duration.milliseconds(2)
 
     init(
         lanes: [Lane], handlerTimeouts: [String: Double] = [:], excludedQueues: Set<String> = [],
@@ -60,7 +62,13 @@ struct PoolState: Sendable {
         lastFetcherTick = now
         guard !isStopping else { return nil }
         let elapsed = now - lastSample
-        if elapsed >= Self.sampleInterval {
+        // A lane that started twice its slots' worth of jobs is measured at once: after an idle spell the
+        // last sample says "no jobs", and waiting 50 ms to learn otherwise claimed a burst of a thousand
+        // fast jobs ten at a time. Slow jobs never start that many that quickly, so they are not prefetched.
+        let burst =
+            elapsed >= Self.minimumBurstSample
+            && lanes.contains { $0.startedSinceSample >= 2 * $0.slots.count && $0.startedSinceSample > 0 }
+        if elapsed >= Self.sampleInterval || burst {
             let seconds = Double(elapsed.nanoseconds) / 1e9
             for index in lanes.indices {
                 let rate = Double(lanes[index].startedSinceSample) / seconds

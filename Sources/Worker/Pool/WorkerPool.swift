@@ -170,7 +170,10 @@ final class WorkerPool: Sendable {
                 // A connection that broke reconnects on its next call; either way, look at the schema again.
                 let reconnected = connection?.isConnected != true
                 let open =
-                    try connection ?? PostgresConnection(connectionString: settings.connectionString, logger: logger)
+                    try connection
+                    ?? PostgresConnection(
+                        connectionString: settings.connectionString, logger: logger,
+                        sessionSettings: JobQueue.sessionSettings)
                 connection = open
                 if reconnected { needsKindTimeouts = true }
                 if schemaGate.isDue(at: .now, reconnected: reconnected) {

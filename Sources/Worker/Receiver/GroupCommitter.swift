@@ -179,7 +179,8 @@ final class GroupCommitter: @unchecked Sendable {
 
     private static func connect(_ connectionString: String?, logger: Logger) throws(PostgresError) -> PostgresConnection
     {
-        let connection = try PostgresConnection(connectionString: connectionString, logger: logger)
+        let connection = try PostgresConnection(
+            connectionString: connectionString, logger: logger, sessionSettings: JobQueue.sessionSettings)
         // A writer stuck on a lock must not hold its batch past the answer timeout for long.
         try connection.run(script: "SET statement_timeout = '20s'", context: "configuring a receiver connection")
         return connection

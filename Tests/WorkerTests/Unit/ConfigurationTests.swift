@@ -106,6 +106,10 @@ struct JournalLineTests {
         #expect(JournalLogHandler.quoted(#"say "hi""#) == #""say \"hi\"""#)
         #expect(JournalLogHandler.quoted("a=b") == #""a=b""#)
         #expect(JournalLogHandler.quoted("line\nbreak") == #""line\nbreak""#)
+        #expect(JournalLogHandler.quoted("cr\rhere") == #""cr\rhere""#)
+        #expect(JournalLogHandler.quoted("évt_ü") == "évt_ü")
+        #expect(JournalLogHandler.quoted("évt ü") == #""évt ü""#)
+        #expect(JournalLogHandler.quoted("a\u{2028}b").hasPrefix("\""))
     }
 }
 

@@ -57,6 +57,22 @@ struct PoolStateTests {
         #expect(state.lanes[0].prefetchTarget == 200)
     }
 
+    @Test("after an idle spell, a burst of fast starts is measured at once; a few slow starts wait for 50 ms")
+    func burstAfterIdle() {
+        var state = Self.state(slots: 10)
+        _ = state.claims(now: Self.at(1_000))  // the idle second: no starts, no prefetch
+        #expect(state.lanes[0].prefetchTarget == 0)
+        state.lanes[0].startedSinceSample = 19
+        _ = state.claims(now: Self.at(1_004))
+        #expect(state.lanes[0].prefetchTarget == 0, "fewer than twice the slots: not yet a burst")
+        state.lanes[0].startedSinceSample = 20  // 20 starts in 4 ms: 5,000 a second
+        _ = state.claims(now: Self.at(1_004))
+        #expect(state.lanes[0].prefetchTarget == 250)
+        state.lanes[0].startedSinceSample = 20
+        _ = state.claims(now: Self.at(1_005))
+        #expect(state.lanes[0].prefetchTarget == 250, "a window under 2 ms is too short to measure")
+    }
+
     @Test("a buffer is refilled only once it has run half down, so claims stay large")
     func refillAtHalf() {
         var state = Self.state(slots: 1)
