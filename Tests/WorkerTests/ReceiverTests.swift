@@ -48,6 +48,30 @@ struct ReceiverTests {
                 == 2 * WebhookSigning.stripeFixtures.count - accepted)
     }
 
+    @Test("one connection, requests pipelined: answers come back in order, webhook and router routes mixed")
+    func pipelinedInOrder() throws {
+        let receiver = try ReceiverUnderTest()
+        func delivery(_ id: String, signed: Bool = true) throws -> [UInt8] {
+            let body = try WebhookSigning.stripeEvent("stripe/events/invoice_paid.json", id: id)
+            let header = signed ? WebhookSigning.stripeHeader(body) : "t=1,v1=00"
+            return Array(
+                "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\nStripe-Signature: \(header)\r\n\r\n"
+                    .utf8) + body
+        }
+        // A delivery that waits for its commit, a refusal, a route the router answers, another delivery, then
+        // the request that closes: all in one write, so each answer must wait for the one before it.
+        let request =
+            try delivery("evt_pipelined_1") + delivery("evt_pipelined_2", signed: false)
+            + Array("GET /webhooks/nowhere HTTP/1.1\r\nHost: x\r\n\r\n".utf8) + delivery("evt_pipelined_3")
+            + Array(
+                "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}".utf8)
+        let reply = try RawHTTP.exchange(port: receiver.port, request: request)
+        let whole = reply.headers + "\r\n\r\n" + reply.body
+        let statuses = whole.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+        #expect(statuses == ["200", "400", "404", "200", "400"], "\(whole)")
+        #expect(try receiver.jobCount() == 2)
+    }
+
     @Test("twenty concurrent deliveries of one event make one job; a verified unknown type is accepted")
     func concurrentDuplicates() throws {
         let receiver = try ReceiverUnderTest()

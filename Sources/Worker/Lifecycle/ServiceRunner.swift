@@ -123,7 +123,8 @@ struct ServiceRunner {
                 jobs: JobWaiter(connectionString: configuration.databaseURL, logger: logger),
                 waitSeconds: configuration.apiWaitSeconds,
                 redirects: RedirectPolicy(hosts: configuration.allowedRedirectHosts), logger: logger) : nil
-        let server = try PublicServer.application(host: host, port: port, logger: logger) { router in
+        let server = try PublicServer.application(host: host, port: port, logger: logger, webhooks: receiver) {
+            router in
             receiver?.addRoutes(to: router)
             if api != nil {
                 router.add(middleware: APICORSMiddleware(origins: configuration.corsOrigins))

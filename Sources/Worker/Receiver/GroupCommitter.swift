@@ -94,24 +94,30 @@ final class GroupCommitter: @unchecked Sendable {
     /// Queues `job` (which has a unique key) for the next group commit and waits for its answer.
     func submit(_ job: NewJob) async -> Result {
         await withCheckedContinuation { continuation in
-            let answer = Answer(continuation)
-            condition.lock()
-            let refusal: String? =
-                if isStopping {
-                    "shutting down"
-                } else if pending.count >= settings.maxPending || pendingBytes >= settings.maxPendingBytes {
-                    "\(pending.count) requests (\(pendingBytes >> 20) MiB) already waiting for the database"
-                } else {
-                    nil
-                }
-            if refusal == nil {
-                pending.append(Submission(job: job, answer: answer, submittedAt: Self.now()))
-                pendingBytes += job.payload.utf8.count
-                condition.signal()
-            }
-            condition.unlock()
-            if let refusal { answer.give(.unavailable(reason: refusal)) }
+            submit(job) { continuation.resume(returning: $0) }
         }
+    }
+
+    /// Queues `job` (which has a unique key) for the next group commit; `answer` is called once, on a
+    /// writer or sweeper thread, or at once when the job is refused.
+    func submit(_ job: NewJob, answer give: @escaping @Sendable (Result) -> Void) {
+        let answer = Answer(give)
+        condition.lock()
+        let refusal: String? =
+            if isStopping {
+                "shutting down"
+            } else if pending.count >= settings.maxPending || pendingBytes >= settings.maxPendingBytes {
+                "\(pending.count) requests (\(pendingBytes >> 20) MiB) already waiting for the database"
+            } else {
+                nil
+            }
+        if refusal == nil {
+            pending.append(Submission(job: job, answer: answer, submittedAt: Self.now()))
+            pendingBytes += job.payload.utf8.count
+            condition.signal()
+        }
+        condition.unlock()
+        if let refusal { answer.give(.unavailable(reason: refusal)) }
     }
 
     private func writerLoop(_ index: Int) {
@@ -205,16 +211,16 @@ final class GroupCommitter: @unchecked Sendable {
     private static func now() -> Double { ProcessInfo.processInfo.systemUptime }
 }
 
-/// Resumes one request's continuation exactly once, whoever answers first: its writer or the sweeper.
+/// Gives one request its answer exactly once, whoever answers first: its writer or the sweeper.
 private final class Answer: Sendable {
-    private let continuation: Mutex<CheckedContinuation<GroupCommitter.Result, Never>?>
+    private let receiver: Mutex<(@Sendable (GroupCommitter.Result) -> Void)?>
 
-    init(_ continuation: CheckedContinuation<GroupCommitter.Result, Never>) {
-        self.continuation = Mutex(continuation)
+    init(_ receiver: @escaping @Sendable (GroupCommitter.Result) -> Void) {
+        self.receiver = Mutex(receiver)
     }
 
     func give(_ result: GroupCommitter.Result) {
-        continuation.withLock { $0.take() }?.resume(returning: result)
+        receiver.withLock { $0.take() }?(result)
     }
 }
 

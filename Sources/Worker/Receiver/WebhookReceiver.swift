@@ -16,6 +16,10 @@ import PGQueue
 /// timestamp or a body that is not a JSON event; `413` above 1 MiB; `503` when the database cannot take
 /// the row, so the sender retries; `404` for a source without a configured secret. Logs carry the event
 /// id, type and outcome, never a secret, a signature or the body.
+///
+/// The decisions are here, apart from the transport: ``WebhookChannelHandler`` runs them on the event
+/// loop for the public server, and ``addRoutes(to:)`` through Hummingbird's router for any request that
+/// handler passes on.
 struct WebhookReceiver: Sendable {
     static let maxBodyBytes = 1 << 20
 
@@ -26,6 +30,13 @@ struct WebhookReceiver: Sendable {
     let metrics: SluiceMetrics
     let logger: Logger
 
+    /// A delivery that passed every check and waits for its commit.
+    struct Verified: Sendable {
+        var source: WebhookSource
+        var job: NewJob
+        var metadata: Logger.Metadata
+    }
+
     /// Adds `POST /webhooks/<source>` for every source.
     func addRoutes(to router: Router<BasicRequestContext>) {
         for source in sources {
@@ -35,78 +46,89 @@ struct WebhookReceiver: Sendable {
         }
     }
 
-    private func receive(_ source: WebhookSource, _ request: Request) async -> Response {
-        let started = DispatchTime.now().uptimeNanoseconds
-        let (outcome, response) = await answer(source, request)
-        metrics.webhook(source: source, outcome: outcome)
-        metrics.webhookDuration(source: source).recordNanoseconds(
-            Int64(DispatchTime.now().uptimeNanoseconds - started))
-        return response
+    /// The source whose route `path` (query and all) names exactly, if any.
+    func source(forPath path: Substring) -> WebhookSource? {
+        let route = path.prefix { $0 != "?" }
+        return sources.first { route.elementsEqual($0.path) }
     }
 
-    private func answer(_ source: WebhookSource, _ request: Request) async -> (WebhookOutcome, Response) {
-        guard let verifier = verifiers[source] else { return notConfigured(source) }
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > Self.maxBodyBytes {
-            return tooLarge(source)
-        }
-        let body: [UInt8]
-        do {
-            body = Array(try await request.body.collect(upTo: Self.maxBodyBytes).readableBytesView)
-        } catch is NIOTooManyBytesError {
-            return tooLarge(source)
-        } catch {
-            return reject(source, .malformed("the request body could not be read: \(error)"))
-        }
+    /// The answer known from the head alone: no secret for the source, or a declared body too large.
+    func answerBeforeBody(_ source: WebhookSource, contentLength: String?) -> WebhookAnswer? {
+        guard verifiers[source] != nil else { return notConfigured(source) }
+        if let contentLength, let length = Int(contentLength), length > Self.maxBodyBytes { return tooLarge(source) }
+        return nil
+    }
 
+    /// Verifies a whole body: the job to commit, or the answer refusing it.
+    func verify(_ source: WebhookSource, body: [UInt8], header: (String) -> String?) -> Result<Verified, WebhookAnswer>
+    {
+        guard let verifier = verifiers[source] else { return .failure(notConfigured(source)) }
         let receivedAt = Date()
         let delivery: VerifiedDelivery
         do throws(WebhookRejection) {
-            delivery = try verifier.verify(
-                body: body, header: { name in HTTPField.Name(name).flatMap { request.headers[$0] } },
-                now: Int(receivedAt.timeIntervalSince1970))
+            delivery = try verifier.verify(body: body, header: header, now: Int(receivedAt.timeIntervalSince1970))
         } catch {
-            return reject(source, error)
+            return .failure(reject(source, error))
         }
-
         let payload = WebhookJobPayload.make(
             source: source, eventID: delivery.eventID, type: delivery.type, receivedAt: receivedAt,
             headers: delivery.headers, body: body)
         let job = NewJob(
             kind: source.jobKind, payload: payload, queue: WebhookSource.queue,
             uniqueKey: source.uniqueKey(delivery.eventID))
-        var metadata: Logger.Metadata = [
+        let metadata: Logger.Metadata = [
             "webhook.source": "\(source.name)", "event.id": "\(delivery.eventID)", "event.type": "\(delivery.type)",
         ]
-        switch await committer.submit(job) {
+        return .success(Verified(source: source, job: job, metadata: metadata))
+    }
+
+    /// The answer once the committer has decided, logged.
+    func answer(_ verified: Verified, committed result: GroupCommitter.Result) -> WebhookAnswer {
+        var metadata = verified.metadata
+        switch result {
         case .enqueued(let id):
             metadata["job.id"] = "\(id)"
             logger.info("Webhook accepted", metadata: metadata)
-            return (.accepted, Self.text(.ok, "accepted"))
+            return WebhookAnswer(outcome: .accepted, status: .ok, message: "accepted")
         case .duplicate(let id):
             metadata["job.id"] = "\(id)"
             logger.info("Webhook already received; absorbed", metadata: metadata)
-            return (.duplicate, Self.text(.ok, "already received"))
+            return WebhookAnswer(outcome: .duplicate, status: .ok, message: "already received")
         case .unavailable(let reason):
             // The committer logs the cause once per outage; one line per request would flood the journal.
             metadata["reason"] = "\(reason)"
             logger.debug("Webhook not committed; answering 503", metadata: metadata)
-            var response = Self.text(.serviceUnavailable, "the queue's database is unavailable; retry later")
-            response.headers[.retryAfter] = "5"
-            return (.unavailable, response)
+            return WebhookAnswer(
+                outcome: .unavailable, status: .serviceUnavailable,
+                message: "the queue's database is unavailable; retry later", retryAfter: "5")
         }
     }
 
-    private func notConfigured(_ source: WebhookSource) -> (WebhookOutcome, Response) {
-        (.notConfigured, Self.text(.notFound, "no \(source.name) webhooks are received here"))
+    /// Counts the answer and times the request from `started` (`DispatchTime` nanoseconds).
+    func record(_ answer: WebhookAnswer, source: WebhookSource, started: UInt64) {
+        metrics.webhook(source: source, outcome: answer.outcome)
+        metrics.webhookDuration(source: source).recordNanoseconds(
+            Int64(DispatchTime.now().uptimeNanoseconds - started))
     }
 
-    private func tooLarge(_ source: WebhookSource) -> (WebhookOutcome, Response) {
+    /// A body that could not be read whole.
+    func unreadable(_ source: WebhookSource, _ error: any Error) -> WebhookAnswer {
+        reject(source, .malformed("the request body could not be read: \(error)"))
+    }
+
+    func tooLarge(_ source: WebhookSource) -> WebhookAnswer {
         logger.warning(
             "Webhook refused", metadata: ["webhook.source": "\(source.name)", "webhook.outcome": "too_large"])
-        return (.tooLarge, Self.text(.contentTooLarge, "the body is larger than \(Self.maxBodyBytes) bytes"))
+        return WebhookAnswer(
+            outcome: .tooLarge, status: .contentTooLarge, message: "the body is larger than \(Self.maxBodyBytes) bytes")
     }
 
-    private func reject(_ source: WebhookSource, _ rejection: WebhookRejection) -> (WebhookOutcome, Response) {
+    private func notConfigured(_ source: WebhookSource) -> WebhookAnswer {
+        WebhookAnswer(
+            outcome: .notConfigured, status: .notFound, message: "no \(source.name) webhooks are received here")
+    }
+
+    private func reject(_ source: WebhookSource, _ rejection: WebhookRejection) -> WebhookAnswer {
         logger.warning(
             "Webhook refused",
             metadata: [
@@ -119,12 +141,52 @@ struct WebhookReceiver: Sendable {
             case .stale: .stale
             case .malformed: .malformed
             }
-        return (outcome, Self.text(.badRequest, rejection.reason))
+        return WebhookAnswer(outcome: outcome, status: .badRequest, message: rejection.reason)
     }
 
-    private static func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
-        Response(
-            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
-            body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
+    // MARK: Through the router
+
+    private func receive(_ source: WebhookSource, _ request: Request) async -> Response {
+        let started = DispatchTime.now().uptimeNanoseconds
+        let answer = await answer(source, request)
+        record(answer, source: source, started: started)
+        return answer.response
+    }
+
+    private func answer(_ source: WebhookSource, _ request: Request) async -> WebhookAnswer {
+        if let early = answerBeforeBody(source, contentLength: request.headers[.contentLength]) { return early }
+        let body: [UInt8]
+        do {
+            body = Array(try await request.body.collect(upTo: Self.maxBodyBytes).readableBytesView)
+        } catch is NIOTooManyBytesError {
+            return tooLarge(source)
+        } catch {
+            return unreadable(source, error)
+        }
+        switch verify(source, body: body, header: { name in HTTPField.Name(name).flatMap { request.headers[$0] } }) {
+        case .failure(let refusal): return refusal
+        case .success(let verified): return answer(verified, committed: await committer.submit(verified.job))
+        }
+    }
+}
+
+/// What the receiver answers one request: a short text body, with `Retry-After` when the sender should
+/// come back.
+struct WebhookAnswer: Error, Sendable {
+    var outcome: WebhookOutcome
+    var status: HTTPResponse.Status
+    var message: String
+    var retryAfter: String?
+
+    var headers: HTTPFields {
+        var headers: HTTPFields = [.contentType: "text/plain; charset=utf-8"]
+        if let retryAfter { headers[.retryAfter] = retryAfter }
+        return headers
+    }
+
+    var body: ByteBuffer { ByteBuffer(string: message + "\n") }
+
+    var response: Response {
+        Response(status: status, headers: headers, body: .init(byteBuffer: body))
     }
 }
