@@ -144,4 +144,42 @@ struct CompleteAndClaimTests {
         }
         #expect(completed.value.withLock { $0 } == total)
     }
+
+    @Test("a worker's heartbeats and its completions, on two connections, given leases in any order, never deadlock")
+    func heartbeatsAndCompletionsTakeLocksInOneOrder() throws {
+        let database = try TestDatabase()
+        let setup = try database.connect()
+        let rounds = 30
+        let perRound = 300
+        _ = try JobQueue().enqueue(
+            Array(repeating: NewJob(kind: "k"), count: rounds * perRound), notify: false, on: setup)
+        let queue = JobQueue()
+        var random = SeededGenerator(seed: 40)
+        for _ in 0..<rounds {
+            let leases = try queue.claim(from: "default", limit: perRound, on: setup).map(\.lease)
+            let forward = leases.shuffled(using: &random)
+            let backward = Array(forward.reversed())
+            let deadlocks = Box<Int>(0)
+            try onThreads(2) { side in
+                do {
+                    if side == 0 {
+                        // As the pool's outcome flusher sends them, on a queue connection.
+                        let completer = try PostgresConnection(
+                            connectionString: database.url, sessionSettings: JobQueue.sessionSettings)
+                        _ = try queue.complete(forward, on: completer)
+                    } else {
+                        // As maintenance sends them, on a connection of its own.
+                        let connection = try database.connect()
+                        _ = try queue.heartbeat(backward, on: connection)
+                    }
+                } catch let error as PostgresError where error.sqlState == "40P01" {
+                    deadlocks.value.withLock { $0 += 1 }
+                }
+            }
+            #expect(deadlocks.value.withLock { $0 } == 0)
+            _ = try queue.complete(leases, on: setup)
+        }
+        #expect(
+            try setup.query("SELECT count(*) FROM sluice.jobs", context: "left").single().decode(Int.self, at: 0) == 0)
+    }
 }

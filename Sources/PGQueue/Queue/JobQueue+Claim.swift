@@ -112,6 +112,7 @@ extension JobQueue {
         let holder = nextHolder()
         var bindings: [(any PostgresBindable)?] = [queue, limit, holder, leaseSeconds]
         let statement: PreparedStatement
+        let leases = Self.lockOrder(leases)
         if leases.isEmpty {
             statement = start == nil ? Self.claimStatement : Self.claimPastStatement
         } else {

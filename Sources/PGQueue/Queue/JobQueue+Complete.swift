@@ -31,6 +31,7 @@ extension JobQueue {
     @discardableResult
     public func complete(_ leases: [JobLease], on connection: PostgresConnection) throws(PostgresError) -> [Int64] {
         guard !leases.isEmpty else { return [] }
+        let leases = Self.lockOrder(leases)
         let rows = try connection.execute(
             Self.completeStatement,
             [leases.map(\.id), leases.map(\.attempt), leases.map(\.holder), uniqueRetentionSeconds],

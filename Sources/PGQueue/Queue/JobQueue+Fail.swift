@@ -62,6 +62,7 @@ extension JobQueue {
         -> [FailureOutcome]
     {
         guard !failures.isEmpty else { return [] }
+        let failures = failures.sorted { $0.lease.id < $1.lease.id }  // lock order: see lockOrder(_:)
         let rows = try connection.execute(
             Self.failStatement,
             [

@@ -7,13 +7,29 @@ extension JobQueue {
         return min(max(0, seconds), 315_360_000)
     }
 
+    /// Leases sorted by job id: every statement that locks running jobs by lease (completions, heartbeats,
+    /// releases, failures) takes their row locks in that one order, so two of them, on two connections of
+    /// one worker, never wait for each other in a cycle (SQLSTATE 40P01).
+    static func lockOrder(_ leases: [JobLease]) -> [JobLease] {
+        leases.sorted { $0.id < $1.id }
+    }
+
+    // The rows are locked first, in id order, whatever join the planner picks for the update.
     static let heartbeatStatement = PreparedStatement(
         name: "sluice_heartbeat",
         sql: """
+            WITH held AS (
+                SELECT j.id
+                FROM sluice.jobs j
+                JOIN unnest($1::bigint[], $2::integer[], $3::text[]) AS h(id, attempt, holder) ON j.id = h.id
+                WHERE j.attempt = h.attempt AND j.locked_by = h.holder AND j.state = 'running'
+                ORDER BY j.id
+                FOR UPDATE OF j
+            )
             UPDATE sluice.jobs j
             SET locked_until = now() + make_interval(secs => $4)
-            FROM unnest($1::bigint[], $2::integer[], $3::text[]) AS h(id, attempt, holder)
-            WHERE j.id = h.id AND j.attempt = h.attempt AND j.locked_by = h.holder AND j.state = 'running'
+            FROM held
+            WHERE j.id = held.id
             RETURNING j.id
             """
     )
@@ -37,6 +53,7 @@ extension JobQueue {
     /// will be fenced off, and another worker may be running the job now.
     public func heartbeat(_ leases: [JobLease], on connection: PostgresConnection) throws(PostgresError) -> Set<Int64> {
         guard !leases.isEmpty else { return [] }
+        let leases = Self.lockOrder(leases)
         let rows = try connection.execute(
             Self.heartbeatStatement,
             [leases.map(\.id), leases.map(\.attempt), leases.map(\.holder), leaseSeconds],
@@ -71,10 +88,13 @@ extension JobQueue {
     public func release(_ leases: [JobLease], delays: [Double], on connection: PostgresConnection)
         throws(PostgresError) -> [Int64]
     {
+        precondition(leases.count == delays.count, "release(_:delays:on:) takes one delay per lease")
         guard !leases.isEmpty else { return [] }
+        let ordered = zip(leases, delays).sorted { $0.0.id < $1.0.id }
+        let leases = ordered.map(\.0)
         let rows = try connection.execute(
             Self.releaseStatement,
-            [leases.map(\.id), leases.map(\.attempt), leases.map(\.holder), delays.map(Self.clampedDelay)],
+            [leases.map(\.id), leases.map(\.attempt), leases.map(\.holder), ordered.map { Self.clampedDelay($0.1) }],
             context: "releasing \(leases.count) jobs"
         )
         return try rows.map { row throws(PostgresError) in try row.decode(Int64.self, at: 0) }

@@ -147,9 +147,10 @@ struct PoolState: Sendable {
         var accepted: [Result] = []
         accepted.reserveCapacity(results.count)
         for (job, result) in zip(chunk, results) {
-            guard let entry = held[job.id], entry.job.lease == job.lease else { continue }
-            held[job.id] = nil
-            guard !entry.timedOut else { continue }
+            guard let index = held.index(forKey: job.id), held.values[index].job.lease == job.lease else { continue }
+            let timedOut = held.values[index].timedOut
+            held.remove(at: index)
+            guard !timedOut else { continue }
             accepted.append(result)
         }
         var next: [ClaimedJob] = []
@@ -169,15 +170,16 @@ struct PoolState: Sendable {
     /// job's position in its slot's chunk, so jobs waiting behind others in a chunk are not timed out
     /// before they start; a chunk only forms for jobs that take milliseconds.
     mutating func start(_ job: ClaimedJob, position: Int, now: ContinuousClock.Instant) -> Bool {
-        guard let entry = held[job.id], entry.job.lease == job.lease else { return false }
-        guard !entry.timedOut, !entry.leaseLost else {
-            held[job.id] = nil
+        // One lookup, and the entry changed in place: this runs for every job, under the pool's lock.
+        guard let index = held.index(forKey: job.id), held.values[index].job.lease == job.lease else { return false }
+        guard !held.values[index].timedOut, !held.values[index].leaseLost else {
+            held.remove(at: index)
             return false
         }
         let seconds = min(max(timeout(of: job.kind), 0.001), 10_000_000) * Double(position + 1)
-        held[job.id]?.startedAt = now
-        held[job.id]?.deadline = now + .milliseconds(Int(seconds * 1000))
-        lanes[entry.lane].startedSinceSample += 1
+        held.values[index].startedAt = now
+        held.values[index].deadline = now + .milliseconds(Int(seconds * 1000))
+        lanes[held.values[index].lane].startedSinceSample += 1
         return true
     }
 
