@@ -144,6 +144,10 @@ struct SluiceBench {
         var plainSingle: [Double] = []
         var sluiceSingle: [Double] = []
         var sluiceQuiet: [Double] = []
+        var tableSingle: [Double] = []
+        // The same row written straight into sluice.jobs: what the table itself costs, apart from the function.
+        let tableInsert = PreparedStatement(
+            name: "table_insert", sql: "INSERT INTO sluice.jobs (kind, payload) VALUES ($1, $2::jsonb)")
         let insert = PreparedStatement(
             name: "plain_insert", sql: "INSERT INTO bench_plain (payload) VALUES ($1::jsonb)")
         for _ in 0..<settings.rounds {
@@ -162,13 +166,27 @@ struct SluiceBench {
                         try queue.enqueue(NewJob(kind: "sluice.noop"), notify: false, on: setup)
                     }
                 })
+            tableSingle.append(
+                try rate(settings.singleInserts) {
+                    for _ in 0..<settings.singleInserts {
+                        try setup.execute(tableInsert, ["sluice.noop", "{}"], context: "table insert")
+                    }
+                })
         }
         report.rate("enqueue, 1 job per statement", sluiceSingle, ceiling: plainSingle, note: "plain 1-row INSERT")
         report.rate("  the same with notify => false", sluiceQuiet, ceiling: plainSingle, note: "plain 1-row INSERT")
+        report.rate(
+            "  the same", sluiceSingle, ceiling: tableSingle, note: "1-row INSERT into sluice.jobs itself")
+        report.rate(
+            "  INSERT into sluice.jobs itself", tableSingle, ceiling: plainSingle, note: "plain 1-row INSERT")
 
         // Enqueue in bulk, 1,000 jobs per statement.
         var plainBulk: [Double] = []
         var sluiceBulk: [Double] = []
+        var tableBulk: [Double] = []
+        let tableBulkInsert = PreparedStatement(
+            name: "table_bulk",
+            sql: "INSERT INTO sluice.jobs (kind, payload) SELECT 'sluice.noop', p FROM unnest($1::jsonb[]) AS p")
         let bulkInsert = PreparedStatement(
             name: "plain_bulk", sql: "INSERT INTO bench_plain (payload) SELECT * FROM unnest($1::jsonb[])")
         let payloads = Array(repeating: "{}", count: 1000)
@@ -185,8 +203,18 @@ struct SluiceBench {
                 try rate(settings.bulkInserts) {
                     for _ in 0..<(settings.bulkInserts / 1000) { try queue.enqueue(jobs, on: setup) }
                 })
+            tableBulk.append(
+                try rate(settings.bulkInserts) {
+                    for _ in 0..<(settings.bulkInserts / 1000) {
+                        try setup.execute(tableBulkInsert, [payloads], context: "table bulk insert")
+                    }
+                })
         }
         report.rate("enqueue, 1,000 jobs per statement", sluiceBulk, ceiling: plainBulk, note: "plain 1,000-row INSERT")
+        report.rate(
+            "  the same", sluiceBulk, ceiling: tableBulk, note: "1,000-row INSERT into sluice.jobs itself")
+        report.rate(
+            "  INSERT into sluice.jobs itself", tableBulk, ceiling: plainBulk, note: "plain 1,000-row INSERT")
 
         // Burn-down: claim and complete with N threads.
         var plainBurn: [Double] = []

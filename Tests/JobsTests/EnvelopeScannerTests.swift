@@ -49,6 +49,8 @@ struct EnvelopeScannerTests {
             #"{"a":[1 2]}"#, "{\"a\":\"tab\there\"}", #"{"a":"\x"}"#, #"{"a":"\u12"}"#, #"{"a":"\u12G4"}"#,
             #"{"a":"unterminated}"#, #"{"a":"\ud800"}"#, #"{"a":"\udc00\ud800"}"#, #"{"a":"\ud800\u0041"}"#,
             "{\"a\":1}\u{0}", #"{"type":"a","type":"b"}"#, #"{"id":"a","x":{},"id":"b"}"#,
+            // Spelled with escapes, `type` and `id` are still those keys to every other reader.
+            #"{"typ\u0065":"customer.subscription.deleted","type":"invoice.paid"}"#, #"{"\u0069d":"evt_A"}"#,
         ])
     func refused(_ text: String) {
         #expect(EnvelopeScanner.scan(Array(text.utf8)) == nil)

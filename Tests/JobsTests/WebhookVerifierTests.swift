@@ -161,4 +161,11 @@ struct WebhookVerifierTests {
         #expect((object["headers"] as? [String: String])?["stripe-signature"] == "t=1,v1=\u{1}")
         #expect(WebhookJobPayload.storedDelivery(payload)?.body == body)
     }
+
+    @Test("an id or type holding a NUL is refused: it could not be stored, and would fail the whole group commit")
+    func nulInEnvelope() {
+        for body in [#"{"id":"evt_\u0000","type":"x"}"#, #"{"id":"evt_1","type":"a\u0000b"}"#] {
+            #expect(throws: WebhookRejection.self) { try WebhookEnvelope.parse(Array(body.utf8), requiresID: true) }
+        }
+    }
 }

@@ -72,6 +72,32 @@ struct ReceiverTests {
         #expect(try receiver.jobCount() == 2)
     }
 
+    @Test("a sender that half-closes after its request still gets its answer once the row is committed")
+    func halfClosedSender() throws {
+        let receiver = try ReceiverUnderTest()
+        let body = try WebhookSigning.stripeEvent("stripe/events/invoice_paid.json", id: "evt_half_closed")
+        let request =
+            Array(
+                "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.count)\r\nStripe-Signature: \(WebhookSigning.stripeHeader(body))\r\n\r\n"
+                    .utf8) + body
+        let reply = try RawHTTP.exchange(port: receiver.port, request: request, halfClose: true)
+        #expect(reply.status == 200, "\(reply.headers)")
+        #expect(try receiver.jobCount() == 1)
+    }
+
+    @Test("a body sent in thousands of one-byte chunks is read whole, and one past 1 MiB is cut off")
+    func tinyChunks() throws {
+        let receiver = try ReceiverUnderTest()
+        let body = try WebhookSigning.stripeEvent("stripe/events/invoice_paid.json", id: "evt_tiny_chunks")
+        var request = Array(
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\nStripe-Signature: \(WebhookSigning.stripeHeader(body))\r\n\r\n"
+                .utf8)
+        for byte in body { request += Array("1\r\n".utf8) + [byte] + Array("\r\n".utf8) }
+        request += Array("0\r\n\r\n".utf8)
+        #expect(try RawHTTP.exchange(port: receiver.port, request: request).status == 200)
+        #expect(try receiver.jobCount() == 1)
+    }
+
     @Test("twenty concurrent deliveries of one event make one job; a verified unknown type is accepted")
     func concurrentDuplicates() throws {
         let receiver = try ReceiverUnderTest()

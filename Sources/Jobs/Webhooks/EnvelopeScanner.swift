@@ -5,7 +5,8 @@
 /// handler will parse all of it later. `JSONDecoder` builds a map of the whole document to answer two
 /// keys, which cost more than the signature check; this scanner allocates only the two strings it returns.
 /// It is stricter than the RFC asks in two places that never occur in a genuine event: nesting deeper than
-/// ``maxDepth``, and a `\u` escape that is half of a surrogate pair, are both refused.
+/// ``maxDepth``, a `\u` escape that is half of a surrogate pair, and a top-level key that names `id` or
+/// `type` twice or through escapes (so no other reader can see a different field) are all refused.
 struct EnvelopeScanner {
     /// Containers nested deeper than this are refused (Foundation's decoder stops at 512 as well).
     static let maxDepth = 512
@@ -73,7 +74,11 @@ struct EnvelopeScanner {
                 try value(depth: 1)
                 field = .notString
             }
-            if key.equals("id", in: bytes) {
+            if key.hasEscapes {
+                // `"typ\u0065"` is `type` to every other reader; rather than read it, refuse it.
+                let name = key.decoded(from: bytes)
+                if name == "id" || name == "type" { throw Invalid() }
+            } else if key.equals("id", in: bytes) {
                 guard fields.id == .absent else { throw Invalid() }
                 fields.id = field
             } else if key.equals("type", in: bytes) {

@@ -25,8 +25,11 @@ public struct WebhookEnvelope: Sendable {
         case .notString: throw .malformed("body's \"type\" is not a string")
         default: throw .malformed("body has no \"type\"")
         }
+        // A NUL cannot be stored in the job's payload or key; it would fail the whole group commit.
+        guard !type.contains("\u{0}") else { throw .malformed("body's \"type\" holds a NUL character") }
         // Clerk's bodies have no top-level id; a non-string one is only an error where the id is needed.
         let id: String? = if case .string(let value) = fields.id { value } else { nil }
+        if let id, id.contains("\u{0}") { throw .malformed("body's \"id\" holds a NUL character") }
         if requiresID {
             guard let id, !id.isEmpty else { throw .malformed("body has no \"id\"") }
             guard id.utf8.count <= maxIDLength else { throw .malformed("\"id\" is longer than \(maxIDLength) bytes") }

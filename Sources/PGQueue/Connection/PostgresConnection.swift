@@ -109,7 +109,13 @@ public final class PostgresConnection {
             types = known
         } else {
             _ = try consume(PQprepare(handle, statement.name, statement.sql, 0, nil), context: context)
-            types = try parameterTypes(of: statement.name, on: handle, context: context)
+            do {
+                types = try parameterTypes(of: statement.name, on: handle, context: context)
+            } catch {
+                // Prepared but not described: drop it, or every later call would fail to prepare it again.
+                try? run(script: "DEALLOCATE \(try quoteIdentifier(statement.name))", context: context)
+                throw error
+            }
             preparedTypes[statement.name] = types
         }
         return try withParameters(bindings, types: types) { count, values, lengths, formats throws(PostgresError) in

@@ -55,27 +55,32 @@ struct JournalLogHandler: LogHandler {
     }
 
     static func quoted(_ value: String) -> String {
-        // Bytes first: a webhook logs a few ASCII values per request, and splitting them into Characters
-        // cost more than the rest of the line. Non-ASCII text takes the Character test (Unicode newlines).
-        let isASCII = value.utf8.allSatisfy { $0 < 0x80 }
+        // Unicode scalars, not Characters: splitting into Characters (grapheme clusters) cost more than the
+        // rest of a webhook's line, and a Character can hide a quote or a line break behind a combining mark.
         let needsQuotes =
             value.isEmpty
-            || (isASCII
-                ? value.utf8.contains {
-                    $0 == 0x20 || $0 == 0x22 || $0 == 0x3D || $0 == 0x0A || $0 == 0x0D || $0 == 0x0B || $0 == 0x0C
-                }
-                : value.contains { $0 == " " || $0 == "\"" || $0 == "=" || $0.isNewline })
+            || value.unicodeScalars.contains {
+                $0 == " " || $0 == "\"" || $0 == "=" || $0.value < 0x20 || Self.isLineBreak($0)
+            }
         guard needsQuotes else { return value }
+        // Scalars, not Characters: "\r\n" is one Character, and written raw it would start a forged line.
         var escaped = ""
-        for character in value {
-            switch character {
+        for scalar in value.unicodeScalars {
+            switch scalar {
             case "\"": escaped += "\\\""
             case "\\": escaped += "\\\\"
             case "\n": escaped += "\\n"
             case "\r": escaped += "\\r"
-            default: escaped.append(character)
+            case _ where scalar.value < 0x20 || Self.isLineBreak(scalar):
+                escaped += "\\u{\(String(scalar.value, radix: 16))}"
+            default: escaped.unicodeScalars.append(scalar)
             }
         }
         return "\"\(escaped)\""
+    }
+
+    /// NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR: line breaks beyond ASCII's.
+    private static func isLineBreak(_ scalar: Unicode.Scalar) -> Bool {
+        scalar.value == 0x85 || scalar.value == 0x2028 || scalar.value == 0x2029
     }
 }

@@ -14,6 +14,8 @@ struct Lane: Sendable {
     var prefetchTarget = 0
     /// Jobs started since the fetcher last measured the rate.
     var startedSinceSample = 0
+    /// When the fetcher last measured this lane's rate (nil: not yet, since the pool started).
+    var sampledAt: ContinuousClock.Instant?
 
     init(queue: String?, slots: [Int]) {
         self.queue = queue

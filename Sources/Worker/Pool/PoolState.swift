@@ -22,7 +22,7 @@ struct PoolState: Sendable {
     /// When retries and snoozes recorded by this worker become due, soonest first, so an idle fetcher
     /// wakes for each instead of waiting out a long poll interval. Capped: the poll covers the rest.
     var dueTimes: [ContinuousClock.Instant] = []
-    /// When the start rate was last measured.
+    /// When the pool started: the start of each lane's first sample.
     var lastSample: ContinuousClock.Instant
     /// When a lane of every queue last asked PostgreSQL which queues have jobs.
     var lastDiscovery: ContinuousClock.Instant?
@@ -61,22 +61,22 @@ struct PoolState: Sendable {
     mutating func claims(now: ContinuousClock.Instant) -> [Claim]? {
         lastFetcherTick = now
         guard !isStopping else { return nil }
-        let elapsed = now - lastSample
-        // A lane that started twice its slots' worth of jobs is measured at once: after an idle spell the
-        // last sample says "no jobs", and waiting 50 ms to learn otherwise claimed a burst of a thousand
-        // fast jobs ten at a time. Slow jobs never start that many that quickly, so they are not prefetched.
-        let burst =
-            elapsed >= Self.minimumBurstSample
-            && lanes.contains { $0.startedSinceSample >= 2 * $0.slots.count && $0.startedSinceSample > 0 }
-        if elapsed >= Self.sampleInterval || burst {
-            let seconds = Double(elapsed.nanoseconds) / 1e9
-            for index in lanes.indices {
-                let rate = Double(lanes[index].startedSinceSample) / seconds
-                lanes[index].startedSinceSample = 0
-                let cap = min(1000, lanes[index].slots.count * 100)
-                lanes[index].prefetchTarget = min(cap, Int(rate * 0.05))
-            }
-            lastSample = now
+        for index in lanes.indices {
+            // Each lane is measured on its own clock. A lane that started twice its slots' worth of jobs is
+            // measured at once: after an idle spell its last sample says "no jobs", and waiting 50 ms to
+            // learn otherwise claimed a burst of a thousand fast jobs ten at a time. A lane of slow jobs
+            // never starts that many that quickly, so it is neither prefetched nor measured over a short
+            // window because another lane was.
+            let lane = lanes[index]
+            let elapsed = now - (lane.sampledAt ?? lastSample)
+            let burst =
+                elapsed >= Self.minimumBurstSample && lane.startedSinceSample > 0
+                && lane.startedSinceSample >= 2 * lane.slots.count
+            guard elapsed >= Self.sampleInterval || burst else { continue }
+            let rate = Double(lane.startedSinceSample) / (Double(elapsed.nanoseconds) / 1e9)
+            lanes[index].startedSinceSample = 0
+            lanes[index].prefetchTarget = min(min(1000, lane.slots.count * 100), Int(rate * 0.05))
+            lanes[index].sampledAt = now
         }
         return lanes.indices.compactMap { index in
             let lane = lanes[index]

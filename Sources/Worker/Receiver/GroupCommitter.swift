@@ -185,11 +185,11 @@ final class GroupCommitter: @unchecked Sendable {
 
     private static func connect(_ connectionString: String?, logger: Logger) throws(PostgresError) -> PostgresConnection
     {
-        let connection = try PostgresConnection(
-            connectionString: connectionString, logger: logger, sessionSettings: JobQueue.sessionSettings)
-        // A writer stuck on a lock must not hold its batch past the answer timeout for long.
-        try connection.run(script: "SET statement_timeout = '20s'", context: "configuring a receiver connection")
-        return connection
+        // A writer stuck on a lock must not hold its batch past the answer timeout for long; as a session
+        // setting it survives the connection's own reconnects.
+        try PostgresConnection(
+            connectionString: connectionString, logger: logger,
+            sessionSettings: JobQueue.sessionSettings + [("statement_timeout", "20s")])
     }
 
     /// Answers requests that waited too long, queued or in a commit that hangs; a late commit result is

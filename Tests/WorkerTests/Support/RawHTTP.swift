@@ -24,7 +24,11 @@ enum RawHTTP {
     }
 
     /// Sends `request` as is and reads until the server closes the connection or `timeout` passes.
-    static func exchange(port: Int, request: [UInt8], timeout: Double = 15) throws -> HTTPReply {
+    /// - Parameter halfClose: shut the sending side once the request is sent (a FIN), as some clients do,
+    ///   and still read the answer.
+    static func exchange(port: Int, request: [UInt8], timeout: Double = 15, halfClose: Bool = false) throws
+        -> HTTPReply
+    {
         guard let socket = Loopback.connect(port: port) else {
             throw SocketFailure(description: "connect to port \(port): errno \(errno)")
         }
@@ -40,6 +44,7 @@ enum RawHTTP {
             if count <= 0 { break }
             sent += count
         }
+        if halfClose { shutdown(socket, Int32(SHUT_WR)) }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
         while true {

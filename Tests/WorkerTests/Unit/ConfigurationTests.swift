@@ -109,7 +109,10 @@ struct JournalLineTests {
         #expect(JournalLogHandler.quoted("cr\rhere") == #""cr\rhere""#)
         #expect(JournalLogHandler.quoted("évt_ü") == "évt_ü")
         #expect(JournalLogHandler.quoted("évt ü") == #""évt ü""#)
-        #expect(JournalLogHandler.quoted("a\u{2028}b").hasPrefix("\""))
+        #expect(JournalLogHandler.quoted("a\u{2028}b") == #""a\u{2028}b""#)
+        // "\r\n" is one Character; written raw it would end the line and forge the next one.
+        #expect(JournalLogHandler.quoted("x\r\n<2>forged") == #""x\r\n<2>forged""#)
+        #expect(JournalLogHandler.quoted("=\u{301}") == "\"=\u{301}\"")
     }
 }
 

@@ -73,6 +73,19 @@ struct PoolStateTests {
         #expect(state.lanes[0].prefetchTarget == 250, "a window under 2 ms is too short to measure")
     }
 
+    @Test("a burst in one lane does not measure a lane of slow jobs over the burst's short window")
+    func burstMeasuresItsOwnLane() {
+        var state = Self.state(named: [("fast", 10), ("slow", 2)])
+        _ = state.claims(now: Self.at(1_000))
+        state.lanes[0].startedSinceSample = 20
+        state.lanes[1].startedSinceSample = 1  // one slow start in the same 2 ms would rate it at 500 a second
+        _ = state.claims(now: Self.at(1_002))
+        #expect(state.lanes[0].prefetchTarget == 500)
+        #expect(state.lanes[1].prefetchTarget == 0 && state.lanes[1].startedSinceSample == 1)
+        _ = state.claims(now: Self.at(1_050))
+        #expect(state.lanes[1].prefetchTarget == 1, "measured over its own 50 ms: 20 a second")
+    }
+
     @Test("a buffer is refilled only once it has run half down, so claims stay large")
     func refillAtHalf() {
         var state = Self.state(slots: 1)
