@@ -1,8 +1,9 @@
 import Foundation
 import Logging
-import PGQueue
 import TestKit
 import Testing
+
+@testable import PGQueue
 
 @Suite("libpq layer")
 struct ConnectionTests {
@@ -144,6 +145,18 @@ struct ConnectionTests {
         _ = try? queueConnection.query("SELECT 1", context: "noticing the lost connection")
         #expect(try !plan(queueConnection).contains("Seq Scan on jobs"))
         #expect(queueConnection.serverProcessID != pid)
+    }
+
+    @Test("TCP connections probe with keepalives after 30 s idle, unless the connection string says otherwise")
+    func keepalives() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        // Keepalives are a TCP matter; a test database reached over a Unix socket has nothing to check.
+        guard connection.usesTCP else { return }
+        #expect(connection.keepaliveIdleSeconds == 30)
+        let separator = database.url.contains("?") ? "&" : "?"
+        let chosen = try PostgresConnection(connectionString: database.url + separator + "keepalives_idle=45")
+        #expect(chosen.keepaliveIdleSeconds == 45)
     }
 
     @Test("a killed backend surfaces as connectionLost and the next call reconnects, prepared statements included")

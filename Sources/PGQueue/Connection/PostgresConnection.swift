@@ -62,6 +62,27 @@ public final class PostgresConnection {
         return PQbackendPID(handle)
     }
 
+    /// The idle time before the first TCP keepalive probe on this connection's socket, in seconds; nil for
+    /// a Unix socket or when not connected.
+    var keepaliveIdleSeconds: Int? {
+        guard let handle, PQstatus(handle) == CONNECTION_OK else { return nil }
+        let socket = PQsocket(handle)
+        var enabled: Int32 = 0
+        var idle: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(socket, SOL_SOCKET, SO_KEEPALIVE, &enabled, &length) == 0, enabled != 0 else { return nil }
+        length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(socket, Int32(IPPROTO_TCP), TCP_KEEPIDLE, &idle, &length) == 0 else { return nil }
+        return Int(idle)
+    }
+
+    /// Whether the connection runs over TCP (keepalives apply) rather than a Unix socket.
+    var usesTCP: Bool {
+        guard let handle, let host = PQhost(handle) else { return false }
+        let name = String(cString: host)
+        return !name.isEmpty && !name.hasPrefix("/") && !name.hasPrefix("@")
+    }
+
     /// True when the connection is open and healthy as far as libpq knows.
     public var isConnected: Bool {
         guard let handle else { return false }
@@ -243,8 +264,15 @@ public final class PostgresConnection {
     private static func open(_ connectionString: String?) -> OpaquePointer? {
         // expand_dbname lets "dbname" carry a whole URI or conninfo; the fallback name shows in
         // pg_stat_activity unless the caller chose an application_name.
-        var keywords = ["fallback_application_name"]
-        var values = ["sluice"]
+        //
+        // TCP keepalives probe an idle connection after 30 s and give up after three more 10 s probes, so a
+        // connection left half-open by a failover (a LISTEN connection above all, which only ever reads) is
+        // found dead in about a minute instead of the kernel's two hours. They come before "dbname", so
+        // values in the caller's connection string win.
+        var keywords = [
+            "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+        ]
+        var values = ["sluice", "1", "30", "10", "3"]
         if let connectionString, !connectionString.isEmpty {
             keywords.append("dbname")
             values.append(connectionString)
