@@ -98,6 +98,18 @@ struct ReceiverTests {
         #expect(try receiver.jobCount() == 1)
     }
 
+    @Test("a sender that keeps uploading after its 413 is cut off instead of being read without end")
+    func uploadAfterRefusalIsCutOff() throws {
+        let receiver = try ReceiverUnderTest()
+        let head = Array(
+            "POST /webhooks/stripe HTTP/1.1\r\nHost: x\r\nContent-Length: 1099511627776\r\nStripe-Signature: t=1,v1=00\r\n\r\n"
+                .utf8)
+        let reply = try RawHTTP.exchange(
+            port: receiver.port, request: head + [UInt8](repeating: UInt8(ascii: "a"), count: 12 << 20), timeout: 10)
+        #expect(!reply.timedOut, "the server kept the connection open and went on reading")
+        #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="too_large"}"#) == 1)
+    }
+
     @Test("twenty concurrent deliveries of one event make one job; a verified unknown type is accepted")
     func concurrentDuplicates() throws {
         let receiver = try ReceiverUnderTest()

@@ -214,8 +214,11 @@ final class WebhookChannelHandler: ChannelInboundHandler, RemovableChannelHandle
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             return
         }
+        // Output only: closing both ways with the sender's next request unread would reset the connection,
+        // and a reset can throw away the answer before the sender reads it. What still arrives is dropped;
+        // the router's side closes the channel when the sender closes its end, or the idle timeout does.
         context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+            context.close(mode: .output, promise: nil)
         }
     }
 

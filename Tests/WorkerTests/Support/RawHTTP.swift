@@ -8,6 +8,8 @@ struct HTTPReply: Sendable {
     /// The status line and header lines, as sent.
     var headers: String = ""
     var body: String
+    /// The read waited out its timeout instead of seeing the server close the connection.
+    var timedOut = false
 }
 
 /// A deliberately small HTTP/1.1 client over a plain socket, so that tests control every byte sent:
@@ -47,12 +49,16 @@ enum RawHTTP {
         if halfClose { shutdown(socket, Int32(SHUT_WR)) }
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        var timedOut = false
         while true {
             let count = buffer.withUnsafeMutableBytes { recv(socket, $0.baseAddress, $0.count, 0) }
+            if count < 0, errno == EAGAIN || errno == EWOULDBLOCK { timedOut = true }
             if count <= 0 { break }
             received.append(contentsOf: buffer[..<count])
         }
-        return parse(received)
+        var reply = parse(received)
+        reply.timedOut = timedOut
+        return reply
     }
 
     private static func parse(_ bytes: [UInt8]) -> HTTPReply {
