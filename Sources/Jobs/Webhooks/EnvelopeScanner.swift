@@ -53,42 +53,60 @@ struct EnvelopeScanner {
     }
 
     private mutating func topLevelObject() throws(Invalid) -> Fields {
-        index += 1  // {
         var fields = Fields()
-        skipWhitespace()
-        if peek() == UInt8(ascii: "}") {
-            index += 1
-            return fields
-        }
-        while true {
-            skipWhitespace()
-            let key = try stringToken()
-            skipWhitespace()
-            try expect(UInt8(ascii: ":"))
-            skipWhitespace()
+        try members { scanner, key throws(Invalid) in
             let field: Field
-            if peek() == UInt8(ascii: "\"") {
-                let value = try stringToken()
-                field = .string(value.decoded(from: bytes))
+            if scanner.peek() == UInt8(ascii: "\"") {
+                field = .string(try scanner.stringToken().decoded(from: scanner.bytes))
             } else {
-                try value(depth: 1)
+                try scanner.value(depth: 1)
                 field = .notString
             }
             if key.hasEscapes {
                 // `"typ\u0065"` is `type` to every other reader; rather than read it, refuse it.
-                let name = key.decoded(from: bytes)
+                let name = key.decoded(from: scanner.bytes)
                 if name == "id" || name == "type" { throw Invalid() }
-            } else if key.equals("id", in: bytes) {
+            } else if key.equals("id", in: scanner.bytes) {
                 guard fields.id == .absent else { throw Invalid() }
                 fields.id = field
-            } else if key.equals("type", in: bytes) {
+            } else if key.equals("type", in: scanner.bytes) {
                 guard fields.type == .absent else { throw Invalid() }
                 fields.type = field
             }
+        }
+        return fields
+    }
+
+    /// An object's members from its `{`: `member` reads each value, its key already read.
+    private mutating func members(_ member: (inout EnvelopeScanner, StringToken) throws(Invalid) -> Void)
+        throws(Invalid)
+    {
+        try elements(closedBy: UInt8(ascii: "}")) { scanner throws(Invalid) in
+            let key = try scanner.stringToken()
+            scanner.skipWhitespace()
+            try scanner.expect(UInt8(ascii: ":"))
+            scanner.skipWhitespace()
+            try member(&scanner, key)
+        }
+    }
+
+    /// A container's comma-separated elements from its opening bracket up to `close`; `element` reads each.
+    private mutating func elements(closedBy close: UInt8, _ element: (inout EnvelopeScanner) throws(Invalid) -> Void)
+        throws(Invalid)
+    {
+        index += 1  // the opening bracket
+        skipWhitespace()
+        if peek() == close {
+            index += 1
+            return
+        }
+        while true {
+            skipWhitespace()
+            try element(&self)
             skipWhitespace()
             switch next() {
             case UInt8(ascii: ","): continue
-            case UInt8(ascii: "}"): return fields
+            case close: return
             default: throw Invalid()
             }
         }
@@ -99,43 +117,11 @@ struct EnvelopeScanner {
         switch peek() {
         case UInt8(ascii: "{"):
             guard depth < Self.maxDepth else { throw Invalid() }
-            index += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "}") {
-                index += 1
-                return
-            }
-            while true {
-                skipWhitespace()
-                _ = try stringToken()
-                skipWhitespace()
-                try expect(UInt8(ascii: ":"))
-                skipWhitespace()
-                try value(depth: depth + 1)
-                skipWhitespace()
-                switch next() {
-                case UInt8(ascii: ","): continue
-                case UInt8(ascii: "}"): return
-                default: throw Invalid()
-                }
-            }
+            try members { scanner, _ throws(Invalid) in try scanner.value(depth: depth + 1) }
         case UInt8(ascii: "["):
             guard depth < Self.maxDepth else { throw Invalid() }
-            index += 1
-            skipWhitespace()
-            if peek() == UInt8(ascii: "]") {
-                index += 1
-                return
-            }
-            while true {
-                skipWhitespace()
-                try value(depth: depth + 1)
-                skipWhitespace()
-                switch next() {
-                case UInt8(ascii: ","): continue
-                case UInt8(ascii: "]"): return
-                default: throw Invalid()
-                }
+            try elements(closedBy: UInt8(ascii: "]")) { scanner throws(Invalid) in
+                try scanner.value(depth: depth + 1)
             }
         case UInt8(ascii: "\""): _ = try stringToken()
         case UInt8(ascii: "t"): try literal("true")

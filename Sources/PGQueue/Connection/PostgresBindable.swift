@@ -109,9 +109,6 @@ extension String: PostgresBindable {
         return true
     }
 
-    public func appendArrayElement(to literal: inout [UInt8]) {
-        appendQuotedArrayElement(self, to: &literal)
-    }
 }
 
 extension Substring: PostgresBindable {

@@ -14,7 +14,7 @@ struct Lane: Sendable {
     var prefetchTarget = 0
     /// Jobs started since the fetcher last measured the rate.
     var startedSinceSample = 0
-    /// When the fetcher last measured this lane's rate (nil: not yet, since the pool started).
+    /// When the fetcher last measured this lane's rate (the pool sets it when it starts).
     var sampledAt: ContinuousClock.Instant?
 
     init(queue: String?, slots: [Int]) {

@@ -22,8 +22,6 @@ struct PoolState: Sendable {
     /// When retries and snoozes recorded by this worker become due, soonest first, so an idle fetcher
     /// wakes for each instead of waiting out a long poll interval. Capped: the poll covers the rest.
     var dueTimes: [ContinuousClock.Instant] = []
-    /// When the pool started: the start of each lane's first sample.
-    var lastSample: ContinuousClock.Instant
     /// When a lane of every queue last asked PostgreSQL which queues have jobs.
     var lastDiscovery: ContinuousClock.Instant?
     /// Where a lane of every queue starts its next round, so no queue starves the others.
@@ -40,11 +38,15 @@ struct PoolState: Sendable {
         lanes: [Lane], handlerTimeouts: [String: Double] = [:], excludedQueues: Set<String> = [],
         now: ContinuousClock.Instant
     ) {
-        self.lanes = lanes
+        // Each lane's first sample starts with the pool.
+        self.lanes = lanes.map { lane in
+            var lane = lane
+            lane.sampledAt = now
+            return lane
+        }
         self.handlerTimeouts = handlerTimeouts
         self.excludedQueues = excludedQueues
         self.lastFetcherTick = now
-        self.lastSample = now
     }
 
     /// How many jobs a lane wants claimed now, and from which queue (nil: every queue).
@@ -68,7 +70,7 @@ struct PoolState: Sendable {
             // never starts that many that quickly, so it is neither prefetched nor measured over a short
             // window because another lane was.
             let lane = lanes[index]
-            let elapsed = now - (lane.sampledAt ?? lastSample)
+            let elapsed = now - (lane.sampledAt ?? now)
             let burst =
                 elapsed >= Self.minimumBurstSample && lane.startedSinceSample > 0
                 && lane.startedSinceSample >= 2 * lane.slots.count
