@@ -18,16 +18,14 @@ enum PoolRun {
         ]
     }
 
-    static func burnDown(binary: String, databaseURL: String, on connection: PostgresConnection) throws -> BurnDown {
+    static func burnDown(binary: String, database: BenchDatabase) throws -> BurnDown {
+        let probe = try DrainProbe(database: database)
         let start = ContinuousClock.now
         let worker = try ChildProcess(
             path: binary, arguments: ["work"],
-            environment: ChildProcess.inheriting(workEnvironment(databaseURL)), outputPath: nil)
+            environment: ChildProcess.inheriting(workEnvironment(database.url)), outputPath: nil)
         defer { worker.stop() }
-        let empty = PreparedStatement(name: "bench_empty", sql: "SELECT NOT EXISTS (SELECT 1 FROM sluice.jobs)")
-        while try !connection.execute(empty, context: "checking for jobs").single().decode(Bool.self, at: 0) {
-            usleep(5_000)
-        }
+        while try !probe.isDrained() { usleep(5_000) }
         let seconds = (ContinuousClock.now - start).seconds
         return BurnDown(seconds: seconds, peakRSSKiB: worker.peakRSSKiB)
     }
@@ -39,45 +37,47 @@ enum PoolRun {
     /// the queue topped up to `small` jobs for `seconds` (checking every millisecond, adding what is
     /// missing in one statement) and counts what completed; the large one adds `large` jobs in one
     /// transaction and times from its commit to the moment `sluice.jobs` is empty.
-    static func depthRates(
-        binary: String, databaseURL: String, small: Int, seconds: Double, large: Int,
-        on connection: PostgresConnection
-    ) throws -> (small: Double, large: Double) {
+    static func depthRates(binary: String, database: BenchDatabase, small: Int, seconds: Double, large: Int) throws
+        -> (small: Double, large: Double)
+    {
+        let connection = try database.connect()
+        let probe = try DrainProbe(database: database)
         let worker = try ChildProcess(
             path: binary, arguments: ["work"],
-            environment: ChildProcess.inheriting(workEnvironment(databaseURL)), outputPath: nil)
+            environment: ChildProcess.inheriting(workEnvironment(database.url)), outputPath: nil)
         defer { worker.stop() }
         Thread.sleep(forTimeInterval: 1)
-        let add = PreparedStatement(
+        let adding = PreparedStatement(
             name: "bench_depth_add",
             sql: """
-                SELECT count(*) FROM sluice.enqueue_many(array_fill('sluice.noop'::text, ARRAY[$1::integer]),
-                                                         array_fill('{}'::jsonb, ARRAY[$1::integer]))
+                SELECT max(id) FROM sluice.enqueue_many(array_fill('sluice.noop'::text, ARRAY[$1::integer]),
+                                                        array_fill('{}'::jsonb, ARRAY[$1::integer])) AS id
                 """)
-        let waiting = PreparedStatement(name: "bench_depth_waiting", sql: "SELECT count(*) FROM sluice.jobs")
-        func count() throws -> Int {
-            try connection.execute(waiting, context: "counting jobs").single().decode(Int.self, at: 0)
+        func add(_ count: Int) throws -> Int64 {
+            try connection.execute(adding, [count], context: "adding jobs").single().decode(Int64.self, at: 0)
         }
 
+        // Waiting jobs are estimated from the ids (the newest added, the oldest still there): jobs finished
+        // out of order above the oldest count as waiting, at most the worker's few claimed batches.
         var added = 0
+        var newest: Int64 = 0
         let start = ContinuousClock.now
         while (ContinuousClock.now - start).seconds < seconds {
-            let missing = small - (try count())
+            let waiting = try probe.lowestLiveID().map { Int(newest - $0) + 1 } ?? 0
+            let missing = small - waiting
             if missing >= small / 10 {
-                try connection.execute(add, [missing], context: "topping the queue up")
+                newest = try add(missing)
                 added += missing
             }
             usleep(1_000)
         }
-        let smallRate = Double(added - (try count())) / (ContinuousClock.now - start).seconds
-        while try count() > 0 { usleep(1_000) }
+        let smallSeconds = (ContinuousClock.now - start).seconds
+        let smallRate = Double(added - (try probe.exactCount())) / smallSeconds
+        while try !probe.isDrained() { usleep(1_000) }
 
-        try connection.execute(add, [large], context: "adding jobs to drain")
+        _ = try add(large)
         let largeStart = ContinuousClock.now
-        let empty = PreparedStatement(name: "bench_depth_empty", sql: "SELECT NOT EXISTS (SELECT 1 FROM sluice.jobs)")
-        while try !connection.execute(empty, context: "checking for jobs").single().decode(Bool.self, at: 0) {
-            usleep(5_000)
-        }
+        while try !probe.isDrained() { usleep(5_000) }
         return (smallRate, Double(large) / (ContinuousClock.now - largeStart).seconds)
     }
 

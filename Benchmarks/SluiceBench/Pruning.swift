@@ -13,11 +13,11 @@ enum Pruning {
         var pruneSeconds: Double
     }
 
-    static func run(binary: String, databaseURL: String, jobs: Int, expired: Int, on connection: PostgresConnection)
+    static func run(binary: String, database: BenchDatabase, jobs: Int, expired: Int, on connection: PostgresConnection)
         throws -> Figures
     {
         try fill(jobs: jobs, on: connection)
-        let without = try PoolRun.burnDown(binary: binary, databaseURL: databaseURL, on: connection)
+        let without = try PoolRun.burnDown(binary: binary, database: database)
 
         try connection.run(
             script: """
@@ -32,7 +32,7 @@ enum Pruning {
                 """, context: "seeding expired rows")
         try fill(jobs: jobs, on: connection)
         let start = ContinuousClock.now
-        let with = try PoolRun.burnDown(binary: binary, databaseURL: databaseURL, on: connection)
+        let with = try PoolRun.burnDown(binary: binary, database: database)
         // The burn-down stops the worker when the queue is empty; a second one finishes the pruning.
         let remaining = try leftOver(on: connection)
         var pruneSeconds = (ContinuousClock.now - start).seconds
@@ -40,7 +40,7 @@ enum Pruning {
             let worker = try ChildProcess(
                 path: binary, arguments: ["work"],
                 environment: ChildProcess.inheriting([
-                    "DATABASE_URL": databaseURL, "SLUICE_ADMIN_LISTEN": "off", "SLUICE_LOG_LEVEL": "warning",
+                    "DATABASE_URL": database.url, "SLUICE_ADMIN_LISTEN": "off", "SLUICE_LOG_LEVEL": "warning",
                 ]), outputPath: nil)
             defer { worker.stop() }
             let deadline = ContinuousClock.now + .seconds(600)

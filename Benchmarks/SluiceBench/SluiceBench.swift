@@ -45,7 +45,7 @@ struct SluiceBench {
         if settings.sections.contains("prune") {
             try reset(setup)
             let figures = try Pruning.run(
-                binary: binary, databaseURL: database.url, jobs: settings.poolJobs, expired: settings.expiredRows,
+                binary: binary, database: database, jobs: settings.poolJobs, expired: settings.expiredRows,
                 on: setup)
             report.rate(
                 "burn-down of \(settings.poolJobs.formatted()) jobs while pruning 2 x \(settings.expiredRows.formatted())",
@@ -256,7 +256,7 @@ struct SluiceBench {
             try fill(plain: true, count: settings.poolJobs, queue: queue, on: setup)
             plainPool.append(try rate(settings.poolJobs) { try plainBurnDown(database, threads: 10) })
             try fill(plain: false, count: settings.poolJobs, queue: queue, on: setup)
-            let run = try PoolRun.burnDown(binary: binary, databaseURL: database.url, on: setup)
+            let run = try PoolRun.burnDown(binary: binary, database: database)
             pool.append(Double(settings.poolJobs) / run.seconds)
             peakRSS = max(peakRSS, run.peakRSSKiB)
         }
@@ -266,8 +266,7 @@ struct SluiceBench {
         report.value("peak RSS of sluice work during the burn-down", "\(peakRSS / 1024) MiB")
         try reset(setup)
         let depth = try PoolRun.depthRates(
-            binary: binary, databaseURL: database.url, small: 1_000, seconds: 5, large: settings.depthJobs,
-            on: setup)
+            binary: binary, database: database, small: 1_000, seconds: 5, large: settings.depthJobs)
         report.rate(
             "sluice work running, about 1,000 jobs waiting", [depth.small], ceiling: [depth.large],
             note: "the same worker draining \(settings.depthJobs.formatted()) added at once (flat: 0.8x to 1.2x)",

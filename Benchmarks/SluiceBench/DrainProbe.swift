@@ -1,0 +1,44 @@
+import PGQueue
+
+/// Watches `sluice work` drain the benchmark's no-op jobs without reading the rows it already drained.
+///
+/// A `count(*)` or `NOT EXISTS` over `sluice.jobs` scans the heap from its first page, and while a queue
+/// drains, the first pages hold nothing but the dead rows of completed jobs: probing every few
+/// milliseconds that way cost the benchmark a core (more with a snapshot held, where no dead row is ever
+/// pruned), taken from the worker it was timing and never from the plain ceiling. Ids only grow and a
+/// completed job never comes back, so each probe here seeks in the primary key to where the last one
+/// found the lowest live job, and reads only what was completed since.
+final class DrainProbe {
+    private let connection: PostgresConnection
+    /// No live no-op job has a lower id.
+    private var floor: Int64 = 0
+
+    private static let lowest = PreparedStatement(
+        name: "bench_probe_lowest",
+        sql: "SELECT min(id) FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop'")
+    private static let count = PreparedStatement(
+        name: "bench_probe_count",
+        sql: "SELECT count(*) FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop'")
+
+    init(database: BenchDatabase) throws {
+        // Index scans only: a plan made while the queue was empty must not become a scan of the heap.
+        connection = try PostgresConnection(connectionString: database.url, sessionSettings: JobQueue.sessionSettings)
+    }
+
+    /// The lowest id of a no-op job still waiting or running; nil once none is.
+    func lowestLiveID() throws -> Int64? {
+        let row = try connection.execute(Self.lowest, [floor], context: "finding the lowest live job").single()
+        guard let id = try row.decode(Int64?.self, at: 0) else { return nil }
+        floor = id
+        return id
+    }
+
+    /// Whether every no-op job is done.
+    func isDrained() throws -> Bool { try lowestLiveID() == nil }
+
+    /// The no-op jobs still waiting or running, counted exactly (reads every live one: call it once per
+    /// phase, not in a loop).
+    func exactCount() throws -> Int {
+        try connection.execute(Self.count, [floor], context: "counting live jobs").single().decode(Int.self, at: 0)
+    }
+}
