@@ -249,12 +249,15 @@ struct SluiceBench {
         binary: String
     ) throws {
         var plainPool: [Double] = []
+        var leasedPool: [Double] = []
         var pool: [Double] = []
         var peakRSS = 0
         for _ in 0..<settings.poolRounds {
             try reset(setup)
             try fill(plain: true, count: settings.poolJobs, queue: queue, on: setup)
             plainPool.append(try rate(settings.poolJobs) { try plainBurnDown(database, threads: 10) })
+            try fill(plain: false, count: settings.poolJobs, queue: queue, on: setup)
+            leasedPool.append(try rate(settings.poolJobs) { try leasedBurnDown(database, threads: 10) })
             try fill(plain: false, count: settings.poolJobs, queue: queue, on: setup)
             let run = try PoolRun.burnDown(binary: binary, database: database)
             pool.append(Double(settings.poolJobs) / run.seconds)
@@ -263,6 +266,9 @@ struct SluiceBench {
         report.rate(
             "sluice work burn-down of \(settings.poolJobs.formatted()) jobs, concurrency 10", pool, ceiling: plainPool,
             note: "plain SKIP LOCKED + DELETE of 50, 10 clients")
+        report.rate(
+            "  the same", pool, ceiling: leasedPool,
+            note: "plain SQL on sluice.jobs: lease 50 (UPDATE), then DELETE them, 10 clients")
         report.value("peak RSS of sluice work during the burn-down", "\(peakRSS / 1024) MiB")
         try reset(setup)
         let depth = try PoolRun.depthRates(
@@ -317,6 +323,33 @@ struct SluiceBench {
                     DELETE FROM bench_plain b USING picked WHERE b.id = picked.id
                     """)
             while try connection.execute(take, context: "plain take").affectedRows > 0 {}
+        }
+    }
+
+    /// The two writes a job with a lease needs, in plain SQL from `threads` clients with no work between
+    /// them: claim 50 by setting their lease, then delete them. A worker that survives its own crash
+    /// cannot do less; the one-DELETE ceiling above has nothing to give back if its client dies.
+    static func leasedBurnDown(_ database: BenchDatabase, threads: Int) throws {
+        try onThreads(threads) { _ in
+            let connection = try database.connect()
+            let lease = PreparedStatement(
+                name: "plain_lease",
+                sql: """
+                    UPDATE sluice.jobs SET state = 'running', attempt = attempt + 1, locked_by = 'bench',
+                                           locked_until = now() + interval '30 seconds'
+                    WHERE id = ANY (ARRAY(
+                        SELECT id FROM sluice.jobs
+                        WHERE state = 'available' AND queue = 'default' AND run_at <= now()
+                        ORDER BY priority, run_at, id LIMIT 50 FOR UPDATE SKIP LOCKED))
+                    RETURNING id
+                    """)
+            let delete = PreparedStatement(
+                name: "plain_delete", sql: "DELETE FROM sluice.jobs WHERE id = ANY ($1::bigint[])")
+            while true {
+                let ids = try connection.execute(lease, context: "plain lease").map { try $0.decode(Int64.self, at: 0) }
+                guard !ids.isEmpty else { break }
+                try connection.execute(delete, [ids], context: "plain delete")
+            }
         }
     }
 

@@ -86,23 +86,8 @@ final class OutcomeFlusher: Sendable {
         wake.signal()
     }
 
-    /// Takes the pending completions, for the fetcher to record in its next claim statement.
-    func takeCompletions() -> [Completion] {
-        pending.withLock { pending in
-            defer { pending.completions.removeAll(keepingCapacity: true) }
-            return pending.completions
-        }
-    }
-
-    /// Returns completions that a failed claim statement did not record.
-    func giveBack(_ completions: [Completion]) {
-        guard !completions.isEmpty else { return }
-        pending.withLock { $0.completions = completions + $0.completions }
-        wake.signal()
-    }
-
-    /// Counts and logs completions that the fetcher recorded.
-    func recordCompleted(_ completions: [Completion], completed: [Int64]) {
+    /// Counts and logs the completions a flush recorded.
+    private func recordCompleted(_ completions: [Completion], completed: [Int64]) {
         guard !completions.isEmpty else { return }
         let done = Set(completed)
         var counts: [String: (queue: String, kind: String, count: Int)] = [:]

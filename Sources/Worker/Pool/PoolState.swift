@@ -33,6 +33,10 @@ struct PoolState: Sendable {
     static let sampleInterval = Duration.milliseconds(50)
     /// The shortest window a burst of starts is measured over.
     static let minimumBurstSample = Duration.milliseconds(2)
+    /// The most jobs a lane holds ahead per slot, and in all: 50 ms of no-op jobs at the rate one worker
+    /// reaches. A smaller cap emptied the buffer while the next claim was on its way.
+    static let prefetchPerSlot = 400
+    static let largestPrefetch = 4000
 
     init(
         lanes: [Lane], handlerTimeouts: [String: Double] = [:], excludedQueues: Set<String> = [],
@@ -77,7 +81,8 @@ struct PoolState: Sendable {
             guard elapsed >= Self.sampleInterval || burst else { continue }
             let rate = Double(lane.startedSinceSample) / (Double(elapsed.nanoseconds) / 1e9)
             lanes[index].startedSinceSample = 0
-            lanes[index].prefetchTarget = min(min(1000, lane.slots.count * 100), Int(rate * 0.05))
+            lanes[index].prefetchTarget = min(
+                min(Self.largestPrefetch, lane.slots.count * Self.prefetchPerSlot), Int(rate * 0.05))
             lanes[index].sampledAt = now
         }
         return lanes.indices.compactMap { index in
@@ -87,7 +92,8 @@ struct PoolState: Sendable {
             // Refill a buffer only once it has run half down, so claims stay large.
             let wantsRefill = lane.buffer.count * 2 <= lane.prefetchTarget && room > 0
             let want = min(
-                1000, free > lane.buffer.count || wantsRefill ? free - min(free, lane.buffer.count) + room : 0)
+                Self.largestPrefetch,
+                free > lane.buffer.count || wantsRefill ? free - min(free, lane.buffer.count) + room : 0)
             return want > 0 ? Claim(lane: index, queue: lane.queue, want: want) : nil
         }
     }

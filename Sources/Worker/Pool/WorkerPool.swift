@@ -149,9 +149,13 @@ final class WorkerPool: Sendable {
 
     // MARK: Fetching
 
-    /// Claims for every lane whose slots or buffer want jobs, with the completions waiting to be recorded
-    /// riding along in the same statement; waits for a notification, a free slot or the poll interval when
-    /// there is nothing to do. The decisions are ``PoolState``'s; this loop does the talking.
+    /// Claims for every lane whose slots or buffer want jobs; waits for a notification, a free slot or the
+    /// poll interval when there is nothing to do. The decisions are ``PoolState``'s; this loop does the
+    /// talking.
+    ///
+    /// Completions go to the flusher, not into the claim statement: on its own connection the flusher's
+    /// DELETE runs in a second backend while this one claims, where one statement doing both kept every
+    /// job's two writes on one core of PostgreSQL.
     private func fetchLoop() {
         var connection: PostgresConnection?
         var retryDelay = 0.05
@@ -165,7 +169,6 @@ final class WorkerPool: Sendable {
                 idle("no slot or buffer wants jobs")
                 continue
             }
-            var completions: [OutcomeFlusher.Completion] = []
             do {
                 // A connection that broke reconnects on its next call; either way, look at the schema again.
                 let reconnected = connection?.isConnected != true
@@ -198,14 +201,10 @@ final class WorkerPool: Sendable {
                 for claim in claims {
                     var want = claim.want
                     for name in state.withLock({ $0.queues(for: claim) }) where want > 0 {
-                        completions = flusher.takeCompletions()
                         let start = cursors[name, default: cursor].start(now: .now)
-                        let step = try queue.claim(
-                            from: name, limit: want, completing: completions.map(\.lease), after: start, on: open)
+                        let step = try queue.claim(from: name, limit: want, completing: [], after: start, on: open)
                         cursors[name, default: cursor].record(
                             start: start, wanted: want, claimed: step.claimed.count, last: step.last, now: .now)
-                        flusher.recordCompleted(completions, completed: step.completed)
-                        completions = []
                         if logger.logLevel <= .trace {
                             logger.trace(
                                 "Claimed",
@@ -223,8 +222,6 @@ final class WorkerPool: Sendable {
                 retryDelay = 0.05
                 if !claimedAny { idle("nothing to claim") }
             } catch {
-                // Completions taken for this statement were not recorded; give them back.
-                flusher.giveBack(completions)
                 logger.warning(
                     "Could not claim jobs; retrying",
                     metadata: ["error": "\(error)", "retry_in_s": "\(String(format: "%.2f", retryDelay))"])

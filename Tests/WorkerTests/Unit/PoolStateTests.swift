@@ -41,7 +41,7 @@ struct PoolStateTests {
         #expect(state.claims(now: Self.at(2)) == nil)
     }
 
-    @Test("the prefetch follows the measured start rate: 50 ms of work, capped at 100 per slot")
+    @Test("the prefetch follows the measured start rate: 50 ms of work, capped at 400 per slot and 4,000 in all")
     func prefetchFromRate() {
         var state = Self.state(slots: 2)
         state.lanes[0].startedSinceSample = 400  // 400 starts in 100 ms: 4,000 a second
@@ -50,11 +50,17 @@ struct PoolStateTests {
         #expect(state.lanes[0].startedSinceSample == 0)
         state.lanes[0].startedSinceSample = 100_000
         _ = state.claims(now: Self.at(200))
-        #expect(state.lanes[0].prefetchTarget == 200, "capped at 100 per slot")
+        #expect(state.lanes[0].prefetchTarget == 800, "capped at 400 per slot")
         // Too soon to measure again: the target stays.
         state.lanes[0].startedSinceSample = 1
         _ = state.claims(now: Self.at(210))
-        #expect(state.lanes[0].prefetchTarget == 200)
+        #expect(state.lanes[0].prefetchTarget == 800)
+
+        var wide = Self.state(slots: 20)
+        wide.lanes[0].startedSinceSample = 100_000
+        _ = wide.claims(now: Self.at(100))
+        #expect(wide.lanes[0].prefetchTarget == 4000, "capped at 4,000 however many slots")
+        #expect(wide.claims(now: Self.at(101)) == [.init(lane: 0, queue: nil, want: 4000)])
     }
 
     @Test("after an idle spell, a burst of fast starts is measured at once; a few slow starts wait for 50 ms")
