@@ -20,7 +20,9 @@ struct APIMiddleware: ServerMiddleware {
     ) async throws -> (HTTPResponse, HTTPBody?) {
         let started = ContinuousClock.now
         let header = request.headerFields[.authorization] ?? ""
-        let token = header.count > 7 && header.prefix(7).lowercased() == "bearer " ? String(header.dropFirst(7)) : nil
+        let token =
+            header.count > 7 && header.prefix(7).lowercased() == "bearer "
+            ? PresentedToken(String(header.dropFirst(7))) : nil
         let caller = APIRequest.CallerNote()
         var (response, responseBody) = try await answer(
             request, body: body, metadata: metadata, token: token, caller: caller, next: next)
@@ -46,7 +48,7 @@ struct APIMiddleware: ServerMiddleware {
     }
 
     private func answer(
-        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, token: String?,
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, token: PresentedToken?,
         caller: APIRequest.CallerNote,
         next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
     ) async throws -> (HTTPResponse, HTTPBody?) {

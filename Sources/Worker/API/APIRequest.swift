@@ -4,7 +4,7 @@ import Synchronization
 /// carry no security scheme) and back for the access log.
 enum APIRequest {
     /// The bearer token, if the request has one.
-    @TaskLocal static var token: String?
+    @TaskLocal static var token: PresentedToken?
     /// Where a handler notes who called, once it knows; the access log reads it.
     @TaskLocal static var caller: CallerNote?
 

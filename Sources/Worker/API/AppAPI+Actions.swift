@@ -146,7 +146,7 @@ extension AppAPI {
         }
         let caller = "user:\(user)"
         // One Stripe client and its rate limit serve every user: one user's clicks must not use them up.
-        if let wait = actionLimiter.take(caller: caller, token: APIRequest.token ?? "") {
+        if let wait = actionLimiter.take(caller: caller, token: APIRequest.token ?? PresentedToken("")) {
             return .tooManyRequests(Problems.tooManyRequests(retryAfter: wait, limit: "SLUICE_API_ACTION_RATE_LIMIT"))
         }
         do {
@@ -210,7 +210,7 @@ extension AppAPI {
 
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
         let caller: String
-        if APIRequest.token?.hasPrefix(ServiceKey.marker) == true {
+        if APIRequest.token?.isServiceKey == true {
             switch await service(scope: nil) {
             case .success(let key): caller = "service:\(key.id)"
             case .failure(.unauthorized(let response)): return .unauthorized(response)

@@ -41,7 +41,7 @@ struct AppAPI: APIProtocol {
         guard let token = APIRequest.token else {
             return .failure(.unauthorized(Problems.unauthorized("a service key is required", tokenPresented: false)))
         }
-        guard token.hasPrefix(ServiceKey.marker) else {
+        guard token.isServiceKey else {
             return .failure(
                 .unauthorized(
                     Problems.unauthorized("this route takes a service key (sk_sluice_…)", tokenPresented: true)))
@@ -73,7 +73,7 @@ struct AppAPI: APIProtocol {
             return .failure(
                 .unauthorized(Problems.unauthorized("a Clerk session token is required", tokenPresented: false)))
         }
-        guard !token.hasPrefix(ServiceKey.marker) else {
+        guard !token.isServiceKey else {
             return .failure(
                 .unauthorized(
                     Problems.unauthorized("this route is for a signed-in user, not a service key", tokenPresented: true)
@@ -85,7 +85,7 @@ struct AppAPI: APIProtocol {
                     Problems.unauthorized("this server verifies no Clerk session (CLERK_JWT_KEY)", tokenPresented: true)
                 ))
         }
-        switch await sessions.user(of: token) {
+        switch await sessions.user(of: token.text) {
         case .success(let user):
             APIRequest.caller?.note("user:\(user)")
             if let wait = limiter.take(caller: "user:\(user)", token: token) {

@@ -35,19 +35,17 @@ final class CallerRateLimiter: Sendable {
 
     /// Before a request's credentials are checked: nil when it may go on (its token verified recently, or
     /// the shared bucket has room), else the seconds to wait.
-    func admit(token: String?, now: ContinuousClock.Instant = .now) -> Int? {
-        let hash = SHA256.hash(data: Array((token ?? "").utf8))
-        return state.withLock { state in
-            if state.verified.contains(hash) { return nil }
+    func admit(token: PresentedToken?, now: ContinuousClock.Instant = .now) -> Int? {
+        state.withLock { state in
+            if let token, state.verified.contains(token.digest) { return nil }
             return Self.take(Self.unverified, rate: perSecond * 10, burst: burst * 10, now: now, from: &state)
         }
     }
 
     /// Once a caller is known: notes its token as verified and takes one request from its own bucket; nil
     /// when it may go on, else the seconds to wait.
-    func take(caller: String, token: String, now: ContinuousClock.Instant = .now) -> Int? {
-        let hash = SHA256.hash(data: Array(token.utf8))
-        return state.withLock { state in
+    func take(caller: String, token: PresentedToken, now: ContinuousClock.Instant = .now) -> Int? {
+        state.withLock { state in
             if now - state.lastTidy > .seconds(1),
                 state.buckets.count > Self.capacity || state.verified.count > Self.capacity
             {
@@ -56,7 +54,7 @@ final class CallerRateLimiter: Sendable {
                 if state.verified.count > Self.capacity { state.verified.removeAll(keepingCapacity: true) }
                 state.lastTidy = now
             }
-            state.verified.insert(hash)
+            state.verified.insert(token.digest)
             return Self.take(caller, rate: perSecond, burst: burst, now: now, from: &state)
         }
     }

@@ -53,19 +53,21 @@ final class ServiceKeyCache: Sendable {
 
     /// The caller of `token`, from the cache, else from `check` (whose live answer is kept for a minute).
     func caller(
-        of token: String, now: ContinuousClock.Instant = .now,
+        of token: PresentedToken, now: ContinuousClock.Instant = .now,
         check: () async throws -> ServiceKeyStore.Caller?
     ) async throws -> ServiceKeyStore.Caller? {
-        let hash = SHA256.hash(data: Array(token.utf8))
         let (cached, generation) = shared.state.withLock { state in
-            (state.entries[hash].flatMap { now - $0.checked < Self.lifetime ? $0.caller : nil }, state.generation)
+            (
+                state.entries[token.digest].flatMap { now - $0.checked < Self.lifetime ? $0.caller : nil },
+                state.generation
+            )
         }
         if let cached { return cached }
         guard let found = try await check() else { return nil }
         shared.state.withLock { state in
             guard state.generation == generation else { return }
             if state.entries.count >= Self.capacity { state.entries.removeAll() }
-            state.entries[hash] = Entry(caller: found, checked: now)
+            state.entries[token.digest] = Entry(caller: found, checked: now)
         }
         return found
     }

@@ -60,10 +60,15 @@ struct ServiceKeyStore {
 
     /// The live key a caller presented, if any (an unknown or revoked key is nil).
     func authenticate(_ presented: String) throws(PostgresError) -> Caller? {
-        guard presented.hasPrefix(ServiceKey.marker), presented.utf8.count <= 100 else { return nil }
+        try authenticate(PresentedToken(presented))
+    }
+
+    /// The same, for a token whose hash the request already took.
+    func authenticate(_ presented: PresentedToken) throws(PostgresError) -> Caller? {
+        guard presented.isServiceKey, presented.text.utf8.count <= 100 else { return nil }
         return try connection.query(
             "SELECT id, name, array_to_string(scopes, ',') FROM sluice.authenticate_api_key(decode($1, 'hex'))",
-            [Self.hex(ServiceKey.hash(presented))], context: "checking a service key"
+            [Self.hex(Array(presented.digest))], context: "checking a service key"
         ).first.map { row throws(PostgresError) in
             Caller(
                 id: try row.decode(Int64.self, at: 0), name: try row.decode(String.self, at: 1),

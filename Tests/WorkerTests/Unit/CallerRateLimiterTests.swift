@@ -9,29 +9,40 @@ struct CallerRateLimiterTests {
     func perCaller() {
         let start = ContinuousClock.now
         let limiter = CallerRateLimiter(perSecond: 5, now: start)
-        for _ in 0..<10 { #expect(limiter.take(caller: "service:1", token: "a", now: start) == nil) }
-        #expect(limiter.take(caller: "service:1", token: "a", now: start) == 1, "over the burst of 10: wait a second")
-        #expect(limiter.take(caller: "service:2", token: "b", now: start) == nil, "another caller has its own bucket")
-        #expect(limiter.take(caller: "service:1", token: "a", now: start + .milliseconds(200)) == nil, "one refilled")
-        #expect(limiter.take(caller: "service:1", token: "a", now: start + .milliseconds(200)) != nil)
+        for _ in 0..<10 { #expect(limiter.take(caller: "service:1", token: PresentedToken("a"), now: start) == nil) }
+        #expect(
+            limiter.take(caller: "service:1", token: PresentedToken("a"), now: start) == 1,
+            "over the burst of 10: wait a second")
+        #expect(
+            limiter.take(caller: "service:2", token: PresentedToken("b"), now: start) == nil,
+            "another caller has its own bucket")
+        #expect(
+            limiter.take(caller: "service:1", token: PresentedToken("a"), now: start + .milliseconds(200)) == nil,
+            "one refilled")
+        #expect(limiter.take(caller: "service:1", token: PresentedToken("a"), now: start + .milliseconds(200)) != nil)
     }
 
     @Test("made-up tokens share one bucket before they are checked, so rotating them does not get past it")
     func unverifiedShareOneBucket() {
         let start = ContinuousClock.now
         let limiter = CallerRateLimiter(perSecond: 1, now: start)
-        for index in 0..<20 { #expect(limiter.admit(token: "sk_sluice_fake\(index)", now: start) == nil) }
-        #expect(limiter.admit(token: "sk_sluice_fake_next", now: start) != nil, "the shared burst of 20 is spent")
+        for index in 0..<20 {
+            #expect(limiter.admit(token: PresentedToken("sk_sluice_fake\(index)"), now: start) == nil)
+        }
+        #expect(
+            limiter.admit(token: PresentedToken("sk_sluice_fake_next"), now: start) != nil,
+            "the shared burst of 20 is spent")
         #expect(limiter.admit(token: nil, now: start) != nil, "requests without a token share it too")
-        _ = limiter.take(caller: "service:1", token: "sk_sluice_real", now: start)
-        #expect(limiter.admit(token: "sk_sluice_real", now: start) == nil, "a token that verified skips it")
+        _ = limiter.take(caller: "service:1", token: PresentedToken("sk_sluice_real"), now: start)
+        #expect(
+            limiter.admit(token: PresentedToken("sk_sluice_real"), now: start) == nil, "a token that verified skips it")
     }
 
     @Test("a rate below one a second still lets one request through")
     func tinyRate() {
         let start = ContinuousClock.now
         let limiter = CallerRateLimiter(perSecond: 0.1, now: start)
-        #expect(limiter.take(caller: "user:ada", token: "t", now: start) == nil)
-        #expect(limiter.take(caller: "user:ada", token: "t", now: start) == 10)
+        #expect(limiter.take(caller: "user:ada", token: PresentedToken("t"), now: start) == nil)
+        #expect(limiter.take(caller: "user:ada", token: PresentedToken("t"), now: start) == 10)
     }
 }
