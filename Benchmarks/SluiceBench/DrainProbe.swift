@@ -13,9 +13,11 @@ final class DrainProbe {
     /// No live no-op job has a lower id.
     private var floor: Int64 = 0
 
+    // ORDER BY … LIMIT 1 rather than min(): a plan made on an empty queue aggregated every row past the
+    // floor, which on a million waiting jobs took a quarter of a second a probe.
     private static let lowest = PreparedStatement(
         name: "bench_probe_lowest",
-        sql: "SELECT min(id) FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop'")
+        sql: "SELECT id FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop' ORDER BY id LIMIT 1")
     private static let count = PreparedStatement(
         name: "bench_probe_count",
         sql: "SELECT count(*) FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop'")
@@ -27,8 +29,8 @@ final class DrainProbe {
 
     /// The lowest id of a no-op job still waiting or running; nil once none is.
     func lowestLiveID() throws -> Int64? {
-        let row = try connection.execute(Self.lowest, [floor], context: "finding the lowest live job").single()
-        guard let id = try row.decode(Int64?.self, at: 0) else { return nil }
+        let rows = try connection.execute(Self.lowest, [floor], context: "finding the lowest live job")
+        guard let id = try rows.first?.decode(Int64.self, at: 0) else { return nil }
         floor = id
         return id
     }

@@ -30,14 +30,16 @@ enum PoolRun {
         return BurnDown(seconds: seconds, peakRSSKiB: worker.peakRSSKiB)
     }
 
-    /// The rate of a running `sluice work` (concurrency 10) with about `small` jobs waiting, beside its
-    /// rate draining `large` jobs.
+    /// The rate of a running `sluice work` (concurrency 10) kept at about `small` waiting jobs, beside the
+    /// same worker kept at about `large`: the benchmark adds jobs as they complete (checking every
+    /// millisecond, adding what is missing in one statement once 100 are), so each job costs the same at
+    /// both depths and only the depth differs.
     ///
-    /// The worker is started first, so its start-up is not timed. For the small figure the benchmark keeps
-    /// the queue topped up to `small` jobs for `seconds` (checking every millisecond, adding what is
-    /// missing in one statement) and counts what completed; the large one adds `large` jobs in one
-    /// transaction and times from its commit to the moment `sluice.jobs` is empty.
-    static func depthRates(binary: String, database: BenchDatabase, small: Int, seconds: Double, large: Int) throws
+    /// The worker starts beside an empty queue and runs on from one depth to the other, so its statements
+    /// were planned on a small table when the `large` jobs arrive in one transaction (a burst it once
+    /// drained at a seventh of its speed, on plans made for an empty table). Each figure counts the jobs
+    /// completed over `seconds`, after a second to settle.
+    static func depthRates(binary: String, database: BenchDatabase, small: Int, large: Int, seconds: Double) throws
         -> (small: Double, large: Double)
     {
         let connection = try database.connect()
@@ -53,32 +55,36 @@ enum PoolRun {
                 SELECT max(id) FROM sluice.enqueue_many(array_fill('sluice.noop'::text, ARRAY[$1::integer]),
                                                         array_fill('{}'::jsonb, ARRAY[$1::integer])) AS id
                 """)
-        func add(_ count: Int) throws -> Int64 {
-            try connection.execute(adding, [count], context: "adding jobs").single().decode(Int64.self, at: 0)
-        }
-
-        // Waiting jobs are estimated from the ids (the newest added, the oldest still there): jobs finished
-        // out of order above the oldest count as waiting, at most the worker's few claimed batches.
-        var added = 0
         var newest: Int64 = 0
-        let start = ContinuousClock.now
-        while (ContinuousClock.now - start).seconds < seconds {
-            let waiting = try probe.lowestLiveID().map { Int(newest - $0) + 1 } ?? 0
-            let missing = small - waiting
-            if missing >= small / 10 {
-                newest = try add(missing)
-                added += missing
-            }
-            usleep(1_000)
+        func add(_ count: Int) throws {
+            newest = try connection.execute(adding, [count], context: "adding jobs").single().decode(Int64.self, at: 0)
         }
-        let smallSeconds = (ContinuousClock.now - start).seconds
-        let smallRate = Double(added - (try probe.exactCount())) / smallSeconds
-        while try !probe.isDrained() { usleep(1_000) }
+        // Estimated from the ids (the newest added, the oldest still there): jobs finished out of order
+        // above the oldest count as waiting, a few claimed batches at most, alike at both ends of a window.
+        func waiting() throws -> Int { try probe.lowestLiveID().map { Int(newest - $0) + 1 } ?? 0 }
+        // Keeps about `depth` jobs waiting for `duration` seconds; returns the jobs completed a second.
+        func keep(_ depth: Int, for duration: Double) throws -> Double {
+            let before = try waiting()
+            var added = 0
+            let start = ContinuousClock.now
+            while (ContinuousClock.now - start).seconds < duration {
+                let missing = depth - (try waiting())
+                if missing >= 100 {
+                    try add(missing)
+                    added += missing
+                }
+                usleep(1_000)
+            }
+            let after = try waiting()
+            return Double(before + added - after) / (ContinuousClock.now - start).seconds
+        }
 
-        _ = try add(large)
-        let largeStart = ContinuousClock.now
-        while try !probe.isDrained() { usleep(5_000) }
-        return (smallRate, Double(large) / (ContinuousClock.now - largeStart).seconds)
+        _ = try keep(small, for: 1)
+        let smallRate = try keep(small, for: seconds)
+        try add(large - (try waiting()))
+        _ = try keep(large, for: 1)
+        let largeRate = try keep(large, for: seconds)
+        return (smallRate, largeRate)
     }
 
     /// With `sluice work` idle, enqueues one `sluice.test.mark` job at a time, 20 ms apart, and returns

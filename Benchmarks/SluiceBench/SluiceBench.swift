@@ -67,6 +67,11 @@ struct SluiceBench {
                 "  webhook latency, \(ingest.bodyBytes)-byte signed events",
                 String(format: "p50 %.2f ms         p99 %.2f ms", ingest.p50Milliseconds, ingest.p99Milliseconds))
             report.value(
+                "  the ceiling's own INSERT latency (pgbench --log)",
+                String(
+                    format: "p50 %.2f ms         p99 %.2f ms", ingest.ceilingP50Milliseconds,
+                    ingest.ceilingP99Milliseconds))
+            report.value(
                 "  requests, errors (non-2xx, socket), jobs committed",
                 "\(ingest.requests.formatted()), \(ingest.errors), \(ingest.jobs.formatted())")
             report.value(
@@ -272,10 +277,10 @@ struct SluiceBench {
         report.value("peak RSS of sluice work during the burn-down", "\(peakRSS / 1024) MiB")
         try reset(setup)
         let depth = try PoolRun.depthRates(
-            binary: binary, database: database, small: 1_000, seconds: 5, large: settings.depthJobs)
+            binary: binary, database: database, small: 1_000, large: settings.depthJobs, seconds: 5)
         report.rate(
             "sluice work running, about 1,000 jobs waiting", [depth.small], ceiling: [depth.large],
-            note: "the same worker draining \(settings.depthJobs.formatted()) added at once (flat: 0.8x to 1.2x)",
+            note: "the same worker kept at about \(settings.depthJobs.formatted()) waiting (flat: 0.8x to 1.2x)",
             ceilingUnit: "jobs/s")
         try reset(setup)
         let starts = try PoolRun.enqueueToStart(

@@ -17,6 +17,10 @@ enum WebhookIngest {
         /// Jobs in the queue afterwards: one per distinct accepted event.
         var jobs: Int
         var insertCeiling: Double
+        /// The ceiling's own commit latency: what PostgreSQL's WAL flushes cost a lone INSERT in the same
+        /// run, checkpoints included.
+        var ceilingP50Milliseconds: Double
+        var ceilingP99Milliseconds: Double
         var receiverPeakRSSKiB: Int
         var bodyBytes: Int
         /// The receiver's CPU time (user and system) over the requests it answered during the run.
@@ -82,10 +86,12 @@ enum WebhookIngest {
 
         let ceiling = try insertCeiling(
             database: database, body: prefix + "evt_ceiling" + suffix, clients: settings.webhookConnections,
-            seconds: settings.webhookSeconds, on: connection)
+            seconds: settings.webhookSeconds, logFolder: folder, on: connection)
         return Figures(
             requestsPerSecond: report.requestsPerSecond, p50Milliseconds: report.p50, p99Milliseconds: report.p99,
-            requests: report.requests, errors: report.errors, jobs: jobs, insertCeiling: ceiling,
+            requests: report.requests, errors: report.errors, jobs: jobs, insertCeiling: ceiling.rate,
+            ceilingP50Milliseconds: percentile(ceiling.latencies, 0.5),
+            ceilingP99Milliseconds: percentile(ceiling.latencies, 0.99),
             receiverPeakRSSKiB: peakRSS, bodyBytes: prefix.utf8.count + suffix.utf8.count + 20,
             cpuMicrosecondsPerRequest: cpu * 1e6 / Double(max(report.requests, 1)))
     }
@@ -153,28 +159,56 @@ enum WebhookIngest {
             "the server did not start: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
     }
 
-    /// Single-row INSERTs of the same body as a parameter (`pgbench -M prepared`), from `clients` clients.
+    /// Single-row INSERTs of the same body as a parameter (`pgbench -M prepared`), from `clients` clients:
+    /// their rate, and each transaction's latency in milliseconds (from pgbench's log in `logFolder`).
     private static func insertCeiling(
-        database: BenchDatabase, body: String, clients: Int, seconds: Int, on connection: PostgresConnection
-    ) throws -> Double {
+        database: BenchDatabase, body: String, clients: Int, seconds: Int, logFolder: String,
+        on connection: PostgresConnection
+    ) throws -> (rate: Double, latencies: [Double]) {
         try connection.run(script: "TRUNCATE bench_plain", context: "emptying the ceiling table")
         let script = NSTemporaryDirectory() + "sluice-insert-\(UInt32.random(in: 0...UInt32.max)).sql"
         try "INSERT INTO bench_plain (payload) VALUES (:body);\n".write(
             toFile: script, atomically: true, encoding: .utf8)
         defer { try? FileManager.default.removeItem(atPath: script) }
-        return try pgbench(
-            script: script, clients: clients, seconds: seconds, url: database.url, variables: ["body": body])
+        let rate = try pgbench(
+            script: script, clients: clients, seconds: seconds, url: database.url, variables: ["body": body],
+            logPrefix: logFolder + "/pgbench")
+        return (rate, try pgbenchLatencies(folder: logFolder, name: "pgbench"))
     }
 
-    /// The transactions a second of `pgbench -M prepared` running `script` from `clients` clients.
-    static func pgbench(script: String, clients: Int, seconds: Int, url: String, variables: [String: String] = [:])
-        throws -> Double
-    {
+    /// The latencies pgbench logged (`--log`: one line per transaction, its third field in microseconds),
+    /// in milliseconds.
+    private static func pgbenchLatencies(folder: String, name: String) throws -> [Double] {
+        var latencies: [Double] = []
+        for file in try FileManager.default.contentsOfDirectory(atPath: folder) where file.hasPrefix(name + ".") {
+            let text = try String(contentsOfFile: folder + "/" + file, encoding: .utf8)
+            for line in text.split(separator: "\n") {
+                let fields = line.split(separator: " ", maxSplits: 3)
+                if fields.count > 2, let microseconds = Double(fields[2]) { latencies.append(microseconds / 1000) }
+            }
+        }
+        return latencies
+    }
+
+    private static func percentile(_ values: [Double], _ fraction: Double) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let sorted = values.sorted()
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
+    }
+
+    /// The transactions a second of `pgbench -M prepared` running `script` from `clients` clients; with a
+    /// `logPrefix`, each transaction is logged to files starting with it.
+    static func pgbench(
+        script: String, clients: Int, seconds: Int, url: String, variables: [String: String] = [:],
+        logPrefix: String? = nil
+    ) throws -> Double {
         let pgbench = try postgresProgram("pgbench")
         let defines = variables.flatMap { ["-D", "\($0.key)=\($0.value)"] }
+        let logging = logPrefix.map { ["--log", "--log-prefix=\($0)"] } ?? []
         let result = try ChildProcess.run(
             pgbench,
-            ["-n", "-M", "prepared", "-c", "\(clients)", "-j", "2", "-T", "\(seconds)"] + defines + ["-f", script, url])
+            ["-n", "-M", "prepared", "-c", "\(clients)", "-j", "2", "-T", "\(seconds)"] + logging + defines
+                + ["-f", script, url])
         guard result.status == 0,
             let line = result.output.split(separator: "\n").first(where: { $0.hasPrefix("tps = ") }),
             let tps = Double(line.dropFirst("tps = ".count).prefix { $0.isNumber || $0 == "." })
