@@ -9,15 +9,15 @@ enum PoolRun {
         var peakRSSKiB: Int
     }
 
-    /// Starts `sluice work` with the queue already full and times it from start to the last committed
-    /// completion (the moment sluice.jobs is empty), reading the process's peak RSS before stopping it.
     private static func workEnvironment(_ databaseURL: String) -> [String: String] {
         [
             "DATABASE_URL": databaseURL, "SLUICE_ADMIN_LISTEN": "off", "SLUICE_CONCURRENCY": "10",
-            "SLUICE_TEST_JOBS": "1", "SLUICE_LOG_LEVEL": "warning",
+            "SLUICE_TEST_JOBS": "1", "SLUICE_LOG_LEVEL": "warning", "SLUICE_PERIODIC": "off",
         ]
     }
 
+    /// Starts `sluice work` with the queue already full and times it from start to the last committed
+    /// completion (no no-op job left), reading the process's peak RSS before stopping it.
     static func burnDown(binary: String, database: BenchDatabase) throws -> BurnDown {
         let probe = try DrainProbe(database: database)
         let start = ContinuousClock.now
@@ -57,6 +57,7 @@ enum PoolRun {
                 """)
         var newest: Int64 = 0
         func add(_ count: Int) throws {
+            guard count > 0 else { return }
             newest = try connection.execute(adding, [count], context: "adding jobs").single().decode(Int64.self, at: 0)
         }
         // Estimated from the ids (the newest added, the oldest still there): jobs finished out of order

@@ -145,8 +145,12 @@ extension AppAPI {
             return .unauthorized(Problems.unauthorized("this route is for a signed-in user", tokenPresented: true))
         }
         let caller = "user:\(user)"
+        // A verified user came with a token; without one there is nothing to count against.
+        guard let token = APIRequest.token else {
+            return .unauthorized(Problems.unauthorized("a Clerk session token is required", tokenPresented: false))
+        }
         // One Stripe client and its rate limit serve every user: one user's clicks must not use them up.
-        if let wait = actionLimiter.take(caller: caller, token: APIRequest.token ?? PresentedToken("")) {
+        if let wait = actionLimiter.take(caller: caller, token: token) {
             return .tooManyRequests(Problems.tooManyRequests(retryAfter: wait, limit: "SLUICE_API_ACTION_RATE_LIMIT"))
         }
         do {

@@ -81,6 +81,12 @@ final class OutcomeFlusher: Sendable {
         if added { wake.signal() }
     }
 
+    /// Gives jobs back to the queue at once, their attempt returned: claimed here, never started.
+    func release(_ leases: [JobLease]) {
+        pending.withLock { $0.snoozes += leases.map { Snooze(lease: $0, delay: 0) } }
+        wake.signal()
+    }
+
     func fail(_ failure: Failure) {
         pending.withLock { $0.failures.append(failure) }
         wake.signal()
@@ -122,7 +128,7 @@ final class OutcomeFlusher: Sendable {
         var retryDelay = 0.05
         while true {
             let stopping = isStopped.load(ordering: .acquiring)
-            let batch = pending.withLock { pending in
+            var batch = pending.withLock { pending in
                 let batch = pending
                 pending = Pending()
                 return batch
@@ -138,7 +144,7 @@ final class OutcomeFlusher: Sendable {
                     ?? PostgresConnection(
                         connectionString: connectionString, logger: logger, sessionSettings: JobQueue.sessionSettings)
                 connection = open
-                try flush(batch, on: open)
+                try flush(&batch, on: open)
                 retryDelay = 0.05
             } catch let error as PostgresError where !error.isTransient {
                 // PostgreSQL refused the statement itself; sending it again would fail again and block
@@ -151,7 +157,7 @@ final class OutcomeFlusher: Sendable {
                         "failures.count": "\(batch.failures.count)", "snoozes.count": "\(batch.snoozes.count)",
                     ])
             } catch {
-                // Put the batch back in front of anything newer and try again shortly.
+                // Put back what the flush did not record, in front of anything newer, and try again shortly.
                 pending.withLock { pending in
                     pending.completions = batch.completions + pending.completions
                     pending.failures = batch.failures + pending.failures
@@ -169,10 +175,13 @@ final class OutcomeFlusher: Sendable {
         finished.signal()
     }
 
-    private func flush(_ batch: Pending, on connection: PostgresConnection) throws(PostgresError) {
+    /// Records the batch, one statement per kind of outcome, emptying each part of `batch` once its
+    /// statement committed: a retry after a later statement failed sends only what is still unrecorded.
+    private func flush(_ batch: inout Pending, on connection: PostgresConnection) throws(PostgresError) {
         if !batch.completions.isEmpty {
             let completed = try queue.complete(batch.completions.map(\.lease), on: connection)
             recordCompleted(batch.completions, completed: completed)
+            batch.completions = []
         }
         if !batch.failures.isEmpty {
             let outcomes = try queue.fail(batch.failures.map(\.failure), on: connection)
@@ -198,10 +207,12 @@ final class OutcomeFlusher: Sendable {
                         metadata: ["job.id": "\(failure.failure.lease.id)", "job.kind": "\(failure.kind)"])
                 }
             }
+            batch.failures = []
         }
         if !batch.snoozes.isEmpty {
             try queue.release(batch.snoozes.map(\.lease), delays: batch.snoozes.map(\.delay), on: connection)
             onScheduled(batch.snoozes.map(\.delay))
+            batch.snoozes = []
         }
     }
 }

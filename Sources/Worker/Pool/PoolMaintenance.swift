@@ -142,9 +142,15 @@ final class PoolMaintenance: Sendable {
     }
 
     private func heartbeat(on connection: PostgresConnection) throws(PostgresError) {
-        // A claimed job still waiting for a slot after two leases is let go (see leasesToExtend).
+        // A claimed job still waiting for a slot after two leases is given back (see leasesToExtend).
         let stale = ContinuousClock.now - .milliseconds(Int(settings.leaseSeconds * 2000))
-        let leases = state.withLock { $0.leasesToExtend(staleBefore: stale) }
+        let (leases, giveBack) = state.withLock { $0.leasesToExtend(staleBefore: stale) }
+        if !giveBack.isEmpty {
+            logger.info(
+                "Giving back claimed jobs that waited two leases for a slot",
+                metadata: ["jobs.count": "\(giveBack.count)"])
+            flusher.release(giveBack)
+        }
         guard !leases.isEmpty else { return }
         let extended = try queue.heartbeat(leases, on: connection)
         let lost = state.withLock { $0.markLost(leases, extended: extended) }

@@ -230,14 +230,17 @@ struct PoolState: Sendable {
         return expired
     }
 
-    /// The leases to extend: every held attempt not timed out or lost. A job still waiting for a slot
-    /// since before `staleBefore` (every slot of its lane is stuck) is let go instead: its lease runs out
-    /// and another worker takes it; a slot that reaches it later skips it.
-    mutating func leasesToExtend(staleBefore: ContinuousClock.Instant) -> [JobLease] {
-        for (id, entry) in held where entry.startedAt == nil && entry.claimedAt < staleBefore {
+    /// The leases to extend: every held attempt not timed out or lost; and the jobs to give back, those
+    /// still waiting for a slot since before `staleBefore` (every slot of their lane busy or stuck). Those
+    /// are released with their attempt returned, so another worker takes them at once and a job that
+    /// never ran here loses nothing; a slot that reaches one later skips it.
+    mutating func leasesToExtend(staleBefore: ContinuousClock.Instant) -> (extend: [JobLease], giveBack: [JobLease]) {
+        var giveBack: [JobLease] = []
+        for (id, entry) in held where entry.startedAt == nil && !entry.leaseLost && entry.claimedAt < staleBefore {
             held[id]?.leaseLost = true
+            giveBack.append(entry.job.lease)
         }
-        return held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease)
+        return (held.values.filter { !$0.timedOut && !$0.leaseLost }.map(\.job.lease), giveBack)
     }
 
     /// After a heartbeat: the leases it did not extend that are still held are lost (rescued by another

@@ -211,7 +211,7 @@ struct PoolStateTests {
         #expect(state.dueTimes.count == 1000)
     }
 
-    @Test("maintenance: deadlines passed are timed out once; stale waiting jobs are let go; unextended leases lost")
+    @Test("maintenance: deadlines passed are timed out once; stale waiting jobs are given back; unextended leases lost")
     func maintenance() {
         var state = Self.state(slots: 1)
         _ = state.accept([Self.job(1, kind: "fast"), Self.job(2)], from: "q", lane: 0, now: Self.at(0))
@@ -220,14 +220,17 @@ struct PoolStateTests {
         #expect(state.expireTimeouts(now: Self.at(50)).isEmpty)
         #expect(state.expireTimeouts(now: Self.at(100)).map(\.job.id) == [1])
         #expect(state.expireTimeouts(now: Self.at(200)).isEmpty, "failed once only")
-        // Job 2 has waited for a slot since 0: before the stale line, it is let go.
-        #expect(state.leasesToExtend(staleBefore: Self.at(1)).isEmpty)
+        // Job 2 has waited for a slot since 0: before the stale line, it is given back, once.
+        let stale = state.leasesToExtend(staleBefore: Self.at(1))
+        #expect(stale.extend.isEmpty)
+        #expect(stale.giveBack.map(\.id) == [2])
         #expect(state.held[2]?.leaseLost == true)
+        #expect(state.leasesToExtend(staleBefore: Self.at(1)).giveBack.isEmpty, "given back once")
 
         var other = Self.state(slots: 2)
         _ = other.accept([Self.job(1), Self.job(2)], from: "q", lane: 0, now: Self.at(0))
-        let leases = other.leasesToExtend(staleBefore: Self.at(0))
-        #expect(Set(leases.map(\.id)) == [1, 2])
+        let (leases, giveBack) = other.leasesToExtend(staleBefore: Self.at(0))
+        #expect(Set(leases.map(\.id)) == [1, 2] && giveBack.isEmpty)
         other.held[2] = nil  // finished meanwhile: not lost
         #expect(other.markLost(leases, extended: []).map(\.id) == [1])
         #expect(other.held[1]?.leaseLost == true)
