@@ -38,6 +38,16 @@ struct CallerRateLimiterTests {
             limiter.admit(token: PresentedToken("sk_sluice_real"), now: start) == nil, "a token that verified skips it")
     }
 
+    @Test("an empty token that verified somewhere does not let requests without a token skip the shared bucket")
+    func noTokenNeverVerified() {
+        let start = ContinuousClock.now
+        let limiter = CallerRateLimiter(perSecond: 1, now: start)
+        _ = limiter.take(caller: "user:ada", token: PresentedToken(""), now: start)
+        #expect(limiter.admit(token: PresentedToken(""), now: start) == nil, "the empty token itself verified")
+        for _ in 0..<20 { _ = limiter.admit(token: nil, now: start) }
+        #expect(limiter.admit(token: nil, now: start) != nil, "without a token: the shared bucket, spent")
+    }
+
     @Test("a rate below one a second still lets one request through")
     func tinyRate() {
         let start = ContinuousClock.now
