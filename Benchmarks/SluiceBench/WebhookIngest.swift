@@ -190,12 +190,6 @@ enum WebhookIngest {
         return latencies
     }
 
-    private static func percentile(_ values: [Double], _ fraction: Double) -> Double {
-        guard !values.isEmpty else { return .nan }
-        let sorted = values.sorted()
-        return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
-    }
-
     /// The transactions a second of `pgbench -M prepared` running `script` from `clients` clients; with a
     /// `logPrefix`, each transaction is logged to files starting with it.
     static func pgbench(

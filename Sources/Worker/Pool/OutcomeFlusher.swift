@@ -113,9 +113,7 @@ final class OutcomeFlusher: Sendable {
     /// Flushes what is pending, releases `leases` (a graceful stop's unfinished jobs) and stops, waiting
     /// at most `timeout` seconds.
     func stop(releasing leases: [JobLease], timeout: Double) {
-        pending.withLock { pending in
-            pending.snoozes += leases.map { Snooze(lease: $0, delay: 0) }
-        }
+        release(leases)
         isStopped.store(true, ordering: .releasing)
         wake.signal()
         if finished.wait(timeout: .now() + timeout) == .timedOut {
