@@ -12,12 +12,20 @@ final class DrainProbe {
     private let connection: PostgresConnection
     /// No live no-op job has a lower id.
     private var floor: Int64 = 0
+    /// No unclaimed no-op job has a lower id (none is given back here: the no-op job never fails).
+    private var waitingFloor: Int64 = 0
 
     // ORDER BY … LIMIT 1 rather than min(): a plan made on an empty queue aggregated every row past the
     // floor, which on a million waiting jobs took a quarter of a second a probe.
     private static let lowest = PreparedStatement(
         name: "bench_probe_lowest",
         sql: "SELECT id FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop' ORDER BY id LIMIT 1")
+    private static let lowestWaiting = PreparedStatement(
+        name: "bench_probe_lowest_waiting",
+        sql: """
+            SELECT id FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop' AND state = 'available'
+            ORDER BY id LIMIT 1
+            """)
     private static let count = PreparedStatement(
         name: "bench_probe_count",
         sql: "SELECT count(*) FROM sluice.jobs WHERE id >= $1 AND kind = 'sluice.noop'")
@@ -32,6 +40,16 @@ final class DrainProbe {
         let rows = try connection.execute(Self.lowest, [floor], context: "finding the lowest live job")
         guard let id = try rows.first?.decode(Int64.self, at: 0) else { return nil }
         floor = id
+        return id
+    }
+
+    /// The lowest id of a no-op job not yet claimed; nil when none waits. Claims take equal jobs in id
+    /// order, so this reads only the jobs claimed since the last call.
+    func lowestWaitingID() throws -> Int64? {
+        let rows = try connection.execute(
+            Self.lowestWaiting, [max(floor, waitingFloor)], context: "finding the lowest waiting job")
+        guard let id = try rows.first?.decode(Int64.self, at: 0) else { return nil }
+        waitingFloor = id
         return id
     }
 
