@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 16;
+SET LOCAL sluice.schema_version = 17;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -1365,6 +1365,50 @@ COMMENT ON FUNCTION sluice.start_job_for(text, text, jsonb) IS
     'The app''s API starts a job for a caller (user:<id> or service:<id>): sluice.enqueue with the login role''s '
     'rights, and the caller recorded in sluice.job_callers. Returns the job id.';
 REVOKE ALL ON FUNCTION sluice.start_job_for(text, text, jsonb) FROM PUBLIC;
+
+-- Version 17: changes to one subscription take turns. Two of a user's changes running at once (a double
+-- click, two tabs) reach Stripe in either order, and the one the user made last may not be the one that
+-- stays.
+CREATE OR REPLACE FUNCTION sluice.start_exclusive_job_for(caller text, kind text, payload jsonb, exclusive_kinds text[])
+RETURNS TABLE (job_id bigint, started boolean, pending_kind text, same_request boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pending record;
+BEGIN
+    IF start_exclusive_job_for.kind IS NULL
+       OR NOT start_exclusive_job_for.kind = ANY (coalesce(start_exclusive_job_for.exclusive_kinds, '{}')) THEN
+        RAISE EXCEPTION 'sluice.start_exclusive_job_for: kind % is not among the exclusive kinds %',
+                coalesce(start_exclusive_job_for.kind, 'NULL'), start_exclusive_job_for.exclusive_kinds
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Two requests of one caller check and start one after the other: neither starts beside one it missed.
+    PERFORM pg_advisory_xact_lock(
+        hashtextextended('sluice.exclusive_job ' || session_user || ' ' || coalesce(start_exclusive_job_for.caller, ''), 0));
+    -- Pending: waiting, running or retrying, and not yet finished (a result is stored before the job leaves
+    -- sluice.jobs). A job that died is not pending.
+    SELECT j.id, j.kind, j.payload INTO pending
+    FROM sluice.job_callers c
+    JOIN sluice.jobs j ON j.id = c.job_id
+    WHERE c.caller = start_exclusive_job_for.caller AND c.role = session_user
+      AND j.kind = ANY (start_exclusive_job_for.exclusive_kinds)
+      AND NOT EXISTS (SELECT 1 FROM sluice.job_results r WHERE r.job_id = j.id)
+    ORDER BY j.id
+    LIMIT 1;
+    IF FOUND THEN
+        RETURN QUERY SELECT pending.id, false, pending.kind::text,
+            pending.kind = start_exclusive_job_for.kind AND pending.payload = start_exclusive_job_for.payload;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT sluice.start_job_for(start_exclusive_job_for.caller, start_exclusive_job_for.kind,
+                                             start_exclusive_job_for.payload), true, NULL::text, true;
+END
+$$;
+COMMENT ON FUNCTION sluice.start_exclusive_job_for(text, text, jsonb, text[]) IS
+    'sluice.start_job_for, one job at a time per caller among exclusive_kinds (which must include kind): '
+    'while a job of those kinds that this login role started for this caller waits, runs or retries, nothing is '
+    'started and that job is returned (started false, pending_kind, and same_request when kind and payload are '
+    'equal: the same request again). The app''s API starts a user''s subscription changes this way.';
+REVOKE ALL ON FUNCTION sluice.start_exclusive_job_for(text, text, jsonb, text[]) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION sluice.job_for(job_id bigint, caller text) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -3292,7 +3336,7 @@ BEGIN
     IF to_regrole('sluice_api') IS NOT NULL THEN
         GRANT EXECUTE ON FUNCTION sluice.authenticate_api_key(bytea), billing.api_access(text),
             billing.api_invoices(text, integer), sluice.start_job_for(text, text, jsonb), sluice.job_for(bigint, text),
-            billing.price_on_sale(text) TO sluice_api;
+            billing.price_on_sale(text), sluice.start_exclusive_job_for(text, text, jsonb, text[]) TO sluice_api;
     END IF;
     IF to_regrole('sluice_operator') IS NOT NULL THEN
         GRANT USAGE ON SCHEMA sluice, billing TO sluice_operator;

@@ -226,4 +226,35 @@ struct APIActionTests {
         let job = try await under.get(url)
         #expect(job.status == 200 && APITests.json(job.body)["state"] as? String == "queued", "\(job.body)")
     }
+
+    @Test(
+        "a user's subscription changes take turns: another while one is pending is 409 naming it, the same again is that job"
+    )
+    func changesTakeTurns() async throws {
+        let under = try ActionsUnderTest(worker: false, waitSeconds: 0.2)
+        let plan = try await under.post("/v1/me/subscription/change-plan", json: #"{"price": "price_pro"}"#)
+        #expect(plan.status == 202, "\(plan.body)")
+        let pending = try #require(APITests.json(plan.body)["job_id"] as? Int)
+        let jobs = try under.startedJobs()
+        // A different change waits its turn: the app is told which job to follow.
+        for (path, json) in [("cancel", "{}"), ("resume", ""), ("change-plan", #"{"price": "price_basic"}"#)] {
+            let other = try await under.post("/v1/me/subscription/\(path)", json: json)
+            #expect(other.status == 409, "\(path): \(other.body)")
+            #expect(other.body.contains("urn:sluice:problem:action-pending"), "\(path): \(other.body)")
+            #expect(APITests.json(other.body)["job_id"] as? Int == pending, "\(path): \(other.body)")
+        }
+        // A double click is the same request: it follows the pending job and starts nothing.
+        let again = try await under.post("/v1/me/subscription/change-plan", json: #"{"price": "price_pro"}"#)
+        #expect(again.status == 202 && APITests.json(again.body)["job_id"] as? Int == pending, "\(again.body)")
+        #expect(try under.startedJobs() == jobs)
+        // A session is not a change to the subscription: it is not held back.
+        let portal = try await under.post(
+            "/v1/me/portal-session", json: #"{"return_url": "https://app.sluice.test/account"}"#)
+        #expect(portal.status == 202, "\(portal.body)")
+        // Once the change is over, the next one starts.
+        let owner = try under.api.cluster.connect()
+        try owner.query("DELETE FROM sluice.jobs WHERE id = $1", [pending], context: "completing the change")
+        let cancel = try await under.post("/v1/me/subscription/cancel", json: "{}")
+        #expect(cancel.status == 202 && APITests.json(cancel.body)["job_id"] as? Int != pending, "\(cancel.body)")
+    }
 }

@@ -88,6 +88,10 @@ struct TrustTests {
         let batch = Self.refused(
             service, "SELECT sluice.enqueue_many(ARRAY['mail.send', 'stripe.resync'], ARRAY['{}'::jsonb, '{}'::jsonb])")
         #expect(batch?.sqlState == "42501")
+        // The API's way of starting a user's changes is the API's alone.
+        let exclusive = Self.refused(
+            service, "SELECT * FROM sluice.start_exclusive_job_for('user:ada', 'mail.send', '{}', ARRAY['mail.send'])")
+        #expect(exclusive?.sqlState == "42501")
         #expect(Self.refused(service, "SELECT sluice.enqueue('mail.send', '{}')") == nil)
         #expect(try roles.cluster.count("SELECT count(*) FROM sluice.jobs") == 1)
 

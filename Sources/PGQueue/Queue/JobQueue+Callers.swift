@@ -14,6 +14,40 @@ extension JobQueue {
         ).single().decode(Int64.self, at: 0)
     }
 
+    /// What ``startExclusiveJob(kind:payload:for:exclusiveWith:on:)`` did.
+    public enum ExclusiveStart: Sendable, Equatable {
+        /// A new job: none of the exclusive kinds was pending for the caller.
+        case started(Int64)
+        /// Nothing started: the same request (kind and payload) is still pending as this job.
+        case alreadyPending(Int64)
+        /// Nothing started: another job of the exclusive kinds, of kind `kind`, is still pending.
+        case blocked(by: Int64, kind: String)
+    }
+
+    /// Starts a job for a caller as ``startJob(kind:payload:for:on:)`` does, unless a job of
+    /// `exclusiveKinds` that this login role started for the same caller is still waiting, running or
+    /// retrying: changes to one thing that must reach the outside world in the order they were asked for.
+    ///
+    /// Two calls for one caller are serialized in PostgreSQL, so of two concurrent requests exactly one
+    /// starts its job.
+    /// - Parameter exclusiveKinds: the kinds that take turns; must include `kind`.
+    public func startExclusiveJob(
+        kind: String, payload: String, for caller: String, exclusiveWith exclusiveKinds: [String],
+        on connection: PostgresConnection
+    ) throws(PostgresError) -> ExclusiveStart {
+        let row = try connection.query(
+            """
+            SELECT job_id, started, pending_kind, same_request
+            FROM sluice.start_exclusive_job_for($1, $2, $3::jsonb, $4::text[])
+            """,
+            [caller, kind, payload, exclusiveKinds], context: "starting a \(kind) job for \(caller)"
+        ).single()
+        let id = try row.decode(Int64.self, at: 0)
+        if try row.decode(Bool.self, at: 1) { return .started(id) }
+        if try row.decode(Bool.self, at: 3) { return .alreadyPending(id) }
+        return .blocked(by: id, kind: try row.decode(String.self, at: 2))
+    }
+
     /// A job started with ``startJob(kind:payload:for:on:)`` as JSON: `{id, kind, state, attempt?, result?,
     /// error?}`, `state` one of queued, retrying, running, succeeded, failed.
     /// - Returns: nil for a job another caller or role started, or one whose result has been pruned.

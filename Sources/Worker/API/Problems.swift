@@ -45,6 +45,16 @@ enum Problems {
     }
 
     /// 422 for a Stripe action that Stripe or the billing model refused (its job failed for good).
+    /// 409: another of the user's subscription changes has not finished.
+    static func actionPending(jobID: Int64, kind: String) -> Components.Responses.ActionPending {
+        .init(
+            body: .applicationProblemJson(
+                problem(
+                    "action-pending", "Conflict", status: 409,
+                    detail: "the user's \(kind) (job \(jobID)) has not finished; follow /v1/jobs/\(jobID) and ask "
+                        + "again once it is over", jobID: jobID)))
+    }
+
     static func refused(_ detail: String, jobID: Int64) -> Components.Schemas.Problem {
         problem("action-refused", "Unprocessable Content", status: 422, detail: detail, jobID: jobID)
     }
