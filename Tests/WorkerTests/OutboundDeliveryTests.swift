@@ -155,4 +155,41 @@ struct OutboundDeliveryTests {
                 Self.verifies($0) && Self.verifies($0, secret: "whsec_QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB")
             })
     }
+
+    @Test(
+        "with every queue worked, an endpoint that never answers holds up no other queue: outbound has slots of its own"
+    )
+    func silentEndpointHoldsUpNothing() throws {
+        let run = try BillingRun()
+        // Connections are taken by the kernel's backlog and never answered: each delivery waits its 10 s.
+        let (silent, port) = try Loopback.bind(listening: 64)
+        defer { close(silent) }
+        let connection = try run.connect()
+        try connection.run(
+            script: """
+                INSERT INTO sluice.outbound_endpoints (url, secret) VALUES ('http://127.0.0.1:\(port)/hooks', '\(Self.secret)');
+                SELECT billing.emit('access.changed', now(), jsonb_build_object('user_id', 'user_' || n, 'version', 1),
+                                    'user_' || n, 'test:' || n)
+                FROM generate_series(1, 20) AS n;
+                """, context: "twenty deliveries to a silent endpoint")
+        let worker = try SluiceProcess(
+            ["work"], databaseURL: run.url,
+            environment: [
+                "SLUICE_CONCURRENCY": "2", "SLUICE_PERIODIC": "off", "SLUICE_ADMIN_LISTEN": "off",
+                "SLUICE_TEST_JOBS": "1",
+            ])
+        defer { worker.signal(SIGKILL) }
+        let hanging = eventually(timeout: 10) {
+            (try? connection.firstValue(
+                "SELECT count(*) FROM sluice.jobs WHERE kind = 'outbound.deliver' AND state = 'running'")) != "0"
+        }
+        #expect(hanging, "no delivery started:\n\(worker.log)")
+        _ = try JobQueue().enqueue(
+            [NewJob(kind: "sluice.noop"), NewJob(kind: "sluice.noop"), NewJob(kind: "sluice.noop")], on: connection)
+        // Well inside one delivery's 10 s: in a lane shared with the deliveries, they waited for it.
+        let others = eventually(timeout: 5) {
+            (try? connection.firstValue("SELECT count(*) FROM sluice.jobs WHERE kind = 'sluice.noop'")) == "0"
+        }
+        #expect(others, "the default queue waited behind the silent endpoint:\n\(worker.log)")
+    }
 }

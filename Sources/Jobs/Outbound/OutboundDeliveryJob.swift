@@ -16,6 +16,8 @@ public import PGQueue
 /// or pruned, or an endpoint that is disabled, ends the job without a request.
 public struct OutboundDeliveryJob: JobHandler {
     public let kind = "outbound.deliver"
+    /// Every delivery waits in this queue, which a worker of every queue works in a lane of its own.
+    public static let queue = "outbound"
     /// The request's own limit is 10 s; the rest is the database.
     public let timeoutSeconds: Double = 60
     static let requestSeconds: Int64 = 10

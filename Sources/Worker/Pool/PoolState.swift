@@ -17,6 +17,8 @@ struct PoolState: Sendable {
     let handlerTimeouts: [String: Double]
     /// Queues never claimed from, whatever a lane of every queue finds (`webhooks` without webhook secrets).
     let excludedQueues: Set<String>
+    /// Queues with a lane of their own, which a lane of every queue leaves to it.
+    let laneQueues: Set<String>
     var isStopping = false
     var lastFetcherTick: ContinuousClock.Instant
     /// When retries and snoozes recorded by this worker become due, soonest first, so an idle fetcher
@@ -26,6 +28,12 @@ struct PoolState: Sendable {
     var lastDiscovery: ContinuousClock.Instant?
     /// Where a lane of every queue starts its next round, so no queue starves the others.
     var rotation = 0
+    /// Lanes of one queue that found it empty at their last claim, and when. Such a lane is asked again on
+    /// a notification for its queue, a retry coming due or after `quietRecheck`, not on every round the
+    /// fetcher makes for a busier lane (an idle `outbound` lane beside a draining queue cost a claim a round).
+    var quietSince: [Int: ContinuousClock.Instant] = [:]
+    /// The poll interval, at most a second: what a lane of every queue waits before looking for queues again.
+    var quietRecheck = Duration.seconds(1)
 
     /// A timeout no handler or `sluice.kinds` names (DESIGN.md: 5 minutes).
     static let defaultTimeout = 300.0
@@ -50,6 +58,7 @@ struct PoolState: Sendable {
         }
         self.handlerTimeouts = handlerTimeouts
         self.excludedQueues = excludedQueues
+        self.laneQueues = Set(lanes.compactMap(\.queue))
         self.lastFetcherTick = now
     }
 
@@ -85,7 +94,15 @@ struct PoolState: Sendable {
                 min(Self.largestPrefetch, lane.slots.count * Self.prefetchPerSlot), Int(rate * 0.05))
             lanes[index].sampledAt = now
         }
+        if !quietSince.isEmpty {
+            if let due = dueTimes.first, due <= now {
+                quietSince.removeAll()
+            } else {
+                quietSince = quietSince.filter { now - $0.value < quietRecheck }
+            }
+        }
         return lanes.indices.compactMap { index in
+            guard quietSince[index] == nil else { return nil }
             let lane = lanes[index]
             let free = lane.freeSlots.count
             let room = max(0, lane.prefetchTarget - lane.buffer.count)
@@ -107,16 +124,32 @@ struct PoolState: Sendable {
         return now - lastDiscovery > .milliseconds(Int(min(pollSeconds, 1) * 1000))
     }
 
+    /// A notification that `queue` has new jobs: a lane of every queue learns of it, a quiet lane of it
+    /// claims again. Returns whether the fetcher should wake for it.
+    mutating func notified(queue: String) -> Bool {
+        var wakes = false
+        for index in lanes.indices {
+            if lanes[index].queue == nil {
+                knownQueues.insert(queue)
+                wakes = true
+            } else if lanes[index].queue == queue {
+                quietSince[index] = nil
+                wakes = true
+            }
+        }
+        return wakes
+    }
+
     mutating func discovered(_ queues: [String], now: ContinuousClock.Instant) {
         knownQueues.formUnion(queues)
         lastDiscovery = now
     }
 
     /// The queues to claim from for `claim`, in order: its own, or every known queue but the excluded
-    /// ones, starting one further along each round.
+    /// ones and those with a lane of their own, starting one further along each round.
     mutating func queues(for claim: Claim) -> [String] {
         if let queue = claim.queue { return [queue] }
-        let names = knownQueues.sorted().filter { !excludedQueues.contains($0) }
+        let names = knownQueues.sorted().filter { !excludedQueues.contains($0) && !laneQueues.contains($0) }
         guard !names.isEmpty else { return [] }
         rotation = (rotation + 1) % names.count
         return Array(names[rotation...] + names[..<rotation])
@@ -127,7 +160,11 @@ struct PoolState: Sendable {
     mutating func accept(_ jobs: [ClaimedJob], from queue: String, lane: Int, now: ContinuousClock.Instant)
         -> [(slot: Int, job: ClaimedJob)]
     {
-        if jobs.isEmpty, lanes[lane].queue == nil { knownQueues.remove(queue) }
+        if lanes[lane].queue == nil {
+            if jobs.isEmpty { knownQueues.remove(queue) }
+        } else {
+            quietSince[lane] = jobs.isEmpty ? now : nil
+        }
         for job in jobs {
             held[job.id] = HeldJob(job: job, lane: lane, claimedAt: now)
             lanes[lane].buffer.append(job)

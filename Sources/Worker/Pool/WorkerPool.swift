@@ -22,6 +22,10 @@ final class WorkerPool: Sendable {
     let flusher: OutcomeFlusher
     private let fetcherDone = DispatchSemaphore(value: 0)
     private let maintenance: PoolMaintenance
+
+    /// The slots queue `outbound` gets beside the lane of every queue (`SLUICE_QUEUES` unset or `all`):
+    /// half of `SLUICE_CONCURRENCY`, at least one.
+    static func outboundSlots(concurrency: Int) -> Int { max(1, concurrency / 2) }
     private let listener: PostgresListener
 
     init(settings: PoolSettings, registry: JobRegistry, metrics: SluiceMetrics, logger: Logger) {
@@ -43,7 +47,14 @@ final class WorkerPool: Sendable {
             lanes.append(Lane(queue: name, slots: indices))
         }
         switch settings.queues {
-        case .all: addLane(nil, settings.concurrency)
+        case .all:
+            addLane(nil, settings.concurrency)
+            // A delivery can wait 10 s on a slow endpoint: in the lane of every queue, a struggling endpoint
+            // would fill every slot and hold up the billing model's events. Its own slots are extra, and
+            // open no connection until a delivery runs.
+            if !settings.excludedQueues.contains(OutboundDeliveryJob.queue) {
+                addLane(OutboundDeliveryJob.queue, Self.outboundSlots(concurrency: settings.concurrency))
+            }
         case .named(let named):
             for lane in named where !settings.excludedQueues.contains(lane.name) {
                 addLane(lane.name, lane.concurrency)
@@ -52,9 +63,10 @@ final class WorkerPool: Sendable {
         self.slots = slots
         let handlerTimeouts = Dictionary(
             uniqueKeysWithValues: registry.kinds.map { ($0, registry.handler(for: $0)?.timeoutSeconds ?? 300) })
-        let state = PoolStateStore(
-            PoolState(
-                lanes: lanes, handlerTimeouts: handlerTimeouts, excludedQueues: settings.excludedQueues, now: .now))
+        var initial = PoolState(
+            lanes: lanes, handlerTimeouts: handlerTimeouts, excludedQueues: settings.excludedQueues, now: .now)
+        initial.quietRecheck = .milliseconds(Int(min(settings.pollSeconds, 1) * 1000))
+        let state = PoolStateStore(initial)
         self.state = state
         let wake = self.wake
         self.flusher = OutcomeFlusher(
@@ -68,21 +80,16 @@ final class WorkerPool: Sendable {
             settings: settings, queue: queue, registry: registry, state: state, flusher: flusher, metrics: metrics,
             logger: logger)
 
-        let watchesAllQueues = lanes.contains { $0.queue == nil }
-        let laneQueues = Set(lanes.compactMap(\.queue))
         self.listener = PostgresListener(
             connectionString: settings.connectionString, channels: [JobQueue.notificationChannel], logger: logger
         ) { event in
             switch event {
             case .connected:
+                // Notifications sent while the connection was down are lost: every lane looks again.
+                state.withLock { $0.quietSince.removeAll() }
                 wake.signal()
             case .notification(let note):
-                if watchesAllQueues {
-                    state.withLock { _ = $0.knownQueues.insert(note.payload) }
-                    wake.signal()
-                } else if laneQueues.contains(note.payload) {
-                    wake.signal()
-                }
+                if state.withLock({ $0.notified(queue: note.payload) }) { wake.signal() }
             }
         }
     }

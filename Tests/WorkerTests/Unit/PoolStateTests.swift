@@ -136,6 +136,57 @@ struct PoolStateTests {
         #expect(state.queues(for: .init(lane: 0, queue: "x", want: 1)) == ["x"])
     }
 
+    @Test("a lane of every queue leaves a queue with a lane of its own to that lane")
+    func ownLaneQueues() {
+        var state = PoolState(
+            lanes: [Lane(queue: nil, slots: [0, 1]), Lane(queue: "outbound", slots: [2])], excludedQueues: ["webhooks"],
+            now: Self.start)
+        state.discovered(["a", "outbound", "webhooks"], now: Self.at(0))
+        #expect(state.queues(for: .init(lane: 0, queue: nil, want: 2)) == ["a"])
+        #expect(state.queues(for: .init(lane: 1, queue: "outbound", want: 1)) == ["outbound"])
+    }
+
+    /// The queues the fetcher's round at `milliseconds` claims from.
+    static func asked(_ state: inout PoolState, at milliseconds: Int) -> [String?] {
+        (state.claims(now: at(milliseconds)) ?? []).map(\.queue)
+    }
+
+    @Test(
+        "a lane whose queue was empty is not asked again each round, but on a notification, a retry due or after a second"
+    )
+    func quietLanes() {
+        var state = Self.state(named: [("busy", 1), ("outbound", 2)])
+        _ = state.claims(now: Self.at(0))
+        _ = state.accept([Self.job(1, queue: "busy")], from: "busy", lane: 0, now: Self.at(1))
+        _ = state.accept([], from: "outbound", lane: 1, now: Self.at(1))
+        // The busy lane's next round leaves the empty one out.
+        _ = state.finish([Self.job(1, queue: "busy")], results: [()], lane: 0, slot: 0, now: Self.at(2))
+        let asked1 = Self.asked(&state, at: 3)
+        #expect(asked1 == ["busy"])
+        // A notification for another queue changes nothing; one for its own queue asks it again.
+        let wokenByBusy = state.notified(queue: "busy")
+        let wokenByOther = state.notified(queue: "default")
+        #expect(wokenByBusy && !wokenByOther)
+        let asked2 = Self.asked(&state, at: 4)
+        #expect(asked2 == ["busy"])
+        let wokenByOwn = state.notified(queue: "outbound")
+        #expect(wokenByOwn)
+        let asked3 = Self.asked(&state, at: 5)
+        #expect(asked3 == ["busy", "outbound"])
+        // Empty again: asked again once a second has passed, or at once when a retry comes due.
+        _ = state.accept([], from: "outbound", lane: 1, now: Self.at(6))
+        let asked4 = Self.asked(&state, at: 1_005)
+        #expect(asked4 == ["busy"])
+        let asked5 = Self.asked(&state, at: 1_006)
+        #expect(asked5 == ["busy", "outbound"])
+        _ = state.accept([], from: "outbound", lane: 1, now: Self.at(1_007))
+        state.scheduleWakes(in: [0.1], now: Self.at(1_007))
+        let asked6 = Self.asked(&state, at: 1_050)
+        #expect(asked6 == ["busy"])
+        let asked7 = Self.asked(&state, at: 1_200)
+        #expect(asked7 == ["busy", "outbound"])
+    }
+
     @Test("queues are looked up when none is known, and again after the poll interval (a second at most)")
     func discovery() {
         var state = Self.state(slots: 1)
