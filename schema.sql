@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 17;
+SET LOCAL sluice.schema_version = 18;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -1368,12 +1368,19 @@ REVOKE ALL ON FUNCTION sluice.start_job_for(text, text, jsonb) FROM PUBLIC;
 
 -- Version 17: changes to one subscription take turns. Two of a user's changes running at once (a double
 -- click, two tabs) reach Stripe in either order, and the one the user made last may not be the one that
--- stays.
+-- stays. Version 18: a later change replaces one still waiting (queued, or retrying after a failure), so
+-- only a change at Stripe right now holds the next one back, and never for longer than its attempt.
 CREATE OR REPLACE FUNCTION sluice.start_exclusive_job_for(caller text, kind text, payload jsonb, exclusive_kinds text[])
 RETURNS TABLE (job_id bigint, started boolean, pending_kind text, same_request boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    pending record;
+    pending      record;
+    same_id      bigint;
+    running_id   bigint;
+    running_kind text;
+    waiting      bigint[] := '{}';
+    waiting_kind text[]   := '{}';
+    new_id       bigint;
 BEGIN
     IF start_exclusive_job_for.kind IS NULL
        OR NOT start_exclusive_job_for.kind = ANY (coalesce(start_exclusive_job_for.exclusive_kinds, '{}')) THEN
@@ -1381,33 +1388,74 @@ BEGIN
                 coalesce(start_exclusive_job_for.kind, 'NULL'), start_exclusive_job_for.exclusive_kinds
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Two requests of one caller check and start one after the other: neither starts beside one it missed.
+    IF start_exclusive_job_for.caller IS NULL OR start_exclusive_job_for.caller !~ '^(user|service):.'
+       OR length(start_exclusive_job_for.caller) > 300 THEN
+        RAISE EXCEPTION 'sluice.start_exclusive_job_for: caller must be user:<id> or service:<id>, got %',
+                coalesce(left(start_exclusive_job_for.caller, 40), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The login role's rights first, whatever is pending (sluice.enqueue checks them again when it starts).
+    IF session_user <> current_user THEN
+        PERFORM sluice.authorize_enqueue(ARRAY[start_exclusive_job_for.kind], ARRAY['default'], ARRAY[NULL::text],
+                                         ARRAY[0], ARRAY[now()], ARRAY[start_exclusive_job_for.payload]);
+    END IF;
+    -- Two requests of one caller look and start one after the other: neither starts beside one it missed.
     PERFORM pg_advisory_xact_lock(
-        hashtextextended('sluice.exclusive_job ' || session_user || ' ' || coalesce(start_exclusive_job_for.caller, ''), 0));
-    -- Pending: waiting, running or retrying, and not yet finished (a result is stored before the job leaves
-    -- sluice.jobs). A job that died is not pending.
-    SELECT j.id, j.kind, j.payload INTO pending
-    FROM sluice.job_callers c
-    JOIN sluice.jobs j ON j.id = c.job_id
-    WHERE c.caller = start_exclusive_job_for.caller AND c.role = session_user
-      AND j.kind = ANY (start_exclusive_job_for.exclusive_kinds)
-      AND NOT EXISTS (SELECT 1 FROM sluice.job_results r WHERE r.job_id = j.id)
-    ORDER BY j.id
-    LIMIT 1;
-    IF FOUND THEN
-        RETURN QUERY SELECT pending.id, false, pending.kind::text,
-            pending.kind = start_exclusive_job_for.kind AND pending.payload = start_exclusive_job_for.payload;
+        hashtextextended('sluice.exclusive_job ' || session_user || ' ' || start_exclusive_job_for.caller, 0));
+    -- Pending: waiting, running or retrying, and not finished (a result is stored before the job leaves
+    -- sluice.jobs). Locked, so a worker's claim neither takes a job this call replaces nor starts one while
+    -- it is looked at; a claim in progress is waited for.
+    FOR pending IN
+        SELECT j.id, j.kind, j.payload, j.state
+        FROM sluice.job_callers c
+        JOIN sluice.jobs j ON j.id = c.job_id
+        WHERE c.caller = start_exclusive_job_for.caller AND c.role = session_user
+          AND j.kind = ANY (start_exclusive_job_for.exclusive_kinds)
+          AND NOT EXISTS (SELECT 1 FROM sluice.job_results r WHERE r.job_id = j.id)
+        ORDER BY j.id
+        FOR UPDATE OF j
+    LOOP
+        IF same_id IS NULL AND pending.kind = start_exclusive_job_for.kind
+           AND pending.payload = start_exclusive_job_for.payload THEN
+            same_id := pending.id;
+        END IF;
+        IF pending.state = 'running' THEN
+            running_id := coalesce(running_id, pending.id);
+            running_kind := coalesce(running_kind, pending.kind);
+        ELSE
+            waiting := waiting || pending.id;
+            waiting_kind := waiting_kind || pending.kind;
+        END IF;
+    END LOOP;
+    -- The same request again: follow the pending job.
+    IF same_id IS NOT NULL THEN
+        RETURN QUERY SELECT same_id, false, start_exclusive_job_for.kind, true;
         RETURN;
     END IF;
-    RETURN QUERY SELECT sluice.start_job_for(start_exclusive_job_for.caller, start_exclusive_job_for.kind,
-                                             start_exclusive_job_for.payload), true, NULL::text, true;
+    -- Another change at Stripe now: wait for it (its attempt ends within its kind's timeout).
+    IF running_id IS NOT NULL THEN
+        RETURN QUERY SELECT running_id, false, running_kind, false;
+        RETURN;
+    END IF;
+    -- Changes still waiting are replaced: each ends as failed, naming the job that replaced it, and whoever
+    -- follows it is woken.
+    new_id := sluice.start_job_for(start_exclusive_job_for.caller, start_exclusive_job_for.kind,
+                                   start_exclusive_job_for.payload);
+    FOR i IN 1 .. cardinality(waiting) LOOP
+        PERFORM sluice.record_job_result(waiting[i], waiting_kind[i], jsonb_build_object('sluice_superseded_by', new_id));
+        DELETE FROM sluice.unique_keys u
+        USING sluice.jobs j WHERE j.id = waiting[i] AND u.key = j.unique_key AND u.job_id = j.id;
+        DELETE FROM sluice.jobs j WHERE j.id = waiting[i];
+    END LOOP;
+    RETURN QUERY SELECT new_id, true, NULL::text, true;
 END
 $$;
 COMMENT ON FUNCTION sluice.start_exclusive_job_for(text, text, jsonb, text[]) IS
-    'sluice.start_job_for, one job at a time per caller among exclusive_kinds (which must include kind): '
-    'while a job of those kinds that this login role started for this caller waits, runs or retries, nothing is '
-    'started and that job is returned (started false, pending_kind, and same_request when kind and payload are '
-    'equal: the same request again). The app''s API starts a user''s subscription changes this way.';
+    'sluice.start_job_for, one job at a time per caller among exclusive_kinds (which must include kind). The same '
+    'request (kind and payload) while one is pending returns that job (started false, same_request true); while '
+    'another is running, nothing starts and that job is returned (started false, pending_kind); otherwise the new '
+    'job starts and replaces those still waiting or retrying, which end as failed, superseded by it. The app''s API '
+    'starts a user''s subscription changes this way.';
 REVOKE ALL ON FUNCTION sluice.start_exclusive_job_for(text, text, jsonb, text[]) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION sluice.job_for(job_id bigint, caller text) RETURNS jsonb
@@ -1415,6 +1463,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     -- A job stores its result in its own transaction, and leaves sluice.jobs when the worker's next batch
     -- of completions commits: a result says it succeeded, whatever sluice.jobs still shows.
     SELECT CASE
+        -- Replaced by a later change of the same caller before it ran (version 18).
+        WHEN r.job_id IS NOT NULL AND r.result ? 'sluice_superseded_by' THEN jsonb_build_object(
+            'id', c.job_id, 'kind', r.kind, 'state', 'failed',
+            'error', format('superseded by job %s, a later change by the same user, before it ran',
+                            r.result ->> 'sluice_superseded_by'))
         WHEN r.job_id IS NOT NULL THEN jsonb_build_object(
             'id', c.job_id, 'kind', r.kind, 'state', 'succeeded', 'result', r.result)
         WHEN d.id IS NOT NULL THEN jsonb_build_object(

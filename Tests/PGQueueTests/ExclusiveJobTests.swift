@@ -3,8 +3,8 @@ import PGQueue
 import TestKit
 import Testing
 
-/// `sluice.start_exclusive_job_for`: a caller's jobs of some kinds take turns (the app's API starts a user's
-/// subscription changes this way).
+/// `sluice.start_exclusive_job_for`: a caller's jobs of some kinds take turns, the last one staying (the app's
+/// API starts a user's subscription changes this way).
 @Suite("exclusive jobs for a caller")
 struct ExclusiveJobTests {
     static let kinds = ["test.change", "test.cancel"]
@@ -16,72 +16,75 @@ struct ExclusiveJobTests {
             kind: kind, payload: payload, for: caller, exclusiveWith: kinds, on: connection)
     }
 
-    @Test("while one is pending another is blocked by it, the same request again is that job, other callers go on")
+    static func started(_ start: JobQueue.ExclusiveStart) -> Int64? {
+        if case .started(let id) = start { id } else { nil }
+    }
+
+    /// What `GET /v1/jobs/{id}` shows the caller: state and error.
+    static func view(_ id: Int64, on connection: PostgresConnection) throws -> String? {
+        try connection.firstValue(
+            "SELECT concat_ws(' ', j ->> 'state', j ->> 'error') FROM sluice.job_for(\(id), 'user:u1') j")
+    }
+
+    @Test("the same request again follows the pending job; another waits while one runs and replaces one that waits")
     func takeTurns() throws {
         let database = try TestDatabase()
         let connection = try database.connect()
-        guard case .started(let first) = try Self.start("test.change", #"{"price": "pro"}"#, on: connection) else {
-            Issue.record("the first change did not start")
-            return
-        }
+        let queue = JobQueue()
+        let first = try #require(Self.started(try Self.start("test.change", #"{"price": "pro"}"#, on: connection)))
         #expect(try Self.start("test.change", #"{"price": "pro"}"#, on: connection) == .alreadyPending(first))
+        // Running: a different change is held back, the same one still follows it.
+        let claimed = try queue.claim(from: "default", limit: 10, on: connection)
+        #expect(claimed.map(\.id) == [first])
+        #expect(try Self.start("test.cancel", "{}", on: connection) == .blocked(by: first, kind: "test.change"))
         #expect(
             try Self.start("test.change", #"{"price": "basic"}"#, on: connection)
                 == .blocked(by: first, kind: "test.change"))
-        #expect(try Self.start("test.cancel", "{}", on: connection) == .blocked(by: first, kind: "test.change"))
-        guard case .started = try Self.start("test.cancel", "{}", for: "user:u2", on: connection) else {
-            Issue.record("another caller was held back")
-            return
-        }
+        #expect(try Self.start("test.change", #"{"price": "pro"}"#, on: connection) == .alreadyPending(first))
+        // Another caller is not held back.
+        #expect(Self.started(try Self.start("test.cancel", "{}", for: "user:u2", on: connection)) != nil)
+        // Over: the next one starts, and a later one replaces it while it waits.
+        _ = try queue.complete(claimed.map(\.lease), on: connection)
+        let cancel = try #require(Self.started(try Self.start("test.cancel", "{}", on: connection)))
+        let change = try #require(Self.started(try Self.start("test.change", #"{"price": "basic"}"#, on: connection)))
+        #expect(try connection.firstValue("SELECT count(*) FROM sluice.jobs WHERE id = \(cancel)") == "0")
+        #expect(
+            try Self.view(cancel, on: connection)
+                == "failed superseded by job \(change), a later change by the same user, before it ran")
+        #expect(try Self.view(change, on: connection) == "queued")
         // A kind outside the set is refused rather than started beside the pending one unchecked.
-        let outside = try #require(throws: PostgresError.self) {
-            try Self.start("test.other", "{}", on: connection)
-        }
+        let outside = try #require(throws: PostgresError.self) { try Self.start("test.other", "{}", on: connection) }
         #expect(outside.sqlState == "22023" && outside.message.contains("not among the exclusive kinds"))
-        #expect(try connection.firstValue("SELECT count(*) FROM sluice.jobs") == "2")
     }
 
-    @Test("a job that finished, stored its result or died is no longer pending")
+    @Test("a job that finished, stored its result or died is not pending; one retrying is replaced")
     func finishedIsNotPending() throws {
         let database = try TestDatabase()
         let connection = try database.connect()
         let queue = JobQueue()
-        guard case .started(let first) = try Self.start("test.change", "{}", on: connection) else {
-            Issue.record("the first change did not start")
-            return
-        }
-        // Completed: its row is gone.
-        let claimed = try queue.claim(from: "default", limit: 10, on: connection)
-        #expect(claimed.map(\.id) == [first])
-        _ = try queue.complete(claimed.map(\.lease), on: connection)
-        guard case .started(let second) = try Self.start("test.change", "{}", on: connection) else {
-            Issue.record("a completed job still held the caller back")
-            return
-        }
+        let first = try #require(Self.started(try Self.start("test.change", "{}", on: connection)))
         // Its result stored (the handler's own transaction), its row not yet deleted by the worker's batch.
+        let running = try queue.claim(from: "default", limit: 10, on: connection)
+        #expect(running.map(\.id) == [first])
         try connection.query(
-            "SELECT sluice.record_job_result($1, 'test.change', '{}'::jsonb)", [second], context: "storing a result")
-        guard case .started(let third) = try Self.start("test.change", "{}", on: connection) else {
-            Issue.record("a job with its result stored still held the caller back")
-            return
-        }
-        // Failed and waiting to retry: still pending.
-        var claimedThird = try queue.claim(from: "default", limit: 10, on: connection).filter { $0.id == third }
+            "SELECT sluice.record_job_result($1, 'test.change', '{}'::jsonb)", [first], context: "storing a result")
+        let second = try #require(Self.started(try Self.start("test.change", "{}", on: connection)))
+        #expect(try Self.view(first, on: connection) == "succeeded")
+        // Failed and waiting to retry: the same request follows it, another replaces it.
+        let retrying = try queue.claim(from: "default", limit: 10, on: connection).filter { $0.id == second }
         _ = try queue.fail(
-            claimedThird.map { JobFailure(lease: $0.lease, kind: .error, message: "timeout", retryIn: 60) },
+            retrying.map { JobFailure(lease: $0.lease, kind: .error, message: "timeout", retryIn: 3600) },
             on: connection)
-        #expect(try Self.start("test.change", "{}", on: connection) == .alreadyPending(third))
+        #expect(try Self.start("test.change", "{}", on: connection) == .alreadyPending(second))
+        let third = try #require(Self.started(try Self.start("test.cancel", "{}", on: connection)))
+        #expect(try Self.view(second, on: connection)?.hasPrefix("failed superseded by job \(third)") == true)
         // Died: moved to the dead letters.
-        try connection.query("UPDATE sluice.jobs SET run_at = now() WHERE id = $1", [third], context: "due now")
-        claimedThird = try queue.claim(from: "default", limit: 10, on: connection).filter { $0.id == third }
+        let dying = try queue.claim(from: "default", limit: 10, on: connection).filter { $0.id == third }
         _ = try queue.fail(
-            claimedThird.map { JobFailure(lease: $0.lease, kind: .permanent, message: "refused", retryIn: 1) },
+            dying.map { JobFailure(lease: $0.lease, kind: .permanent, message: "refused", retryIn: 1) },
             on: connection)
         #expect(try connection.firstValue("SELECT count(*) FROM sluice.dead_letters WHERE id = \(third)") == "1")
-        guard case .started = try Self.start("test.change", "{}", on: connection) else {
-            Issue.record("a dead job still held the caller back")
-            return
-        }
+        #expect(Self.started(try Self.start("test.cancel", "{}", on: connection)) != nil)
     }
 
     @Test("a start waits for a concurrent one of the same caller to commit, then sees its job: never two at once")
@@ -89,10 +92,7 @@ struct ExclusiveJobTests {
         let database = try TestDatabase()
         let holder = try database.connect()
         try holder.query("BEGIN", context: "opening a transaction")
-        guard case .started(let first) = try Self.start("test.change", #"{"price": "pro"}"#, on: holder) else {
-            Issue.record("the first change did not start")
-            return
-        }
+        let first = try #require(Self.started(try Self.start("test.change", #"{"price": "pro"}"#, on: holder)))
         let outcome = Box<JobQueue.ExclusiveStart?>(nil)
         let done = DispatchSemaphore(value: 0)
         Thread {
@@ -100,14 +100,21 @@ struct ExclusiveJobTests {
             outcome.value.withLock { $0 = result }
             done.signal()
         }.start()
-        // The racer waits on the caller's lock while the first start is uncommitted.
+        // The racer waits on the caller's lock, in this test's database, while the first start is uncommitted.
         let waiting = try eventually {
-            try holder.firstValue("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == "1"
+            try holder.firstValue(
+                """
+                SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND NOT granted
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                """) == "1"
         }
         #expect(waiting)
         try holder.query("COMMIT", context: "committing the first start")
         done.wait()
-        #expect(outcome.value.withLock { $0 } == .blocked(by: first, kind: "test.change"))
-        #expect(try holder.firstValue("SELECT count(*) FROM sluice.jobs") == "1")
+        // It saw the first change waiting, and replaced it: one change left, not two.
+        let second = try #require(outcome.value.withLock { $0 }.flatMap(Self.started))
+        #expect(try holder.firstValue("SELECT string_agg(id::text, ',') FROM sluice.jobs") == "\(second)")
+        #expect(try Self.view(first, on: holder)?.hasPrefix("failed superseded by job \(second)") == true)
     }
 }

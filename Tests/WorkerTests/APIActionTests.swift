@@ -228,33 +228,49 @@ struct APIActionTests {
     }
 
     @Test(
-        "a user's subscription changes take turns: another while one is pending is 409 naming it, the same again is that job"
+        "a user's subscription changes take turns: 409 while one runs, the same again follows it, a later one replaces one waiting"
     )
     func changesTakeTurns() async throws {
         let under = try ActionsUnderTest(worker: false, waitSeconds: 0.2)
+        let owner = try under.api.cluster.connect()
         let plan = try await under.post("/v1/me/subscription/change-plan", json: #"{"price": "price_pro"}"#)
         #expect(plan.status == 202, "\(plan.body)")
-        let pending = try #require(APITests.json(plan.body)["job_id"] as? Int)
+        let first = try #require(APITests.json(plan.body)["job_id"] as? Int)
+        // At Stripe now (claimed by a worker): a different change waits its turn, told which job to follow.
+        try owner.query(
+            "UPDATE sluice.jobs SET state = 'running', locked_by = 'test', locked_until = now() + interval '1 minute' "
+                + "WHERE id = $1", [first], context: "a worker runs the change")
         let jobs = try under.startedJobs()
-        // A different change waits its turn: the app is told which job to follow.
         for (path, json) in [("cancel", "{}"), ("resume", ""), ("change-plan", #"{"price": "price_basic"}"#)] {
             let other = try await under.post("/v1/me/subscription/\(path)", json: json)
             #expect(other.status == 409, "\(path): \(other.body)")
             #expect(other.body.contains("urn:sluice:problem:action-pending"), "\(path): \(other.body)")
-            #expect(APITests.json(other.body)["job_id"] as? Int == pending, "\(path): \(other.body)")
+            #expect(APITests.json(other.body)["job_id"] as? Int == first, "\(path): \(other.body)")
         }
         // A double click is the same request: it follows the pending job and starts nothing.
         let again = try await under.post("/v1/me/subscription/change-plan", json: #"{"price": "price_pro"}"#)
-        #expect(again.status == 202 && APITests.json(again.body)["job_id"] as? Int == pending, "\(again.body)")
+        #expect(again.status == 202 && APITests.json(again.body)["job_id"] as? Int == first, "\(again.body)")
         #expect(try under.startedJobs() == jobs)
         // A session is not a change to the subscription: it is not held back.
         let portal = try await under.post(
             "/v1/me/portal-session", json: #"{"return_url": "https://app.sluice.test/account"}"#)
         #expect(portal.status == 202, "\(portal.body)")
-        // Once the change is over, the next one starts.
-        let owner = try under.api.cluster.connect()
-        try owner.query("DELETE FROM sluice.jobs WHERE id = $1", [pending], context: "completing the change")
+        // Once the change is over, the next one starts; a later one replaces it while it waits, and whoever
+        // follows the replaced one is told so.
+        try owner.query("DELETE FROM sluice.jobs WHERE id = $1", [first], context: "completing the change")
         let cancel = try await under.post("/v1/me/subscription/cancel", json: "{}")
-        #expect(cancel.status == 202 && APITests.json(cancel.body)["job_id"] as? Int != pending, "\(cancel.body)")
+        let cancelJob = try #require(APITests.json(cancel.body)["job_id"] as? Int)
+        #expect(cancel.status == 202 && cancelJob != first, "\(cancel.body)")
+        let resume = try await under.post("/v1/me/subscription/resume", json: "")
+        let resumeJob = try #require(APITests.json(resume.body)["job_id"] as? Int)
+        #expect(resume.status == 202 && resumeJob != cancelJob, "\(resume.body)")
+        let replaced = try await under.get("/v1/jobs/\(cancelJob)")
+        #expect(APITests.json(replaced.body)["state"] as? String == "failed", "\(replaced.body)")
+        #expect(
+            (APITests.json(replaced.body)["error"] as? String)?.contains("superseded by job \(resumeJob)") == true,
+            "\(replaced.body)")
+        #expect(
+            try owner.firstValue("SELECT string_agg(kind, ',') FROM sluice.jobs WHERE kind LIKE '%subscription'")
+                == "stripe.resume_subscription")
     }
 }

@@ -116,20 +116,21 @@ struct ServiceKeyStoreTests {
             try api.firstValue("SELECT sluice.start_job_for('user:ada', 'stripe.resume_subscription', '{}')"))
         #expect(try api.firstValue("SELECT sluice.job_for(\(id), 'user:ada') ->> 'state'") == "queued")
         #expect(try api.firstValue("SELECT sluice.job_for(\(id), 'user:bob')") == nil)
-        // Changes that take turns go through the same checks, and see the change already pending.
-        let changes = "ARRAY['stripe.change_plan', 'stripe.cancel_subscription', 'stripe.resync']"
+        // Changes that take turns go through the same checks, whatever is pending (ada's resume is), and a
+        // later one replaces a change still waiting.
+        let changes = "ARRAY['stripe.resume_subscription', 'stripe.cancel_subscription', 'stripe.resync']"
         #expect(
-            refusal("SELECT sluice.start_exclusive_job_for('user:bob', 'stripe.resync', '{}', \(changes))") == "42501",
+            refusal("SELECT sluice.start_exclusive_job_for('user:ada', 'stripe.resync', '{}', \(changes))") == "42501",
             "owner-only kind")
         #expect(
-            refusal("SELECT sluice.start_exclusive_job_for('admin', 'stripe.change_plan', '{}', \(changes))") == "22023"
-        )
-        let turns = "ARRAY['stripe.resume_subscription', 'stripe.cancel_subscription']"
+            refusal("SELECT sluice.start_exclusive_job_for('admin', 'stripe.cancel_subscription', '{}', \(changes))")
+                == "22023")
         #expect(
             try api.firstValue(
-                "SELECT (job_id, started, pending_kind)::text FROM "
-                    + "sluice.start_exclusive_job_for('user:ada', 'stripe.cancel_subscription', '{}', \(turns))")
-                == "(\(id),f,stripe.resume_subscription)")
+                "SELECT started::text FROM "
+                    + "sluice.start_exclusive_job_for('user:ada', 'stripe.cancel_subscription', '{}', \(changes))")
+                == "true")
+        #expect(try api.firstValue("SELECT sluice.job_for(\(id), 'user:ada') ->> 'state'") == "failed")
         // Another role that may start the same kinds does not see the API's jobs.
         let billing = try cluster.connect()
         try billing.run(

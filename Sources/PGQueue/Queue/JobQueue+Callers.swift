@@ -16,20 +16,22 @@ extension JobQueue {
 
     /// What ``startExclusiveJob(kind:payload:for:exclusiveWith:on:)`` did.
     public enum ExclusiveStart: Sendable, Equatable {
-        /// A new job: none of the exclusive kinds was pending for the caller.
+        /// A new job. Jobs of the exclusive kinds that were still waiting for the caller (queued, or retrying
+        /// after a failure) were replaced: each ends as failed, superseded by this one.
         case started(Int64)
         /// Nothing started: the same request (kind and payload) is still pending as this job.
         case alreadyPending(Int64)
-        /// Nothing started: another job of the exclusive kinds, of kind `kind`, is still pending.
+        /// Nothing started: another job of the exclusive kinds, of kind `kind`, is running now.
         case blocked(by: Int64, kind: String)
     }
 
-    /// Starts a job for a caller as ``startJob(kind:payload:for:on:)`` does, unless a job of
-    /// `exclusiveKinds` that this login role started for the same caller is still waiting, running or
-    /// retrying: changes to one thing that must reach the outside world in the order they were asked for.
+    /// Starts a job for a caller as ``startJob(kind:payload:for:on:)`` does, one at a time among
+    /// `exclusiveKinds` for the same caller and login role: changes to one thing that must reach the outside
+    /// world in the order they were asked for, the last one staying.
     ///
-    /// Two calls for one caller are serialized in PostgreSQL, so of two concurrent requests exactly one
-    /// starts its job.
+    /// The same request again follows the pending job; while another runs, nothing starts; a job still
+    /// waiting is replaced by the new one. Calls for one caller are serialized in PostgreSQL, so of two
+    /// concurrent requests one sees the other's job.
     /// - Parameter exclusiveKinds: the kinds that take turns; must include `kind`.
     public func startExclusiveJob(
         kind: String, payload: String, for caller: String, exclusiveWith exclusiveKinds: [String],

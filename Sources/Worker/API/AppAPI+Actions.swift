@@ -100,7 +100,7 @@ extension AppAPI {
 
     func changeMyPlan(_ input: Operations.ChangeMyPlan.Input) async throws -> Operations.ChangeMyPlan.Output {
         guard case .json(let request) = input.body else { return .undocumented(statusCode: 415, .init()) }
-        return try await change(kind: "stripe.change_plan") { user in
+        return try await changeSubscription(kind: "stripe.change_plan") { user in
             if let missing = try await noSubscription(user) { return .answer(.notFound(missing)) }
             // Proration is Stripe's default both ways, never the user's choice: choosing none on the way up and
             // prorations on the way down would credit time never paid for.
@@ -115,7 +115,7 @@ extension AppAPI {
     {
         var at: String?
         if case .json(let request) = input.body { at = request.at?.rawValue }
-        return try await change(kind: "stripe.cancel_subscription") { user in
+        return try await changeSubscription(kind: "stripe.cancel_subscription") { user in
             if let missing = try await noSubscription(user) { return .answer(.notFound(missing)) }
             var payload = ["user_id": user]
             payload["at"] = at
@@ -126,7 +126,7 @@ extension AppAPI {
     func resumeMySubscription(_ input: Operations.ResumeMySubscription.Input) async throws
         -> Operations.ResumeMySubscription.Output
     {
-        try await change(kind: "stripe.resume_subscription") { user in
+        try await changeSubscription(kind: "stripe.resume_subscription") { user in
             if let missing = try await noSubscription(user) { return .answer(.notFound(missing)) }
             return .start(payload: ["user_id": user], errors: [])
         }
@@ -134,31 +134,32 @@ extension AppAPI {
 
     /// The kinds that change a user's subscription. Two of them running at once (a double click, two tabs)
     /// reach Stripe in either order, and the change the user made last may not be the one that stays: so
-    /// they take turns, and the same request again waits for the one already pending.
+    /// they take turns (`sluice.start_exclusive_job_for`). A new change replaces one still waiting or
+    /// retrying, waits (409) while one is at Stripe, and the same request again follows the pending job.
     static let subscriptionChangeKinds = [
         "stripe.change_plan", "stripe.cancel_subscription", "stripe.resume_subscription",
     ]
 
-    /// ``act(kind:exclusive:prepare:)`` for a change to the user's subscription: one at a time.
-    private func change<Output: SubscriptionChangeOutput>(
+    /// ``act(kind:conflict:prepare:)`` for a change to the user's subscription: one at a time.
+    private func changeSubscription<Output: SubscriptionChangeOutput>(
         kind: String,
         prepare: (String) async throws -> ActionPreparation<Output>
     ) async throws -> Output {
         try await act(
-            kind: kind, exclusive: { .conflict(Problems.actionPending(jobID: $0, kind: $1)) }, prepare: prepare)
+            kind: kind, conflict: { .conflict(Problems.actionPending(jobID: $0, kind: $1)) }, prepare: prepare)
     }
 
     /// Starts a Stripe action job for the signed-in user and waits up to `SLUICE_API_WAIT_SECONDS` for it:
     /// its result is the 200, a failure the 422 `action-refused`, and a job still going the 202 with its URL.
     ///
     /// - Parameters:
-    ///   - exclusive: for a kind of ``subscriptionChangeKinds``, the answer while another of them is pending
-    ///     (given its job id and kind); the same request again waits for the pending job instead.
+    ///   - conflict: for a kind of ``subscriptionChangeKinds``, the answer while another of them runs (given
+    ///     its job id and kind); nil starts the job as it is.
     ///   - prepare: the job's payload for this user, and what is wrong with the request (nothing is started
     ///     then).
     private func act<Output: UserActionOutput>(
         kind: String,
-        exclusive: ((Int64, String) -> Output)? = nil,
+        conflict: ((Int64, String) -> Output)? = nil,
         prepare: (String) async throws -> ActionPreparation<Output>
     ) async throws -> Output {
         let user: String
@@ -188,14 +189,14 @@ extension AppAPI {
             guard errors.isEmpty else { return .unprocessableContent(Problems.unprocessable(errors)) }
             let json = String(decoding: try JSONEncoder().encode(payload), as: UTF8.self)
             let id: Int64
-            if let exclusive {
+            if let conflict {
                 let start = try await database.run {
                     try JobQueue().startExclusiveJob(
                         kind: kind, payload: json, for: caller, exclusiveWith: Self.subscriptionChangeKinds, on: $0)
                 }
                 switch start {
                 case .started(let started), .alreadyPending(let started): id = started
-                case .blocked(let pending, let pendingKind): return exclusive(pending, pendingKind)
+                case .blocked(let running, let runningKind): return conflict(running, runningKind)
                 }
             } else {
                 id = try await database.run { try JobQueue().startJob(kind: kind, payload: json, for: caller, on: $0) }

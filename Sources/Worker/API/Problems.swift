@@ -44,17 +44,17 @@ enum Problems {
                     detail: errors.map { "\($0.field): \($0.reason)" }.joined(separator: "; "), errors: errors)))
     }
 
-    /// 422 for a Stripe action that Stripe or the billing model refused (its job failed for good).
-    /// 409: another of the user's subscription changes has not finished.
+    /// 409: another of the user's subscription changes is at Stripe now.
     static func actionPending(jobID: Int64, kind: String) -> Components.Responses.ActionPending {
         .init(
             body: .applicationProblemJson(
                 problem(
                     "action-pending", "Conflict", status: 409,
-                    detail: "the user's \(kind) (job \(jobID)) has not finished; follow /v1/jobs/\(jobID) and ask "
+                    detail: "the user's \(kind) (job \(jobID)) is running now; follow /v1/jobs/\(jobID) and ask "
                         + "again once it is over", jobID: jobID)))
     }
 
+    /// 422 for a Stripe action that Stripe or the billing model refused (its job failed for good).
     static func refused(_ detail: String, jobID: Int64) -> Components.Schemas.Problem {
         problem("action-refused", "Unprocessable Content", status: 422, detail: detail, jobID: jobID)
     }

@@ -32,7 +32,12 @@ struct PoolState: Sendable {
     /// a notification for its queue, a retry coming due or after `quietRecheck`, not on every round the
     /// fetcher makes for a busier lane (an idle `outbound` lane beside a draining queue cost a claim a round).
     var quietSince: [Int: ContinuousClock.Instant] = [:]
-    /// The poll interval, at most a second: what a lane of every queue waits before looking for queues again.
+    /// Notifications per lane, and how many each lane had seen when its claim went out: a claim that found
+    /// nothing because it looked just before a notified commit does not make its lane quiet.
+    var notifications: [Int: Int] = [:]
+    var notificationsAtClaim: [Int: Int] = [:]
+    /// How long a quiet lane waits without a notification before it claims again: the poll interval, at
+    /// most a second.
     var quietRecheck = Duration.seconds(1)
 
     /// A timeout no handler or `sluice.kinds` names (DESIGN.md: 5 minutes).
@@ -94,15 +99,18 @@ struct PoolState: Sendable {
                 min(Self.largestPrefetch, lane.slots.count * Self.prefetchPerSlot), Int(rate * 0.05))
             lanes[index].sampledAt = now
         }
-        if !quietSince.isEmpty {
-            if let due = dueTimes.first, due <= now {
-                quietSince.removeAll()
-            } else {
-                quietSince = quietSince.filter { now - $0.value < quietRecheck }
-            }
+        // A retry or snooze this worker recorded came due: it may be in any queue, so every lane looks.
+        let passed = dueTimes.prefix { $0 <= now }.count
+        if passed > 0 {
+            dueTimes.removeFirst(passed)
+            quietSince.removeAll()
+            lastDiscovery = nil
+        } else if !quietSince.isEmpty {
+            quietSince = quietSince.filter { now - $0.value < quietRecheck }
         }
         return lanes.indices.compactMap { index in
             guard quietSince[index] == nil else { return nil }
+            notificationsAtClaim[index] = notifications[index, default: 0]
             let lane = lanes[index]
             let free = lane.freeSlots.count
             let room = max(0, lane.prefetchTarget - lane.buffer.count)
@@ -120,7 +128,9 @@ struct PoolState: Sendable {
     /// least every poll interval (at most a second).
     func needsDiscovery(for claims: [Claim], now: ContinuousClock.Instant, pollSeconds: Double) -> Bool {
         guard claims.contains(where: { $0.queue == nil }) else { return false }
-        guard let lastDiscovery, !knownQueues.isEmpty else { return true }
+        guard let lastDiscovery else { return true }
+        // Knowing of no queue, look again soon, but not on every round another lane makes.
+        if knownQueues.isEmpty { return now - lastDiscovery > .milliseconds(10) }
         return now - lastDiscovery > .milliseconds(Int(min(pollSeconds, 1) * 1000))
     }
 
@@ -130,10 +140,11 @@ struct PoolState: Sendable {
         var wakes = false
         for index in lanes.indices {
             if lanes[index].queue == nil {
-                knownQueues.insert(queue)
+                if isOwnedByLaneOfEveryQueue(queue) { knownQueues.insert(queue) }
                 wakes = true
             } else if lanes[index].queue == queue {
                 quietSince[index] = nil
+                notifications[index, default: 0] += 1
                 wakes = true
             }
         }
@@ -141,15 +152,20 @@ struct PoolState: Sendable {
     }
 
     mutating func discovered(_ queues: [String], now: ContinuousClock.Instant) {
-        knownQueues.formUnion(queues)
+        knownQueues.formUnion(queues.filter(isOwnedByLaneOfEveryQueue))
         lastDiscovery = now
     }
 
-    /// The queues to claim from for `claim`, in order: its own, or every known queue but the excluded
-    /// ones and those with a lane of their own, starting one further along each round.
+    /// A queue that a lane of every queue claims from: not excluded, and without a lane of its own.
+    func isOwnedByLaneOfEveryQueue(_ queue: String) -> Bool {
+        !excludedQueues.contains(queue) && !laneQueues.contains(queue)
+    }
+
+    /// The queues to claim from for `claim`, in order: its own, or every known queue, starting one further
+    /// along each round.
     mutating func queues(for claim: Claim) -> [String] {
         if let queue = claim.queue { return [queue] }
-        let names = knownQueues.sorted().filter { !excludedQueues.contains($0) && !laneQueues.contains($0) }
+        let names = knownQueues.sorted()
         guard !names.isEmpty else { return [] }
         rotation = (rotation + 1) % names.count
         return Array(names[rotation...] + names[..<rotation])
@@ -163,7 +179,9 @@ struct PoolState: Sendable {
         if lanes[lane].queue == nil {
             if jobs.isEmpty { knownQueues.remove(queue) }
         } else {
-            quietSince[lane] = jobs.isEmpty ? now : nil
+            // Quiet only if no notification for the queue came while the claim was out.
+            let unnotified = notifications[lane, default: 0] == notificationsAtClaim[lane, default: 0]
+            quietSince[lane] = jobs.isEmpty && unnotified ? now : nil
         }
         for job in jobs {
             held[job.id] = HeldJob(job: job, lane: lane, claimedAt: now)
@@ -244,13 +262,10 @@ struct PoolState: Sendable {
 
     /// How long an idle fetcher waits, in seconds: the poll interval, or less when a retry it knows of is
     /// due sooner (at once when one has come due).
-    mutating func idleWait(now: ContinuousClock.Instant, pollSeconds: Double) -> Double {
-        let passed = dueTimes.prefix { $0 <= now }.count
-        if passed > 0 {
-            dueTimes.removeFirst(passed)
-            return 0.001
-        }
+    func idleWait(now: ContinuousClock.Instant, pollSeconds: Double) -> Double {
+        // One that came due since the fetcher's last round: the next round (``claims(now:)``) takes it.
         guard let next = dueTimes.first else { return pollSeconds }
+        if next <= now { return 0.001 }
         return min(pollSeconds, Double((next - now).nanoseconds) / 1e9)
     }
 

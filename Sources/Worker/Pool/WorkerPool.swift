@@ -22,10 +22,6 @@ final class WorkerPool: Sendable {
     let flusher: OutcomeFlusher
     private let fetcherDone = DispatchSemaphore(value: 0)
     private let maintenance: PoolMaintenance
-
-    /// The slots queue `outbound` gets beside the lane of every queue (`SLUICE_QUEUES` unset or `all`):
-    /// half of `SLUICE_CONCURRENCY`, at least one.
-    static func outboundSlots(concurrency: Int) -> Int { max(1, concurrency / 2) }
     private let listener: PostgresListener
 
     init(settings: PoolSettings, registry: JobRegistry, metrics: SluiceMetrics, logger: Logger) {
@@ -48,13 +44,14 @@ final class WorkerPool: Sendable {
         }
         switch settings.queues {
         case .all:
-            addLane(nil, settings.concurrency)
             // A delivery can wait 10 s on a slow endpoint: in the lane of every queue, a struggling endpoint
-            // would fill every slot and hold up the billing model's events. Its own slots are extra, and
-            // open no connection until a delivery runs.
-            if !settings.excludedQueues.contains(OutboundDeliveryJob.queue) {
-                addLane(OutboundDeliveryJob.queue, Self.outboundSlots(concurrency: settings.concurrency))
-            }
+            // would fill every slot and hold up the billing model's events. Its own slots come out of
+            // SLUICE_CONCURRENCY, which stays the most jobs running at once.
+            let outbound =
+                settings.excludedQueues.contains(OutboundDeliveryJob.queue)
+                ? 0 : Self.outboundSlots(concurrency: settings.concurrency)
+            addLane(nil, settings.concurrency - outbound)
+            if outbound > 0 { addLane(OutboundDeliveryJob.queue, outbound) }
         case .named(let named):
             for lane in named where !settings.excludedQueues.contains(lane.name) {
                 addLane(lane.name, lane.concurrency)
@@ -93,6 +90,11 @@ final class WorkerPool: Sendable {
             }
         }
     }
+
+    /// The slots of `SLUICE_CONCURRENCY` that queue `outbound` gets to itself when every queue is worked
+    /// (`SLUICE_QUEUES` unset or `all`): a fifth, at least one, and none with a single slot, which the
+    /// deliveries then share with every other queue.
+    static func outboundSlots(concurrency: Int) -> Int { concurrency >= 2 ? (concurrency + 4) / 5 : 0 }
 
     /// Starts claiming and running jobs in the background; connection failures are retried, not thrown.
     func start() {

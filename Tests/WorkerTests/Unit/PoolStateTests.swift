@@ -179,6 +179,13 @@ struct PoolStateTests {
         #expect(asked4 == ["busy"])
         let asked5 = Self.asked(&state, at: 1_006)
         #expect(asked5 == ["busy", "outbound"])
+        // A notification while the claim was out (its commit came after the claim looked): not quiet.
+        let asked8 = Self.asked(&state, at: 1_006)
+        #expect(asked8 == ["busy", "outbound"])
+        _ = state.notified(queue: "outbound")
+        _ = state.accept([], from: "outbound", lane: 1, now: Self.at(1_007))
+        let asked9 = Self.asked(&state, at: 1_007)
+        #expect(asked9 == ["busy", "outbound"])
         _ = state.accept([], from: "outbound", lane: 1, now: Self.at(1_007))
         state.scheduleWakes(in: [0.1], now: Self.at(1_007))
         let asked6 = Self.asked(&state, at: 1_050)
@@ -196,6 +203,22 @@ struct PoolStateTests {
         #expect(!state.needsDiscovery(for: every, now: Self.at(900), pollSeconds: 5))
         #expect(state.needsDiscovery(for: every, now: Self.at(1001), pollSeconds: 5))
         #expect(!state.needsDiscovery(for: [.init(lane: 0, queue: "a", want: 1)], now: Self.at(9000), pollSeconds: 5))
+
+        // A queue with a lane of its own, or an excluded one, is never one the lane of every queue knows.
+        var mixed = PoolState(
+            lanes: [Lane(queue: nil, slots: [0]), Lane(queue: "outbound", slots: [1])], excludedQueues: ["webhooks"],
+            now: Self.start)
+        mixed.discovered(["outbound", "webhooks"], now: Self.at(0))
+        _ = mixed.notified(queue: "outbound")
+        #expect(mixed.knownQueues.isEmpty)
+        // Knowing of none, it looks again after 10 ms; knowing of some, at once when a retry it recorded is due.
+        #expect(!mixed.needsDiscovery(for: every, now: Self.at(5), pollSeconds: 5))
+        #expect(mixed.needsDiscovery(for: every, now: Self.at(11), pollSeconds: 5))
+        mixed.discovered(["a"], now: Self.at(20))
+        mixed.scheduleWakes(in: [0.1], now: Self.at(20))
+        #expect(!mixed.needsDiscovery(for: every, now: Self.at(200), pollSeconds: 5))
+        _ = mixed.claims(now: Self.at(200))
+        #expect(mixed.needsDiscovery(for: every, now: Self.at(200), pollSeconds: 5))
     }
 
     @Test("a finished chunk hands the slot the next chunk, sized by the buffer per slot, at most 32")
@@ -257,6 +280,8 @@ struct PoolStateTests {
         state.scheduleWakes(in: [2, 0.5], now: Self.at(0))
         #expect(abs(state.idleWait(now: Self.at(0), pollSeconds: 5) - 0.505) < 0.001)
         #expect(state.idleWait(now: Self.at(600), pollSeconds: 5) == 0.001)
+        // The fetcher's next round takes the one that came due.
+        _ = state.claims(now: Self.at(600))
         #expect(state.dueTimes.count == 1)
         state.scheduleWakes(in: Array(repeating: 1, count: 2000), now: Self.at(0))
         #expect(state.dueTimes.count == 1000)
