@@ -17,7 +17,7 @@ protocol UserActionOutput {
 }
 
 /// The outputs of the routes that change the user's subscription, which take turns: a 409 names the change
-/// still pending.
+/// running now.
 protocol SubscriptionChangeOutput: UserActionOutput {
     static func conflict(_ response: Components.Responses.ActionPending) -> Self
 }
@@ -195,7 +195,7 @@ extension AppAPI {
                         kind: kind, payload: json, for: caller, exclusiveWith: Self.subscriptionChangeKinds, on: $0)
                 }
                 switch start {
-                case .started(let started), .alreadyPending(let started): id = started
+                case .started(let job), .alreadyPending(let job): id = job
                 case .blocked(let running, let runningKind): return conflict(running, runningKind)
                 }
             } else {

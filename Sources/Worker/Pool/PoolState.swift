@@ -123,9 +123,10 @@ struct PoolState: Sendable {
         }
     }
 
-    /// Whether to ask PostgreSQL which queues have waiting jobs before claiming: a lane of every queue
-    /// that knows of none (a retry may have come due in a queue it dropped after finding it empty), and at
-    /// least every poll interval (at most a second).
+    /// Whether to ask PostgreSQL which queues have waiting jobs before claiming, for a lane of every queue:
+    /// first, after a retry this worker recorded came due (it may be in a queue the lane dropped after
+    /// finding it empty), every 10 ms while the lane knows of none, and at least every poll interval (at
+    /// most a second).
     func needsDiscovery(for claims: [Claim], now: ContinuousClock.Instant, pollSeconds: Double) -> Bool {
         guard claims.contains(where: { $0.queue == nil }) else { return false }
         guard let lastDiscovery else { return true }

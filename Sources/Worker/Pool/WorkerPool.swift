@@ -83,7 +83,10 @@ final class WorkerPool: Sendable {
             switch event {
             case .connected:
                 // Notifications sent while the connection was down are lost: every lane looks again.
-                state.withLock { $0.quietSince.removeAll() }
+                state.withLock { state in
+                    state.quietSince.removeAll()
+                    state.lastDiscovery = nil
+                }
                 wake.signal()
             case .notification(let note):
                 if state.withLock({ $0.notified(queue: note.payload) }) { wake.signal() }
