@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 18;
+SET LOCAL sluice.schema_version = 19;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -855,6 +855,10 @@ BEGIN
         RAISE EXCEPTION 'sluice.job_result: job % was not enqueued by role %', job_result.job_id, session_user
             USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- Replaced by a later change before it ran: it has no result (version 19).
+    IF found_result ? 'sluice_superseded_by' THEN
+        RETURN NULL;
+    END IF;
     RETURN found_result;
 END
 $$;
@@ -866,9 +870,11 @@ REVOKE ALL ON FUNCTION sluice.job_result(bigint) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION sluice.record_job_result(job_id bigint, kind text, result jsonb) RETURNS void
 LANGUAGE sql AS $$
-    INSERT INTO sluice.job_results (job_id, kind, result, enqueued_by)
+    INSERT INTO sluice.job_results AS r (job_id, kind, result, enqueued_by)
     VALUES (job_id, kind, result, (SELECT j.enqueued_by FROM sluice.jobs j WHERE j.id = record_job_result.job_id))
-    ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, created_at = now(), enqueued_by = excluded.enqueued_by;
+    ON CONFLICT (job_id) DO UPDATE SET result = excluded.result, created_at = now(), enqueued_by = excluded.enqueued_by
+    -- A job replaced by a later change stays replaced, whatever an attempt still running returns (version 19).
+    WHERE NOT (r.result ? 'sluice_superseded_by');
     SELECT pg_notify('sluice_job_results', job_id::text);
 $$;
 COMMENT ON FUNCTION sluice.record_job_result(bigint, text, jsonb) IS
@@ -1370,6 +1376,9 @@ REVOKE ALL ON FUNCTION sluice.start_job_for(text, text, jsonb) FROM PUBLIC;
 -- click, two tabs) reach Stripe in either order, and the one the user made last may not be the one that
 -- stays. Version 18: a later change replaces one still waiting (queued, or retrying after a failure), so
 -- only a change at Stripe right now holds the next one back, and never for longer than its attempt.
+-- Version 19: an attempt that timed out or lost its lease may still be at Stripe (its handler runs on
+-- until it returns), so for ten minutes after it the job counts as running; and the caller's rights
+-- cover every exclusive kind, since a start can replace jobs of each.
 CREATE OR REPLACE FUNCTION sluice.start_exclusive_job_for(caller text, kind text, payload jsonb, exclusive_kinds text[])
 RETURNS TABLE (job_id bigint, started boolean, pending_kind text, same_request boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -1394,10 +1403,16 @@ BEGIN
                 coalesce(left(start_exclusive_job_for.caller, 40), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- The login role's rights first, whatever is pending (sluice.enqueue checks them again when it starts).
+    -- The login role's rights first, whatever is pending, over every kind this call may start or replace
+    -- (sluice.enqueue checks the one it starts again).
     IF session_user <> current_user THEN
-        PERFORM sluice.authorize_enqueue(ARRAY[start_exclusive_job_for.kind], ARRAY['default'], ARRAY[NULL::text],
-                                         ARRAY[0], ARRAY[now()], ARRAY[start_exclusive_job_for.payload]);
+        PERFORM sluice.authorize_enqueue(
+            start_exclusive_job_for.exclusive_kinds,
+            array_fill('default'::text, ARRAY[cardinality(start_exclusive_job_for.exclusive_kinds)]),
+            array_fill(NULL::text, ARRAY[cardinality(start_exclusive_job_for.exclusive_kinds)]),
+            array_fill(0, ARRAY[cardinality(start_exclusive_job_for.exclusive_kinds)]),
+            array_fill(now(), ARRAY[cardinality(start_exclusive_job_for.exclusive_kinds)]),
+            array_fill(start_exclusive_job_for.payload, ARRAY[cardinality(start_exclusive_job_for.exclusive_kinds)]));
     END IF;
     -- Two requests of one caller look and start one after the other: neither starts beside one it missed.
     PERFORM pg_advisory_xact_lock(
@@ -1406,7 +1421,11 @@ BEGIN
     -- sluice.jobs). Locked, so a worker's claim neither takes a job this call replaces nor starts one while
     -- it is looked at; a claim in progress is waited for.
     FOR pending IN
-        SELECT j.id, j.kind, j.payload, j.state
+        SELECT j.id, j.kind, j.payload,
+               CASE WHEN j.state = 'running'
+                         OR (j.errors -> -1 ->> 'kind' IN ('timeout', 'lease_expired')
+                             AND (j.errors -> -1 ->> 'at')::timestamptz > now() - interval '10 minutes')
+                    THEN 'running' ELSE j.state END AS state
         FROM sluice.job_callers c
         JOIN sluice.jobs j ON j.id = c.job_id
         WHERE c.caller = start_exclusive_job_for.caller AND c.role = session_user
@@ -1445,7 +1464,7 @@ BEGIN
         PERFORM sluice.record_job_result(waiting[i], waiting_kind[i], jsonb_build_object('sluice_superseded_by', new_id));
         DELETE FROM sluice.unique_keys u
         USING sluice.jobs j WHERE j.id = waiting[i] AND u.key = j.unique_key AND u.job_id = j.id;
-        DELETE FROM sluice.jobs j WHERE j.id = waiting[i];
+        DELETE FROM sluice.jobs j WHERE j.id = waiting[i] AND j.state = 'available';
     END LOOP;
     RETURN QUERY SELECT new_id, true, NULL::text, true;
 END

@@ -52,6 +52,12 @@ struct ExclusiveJobTests {
             try Self.view(cancel, on: connection)
                 == "failed superseded by job \(change), a later change by the same user, before it ran")
         #expect(try Self.view(change, on: connection) == "queued")
+        // Replaced it stays, whatever a late attempt stores; and it has no result to read.
+        try connection.query(
+            "SELECT sluice.record_job_result($1, 'test.cancel', '{\"done\": true}'::jsonb)", [cancel],
+            context: "a late result")
+        #expect(try Self.view(cancel, on: connection)?.hasPrefix("failed superseded") == true)
+        #expect(try connection.firstValue("SELECT sluice.job_result(\(cancel))") == nil)
         // A kind outside the set is refused rather than started beside the pending one unchecked.
         let outside = try #require(throws: PostgresError.self) { try Self.start("test.other", "{}", on: connection) }
         #expect(outside.sqlState == "22023" && outside.message.contains("not among the exclusive kinds"))
@@ -85,6 +91,53 @@ struct ExclusiveJobTests {
             on: connection)
         #expect(try connection.firstValue("SELECT count(*) FROM sluice.dead_letters WHERE id = \(third)") == "1")
         #expect(Self.started(try Self.start("test.cancel", "{}", on: connection)) != nil)
+    }
+
+    @Test("an attempt that timed out or lost its lease may still be at Stripe: for ten minutes it counts as running")
+    func timedOutCountsAsRunning() throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        let queue = JobQueue()
+        let first = try #require(Self.started(try Self.start("test.change", "{}", on: connection)))
+        let claimed = try queue.claim(from: "default", limit: 10, on: connection)
+        _ = try queue.fail(
+            claimed.map { JobFailure(lease: $0.lease, kind: .timeout, message: "ran past 300 s", retryIn: 3600) },
+            on: connection)
+        #expect(try Self.start("test.cancel", "{}", on: connection) == .blocked(by: first, kind: "test.change"))
+        // Ten minutes on, its handler has long returned: the job is replaced.
+        try connection.query(
+            "UPDATE sluice.jobs SET errors = jsonb_set(errors, '{-1,at}', to_jsonb(now() - interval '11 minutes')) "
+                + "WHERE id = $1", [first], context: "eleven minutes ago")
+        #expect(Self.started(try Self.start("test.cancel", "{}", on: connection)) != nil)
+    }
+
+    @Test("a claim in progress is waited for: the start then sees the job running and replaces nothing")
+    func claimInProgress() throws {
+        let database = try TestDatabase()
+        let claimer = try database.connect()
+        let first = try #require(Self.started(try Self.start("test.change", "{}", on: claimer)))
+        try claimer.query("BEGIN", context: "opening a transaction")
+        #expect(try JobQueue().claim(from: "default", limit: 10, on: claimer).map(\.id) == [first])
+        let outcome = Box<JobQueue.ExclusiveStart?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            let result = try? Self.start("test.cancel", "{}", on: database.connect())
+            outcome.value.withLock { $0 = result }
+            done.signal()
+        }.start()
+        let waiting = try eventually {
+            try claimer.firstValue(
+                """
+                SELECT count(*) FROM pg_locks
+                WHERE locktype = 'transactionid' AND NOT granted
+                  AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())
+                """) == "1"
+        }
+        #expect(waiting)
+        try claimer.query("COMMIT", context: "committing the claim")
+        done.wait()
+        #expect(outcome.value.withLock { $0 } == .blocked(by: first, kind: "test.change"))
+        #expect(try claimer.firstValue("SELECT state FROM sluice.jobs WHERE id = \(first)") == "running")
     }
 
     @Test("a start waits for a concurrent one of the same caller to commit, then sees its job: never two at once")

@@ -32,13 +32,14 @@ struct PoolState: Sendable {
     /// a notification for its queue, a retry coming due or after `quietRecheck`, not on every round the
     /// fetcher makes for a busier lane (an idle `outbound` lane beside a draining queue cost a claim a round).
     var quietSince: [Int: ContinuousClock.Instant] = [:]
-    /// Notifications per lane, and how many each lane had seen when its claim went out: a claim that found
-    /// nothing because it looked just before a notified commit does not make its lane quiet.
-    var notifications: [Int: Int] = [:]
-    var notificationsAtClaim: [Int: Int] = [:]
-    /// How long a quiet lane waits without a notification before it claims again: the poll interval, at
-    /// most a second.
-    var quietRecheck = Duration.seconds(1)
+    /// Notifications per queue, and how many each queue had when the fetcher's round went out: a claim that
+    /// found nothing because it looked just before a notified commit neither makes its lane quiet nor makes
+    /// a lane of every queue forget the queue.
+    var notifications: [String: Int] = [:]
+    var notificationsAtClaim: [String: Int] = [:]
+    /// How long a quiet lane waits without a notification before it claims again. Short: jobs added with
+    /// `notify => false`, scheduled ones coming due and other workers' retries send no notification.
+    var quietRecheck = Duration.milliseconds(50)
 
     /// A timeout no handler or `sluice.kinds` names (DESIGN.md: 5 minutes).
     static let defaultTimeout = 300.0
@@ -108,9 +109,9 @@ struct PoolState: Sendable {
         } else if !quietSince.isEmpty {
             quietSince = quietSince.filter { now - $0.value < quietRecheck }
         }
+        notificationsAtClaim = notifications
         return lanes.indices.compactMap { index in
             guard quietSince[index] == nil else { return nil }
-            notificationsAtClaim[index] = notifications[index, default: 0]
             let lane = lanes[index]
             let free = lane.freeSlots.count
             let room = max(0, lane.prefetchTarget - lane.buffer.count)
@@ -145,10 +146,10 @@ struct PoolState: Sendable {
                 wakes = true
             } else if lanes[index].queue == queue {
                 quietSince[index] = nil
-                notifications[index, default: 0] += 1
                 wakes = true
             }
         }
+        if wakes { notifications[queue, default: 0] += 1 }
         return wakes
     }
 
@@ -177,12 +178,12 @@ struct PoolState: Sendable {
     mutating func accept(_ jobs: [ClaimedJob], from queue: String, lane: Int, now: ContinuousClock.Instant)
         -> [(slot: Int, job: ClaimedJob)]
     {
+        // Empty, unless a notification for the queue came while the claim was out.
+        let empty = jobs.isEmpty && notifications[queue, default: 0] == notificationsAtClaim[queue, default: 0]
         if lanes[lane].queue == nil {
-            if jobs.isEmpty { knownQueues.remove(queue) }
+            if empty { knownQueues.remove(queue) }
         } else {
-            // Quiet only if no notification for the queue came while the claim was out.
-            let unnotified = notifications[lane, default: 0] == notificationsAtClaim[lane, default: 0]
-            quietSince[lane] = jobs.isEmpty && unnotified ? now : nil
+            quietSince[lane] = empty ? now : nil
         }
         for job in jobs {
             held[job.id] = HeldJob(job: job, lane: lane, claimedAt: now)

@@ -60,10 +60,9 @@ final class WorkerPool: Sendable {
         self.slots = slots
         let handlerTimeouts = Dictionary(
             uniqueKeysWithValues: registry.kinds.map { ($0, registry.handler(for: $0)?.timeoutSeconds ?? 300) })
-        var initial = PoolState(
-            lanes: lanes, handlerTimeouts: handlerTimeouts, excludedQueues: settings.excludedQueues, now: .now)
-        initial.quietRecheck = .milliseconds(Int(min(settings.pollSeconds, 1) * 1000))
-        let state = PoolStateStore(initial)
+        let state = PoolStateStore(
+            PoolState(
+                lanes: lanes, handlerTimeouts: handlerTimeouts, excludedQueues: settings.excludedQueues, now: .now))
         self.state = state
         let wake = self.wake
         self.flusher = OutcomeFlusher(

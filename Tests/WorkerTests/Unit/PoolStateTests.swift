@@ -152,7 +152,7 @@ struct PoolStateTests {
     }
 
     @Test(
-        "a lane whose queue was empty is not asked again each round, but on a notification, a retry due or after a second"
+        "a lane whose queue was empty is not asked again each round, but on a notification, a retry due or after 50 ms"
     )
     func quietLanes() {
         var state = Self.state(named: [("busy", 1), ("outbound", 2)])
@@ -173,11 +173,11 @@ struct PoolStateTests {
         #expect(wokenByOwn)
         let asked3 = Self.asked(&state, at: 5)
         #expect(asked3 == ["busy", "outbound"])
-        // Empty again: asked again once a second has passed, or at once when a retry comes due.
+        // Empty again: asked again once 50 ms have passed, or at once when a retry comes due.
         _ = state.accept([], from: "outbound", lane: 1, now: Self.at(6))
-        let asked4 = Self.asked(&state, at: 1_005)
+        let asked4 = Self.asked(&state, at: 55)
         #expect(asked4 == ["busy"])
-        let asked5 = Self.asked(&state, at: 1_006)
+        let asked5 = Self.asked(&state, at: 56)
         #expect(asked5 == ["busy", "outbound"])
         // A notification while the claim was out (its commit came after the claim looked): not quiet.
         let asked8 = Self.asked(&state, at: 1_006)
@@ -187,11 +187,24 @@ struct PoolStateTests {
         let asked9 = Self.asked(&state, at: 1_007)
         #expect(asked9 == ["busy", "outbound"])
         _ = state.accept([], from: "outbound", lane: 1, now: Self.at(1_007))
-        state.scheduleWakes(in: [0.1], now: Self.at(1_007))
-        let asked6 = Self.asked(&state, at: 1_050)
+        state.scheduleWakes(in: [0.03], now: Self.at(1_007))
+        let asked6 = Self.asked(&state, at: 1_040)
         #expect(asked6 == ["busy"])
-        let asked7 = Self.asked(&state, at: 1_200)
+        let asked7 = Self.asked(&state, at: 1_045)
         #expect(asked7 == ["busy", "outbound"])
+    }
+
+    @Test("a lane of every queue keeps a queue notified while its claim was out, though the claim found nothing")
+    func notifiedWhileClaiming() {
+        var state = Self.state(slots: 1)
+        state.discovered(["a"], now: Self.at(0))
+        _ = state.claims(now: Self.at(1))
+        _ = state.notified(queue: "a")
+        _ = state.accept([], from: "a", lane: 0, now: Self.at(2))
+        #expect(state.knownQueues == ["a"])
+        _ = state.claims(now: Self.at(3))
+        _ = state.accept([], from: "a", lane: 0, now: Self.at(4))
+        #expect(state.knownQueues.isEmpty)
     }
 
     @Test("queues are looked up when none is known, and again after the poll interval (a second at most)")
