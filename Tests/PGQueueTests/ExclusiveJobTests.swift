@@ -26,6 +26,31 @@ struct ExclusiveJobTests {
             "SELECT concat_ws(' ', j ->> 'state', j ->> 'error') FROM sluice.job_for(\(id), 'user:u1') j")
     }
 
+    /// Starts `kind` for user:u1 on a thread of its own while `holder`'s open transaction holds a lock the
+    /// start needs; sees the start wait for it (a lock of `lockType` not granted, blocked by `holder`), then
+    /// commits that transaction and returns whether the start waited and what it did.
+    static func startBehind(
+        _ holder: PostgresConnection, lockType: String, kind: String, database: TestDatabase
+    ) throws -> (waited: Bool, outcome: JobQueue.ExclusiveStart?) {
+        let outcome = Box<JobQueue.ExclusiveStart?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            let result = try? start(kind, "{}", on: database.connect())
+            outcome.value.withLock { $0 = result }
+            done.signal()
+        }.start()
+        let waited = try eventually {
+            try holder.firstValue(
+                """
+                SELECT count(*) FROM pg_locks l
+                WHERE l.locktype = '\(lockType)' AND NOT l.granted AND pg_backend_pid() = ANY (pg_blocking_pids(l.pid))
+                """) == "1"
+        }
+        try holder.query("COMMIT", context: "committing the transaction the start waits for")
+        done.wait()
+        return (waited, outcome.value.withLock { $0 })
+    }
+
     @Test("the same request again follows the pending job; another waits while one runs and replaces one that waits")
     func takeTurns() throws {
         let database = try TestDatabase()
@@ -118,25 +143,11 @@ struct ExclusiveJobTests {
         let first = try #require(Self.started(try Self.start("test.change", "{}", on: claimer)))
         try claimer.query("BEGIN", context: "opening a transaction")
         #expect(try JobQueue().claim(from: "default", limit: 10, on: claimer).map(\.id) == [first])
-        let outcome = Box<JobQueue.ExclusiveStart?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            let result = try? Self.start("test.cancel", "{}", on: database.connect())
-            outcome.value.withLock { $0 = result }
-            done.signal()
-        }.start()
-        let waiting = try eventually {
-            try claimer.firstValue(
-                """
-                SELECT count(*) FROM pg_locks
-                WHERE locktype = 'transactionid' AND NOT granted
-                  AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())
-                """) == "1"
-        }
-        #expect(waiting)
-        try claimer.query("COMMIT", context: "committing the claim")
-        done.wait()
-        #expect(outcome.value.withLock { $0 } == .blocked(by: first, kind: "test.change"))
+        // The start waits for the claim's row lock, then sees the job running.
+        let (waited, outcome) = try Self.startBehind(
+            claimer, lockType: "transactionid", kind: "test.cancel", database: database)
+        #expect(waited)
+        #expect(outcome == .blocked(by: first, kind: "test.change"))
         #expect(try claimer.firstValue("SELECT state FROM sluice.jobs WHERE id = \(first)") == "running")
     }
 
@@ -146,27 +157,12 @@ struct ExclusiveJobTests {
         let holder = try database.connect()
         try holder.query("BEGIN", context: "opening a transaction")
         let first = try #require(Self.started(try Self.start("test.change", #"{"price": "pro"}"#, on: holder)))
-        let outcome = Box<JobQueue.ExclusiveStart?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        Thread {
-            let result = try? Self.start("test.cancel", "{}", on: database.connect())
-            outcome.value.withLock { $0 = result }
-            done.signal()
-        }.start()
-        // The racer waits on the caller's lock, in this test's database, while the first start is uncommitted.
-        let waiting = try eventually {
-            try holder.firstValue(
-                """
-                SELECT count(*) FROM pg_locks
-                WHERE locktype = 'advisory' AND NOT granted
-                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-                """) == "1"
-        }
-        #expect(waiting)
-        try holder.query("COMMIT", context: "committing the first start")
-        done.wait()
+        // The racer waits on the caller's lock while the first start is uncommitted.
+        let (waited, outcome) = try Self.startBehind(
+            holder, lockType: "advisory", kind: "test.cancel", database: database)
+        #expect(waited)
         // It saw the first change waiting, and replaced it: one change left, not two.
-        let second = try #require(outcome.value.withLock { $0 }.flatMap(Self.started))
+        let second = try #require(outcome.flatMap(Self.started))
         #expect(try holder.firstValue("SELECT string_agg(id::text, ',') FROM sluice.jobs") == "\(second)")
         #expect(try Self.view(first, on: holder)?.hasPrefix("failed superseded by job \(second)") == true)
     }
