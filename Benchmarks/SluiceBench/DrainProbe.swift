@@ -37,19 +37,21 @@ final class DrainProbe {
 
     /// The lowest id of a no-op job still waiting or running; nil once none is.
     func lowestLiveID() throws -> Int64? {
-        let rows = try connection.execute(Self.lowest, [floor], context: "finding the lowest live job")
-        guard let id = try rows.first?.decode(Int64.self, at: 0) else { return nil }
-        floor = id
-        return id
+        try seek(Self.lowest, from: &floor, context: "finding the lowest live job")
     }
 
     /// The lowest id of a no-op job not yet claimed; nil when none waits. Claims take equal jobs in id
     /// order, so this reads only the jobs claimed since the last call.
     func lowestWaitingID() throws -> Int64? {
-        let rows = try connection.execute(
-            Self.lowestWaiting, [max(floor, waitingFloor)], context: "finding the lowest waiting job")
+        waitingFloor = max(waitingFloor, floor)
+        return try seek(Self.lowestWaiting, from: &waitingFloor, context: "finding the lowest waiting job")
+    }
+
+    /// Runs a `… WHERE id >= $1 … ORDER BY id LIMIT 1` seek from `floor`, and raises `floor` to what it found.
+    private func seek(_ statement: PreparedStatement, from floor: inout Int64, context: String) throws -> Int64? {
+        let rows = try connection.execute(statement, [floor], context: context)
         guard let id = try rows.first?.decode(Int64.self, at: 0) else { return nil }
-        waitingFloor = id
+        floor = id
         return id
     }
 
