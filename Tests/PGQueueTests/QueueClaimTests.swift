@@ -119,4 +119,52 @@ struct QueueClaimTests {
         // Cancelling frees the unique key.
         #expect(try queue.enqueue(NewJob(kind: "k", uniqueKey: "once"), on: connection) != waiting)
     }
+
+    @Test(
+        "claims planned on a quiet queue walk the claim index in order when a burst arrives",
+        arguments: [0, 100])
+    func claimPlansSurviveAQuietSpell(measuredJobs: Int) throws {
+        let database = try TestDatabase()
+        let setup = try database.connect()
+        // Statistics that say the queue is empty or nearly so, as autovacuum leaves them after a quiet
+        // spell; autovacuum measuring the table again during the test would make the plans below afresh.
+        try setup.run(script: "ALTER TABLE sluice.jobs SET (autovacuum_enabled = false)", context: "pausing autovacuum")
+        if measuredJobs > 0 {
+            _ = try JobQueue().enqueue(Array(repeating: NewJob(kind: "k"), count: measuredJobs), on: setup)
+        }
+        try setup.run(script: "VACUUM ANALYZE sluice.jobs", context: "measuring the quiet queue")
+        let connection = try PostgresConnection(
+            connectionString: database.url, sessionSettings: JobQueue.sessionSettings)
+        let queue = JobQueue()
+        // Each claim statement is prepared, with its generic plan, on the empty queue: from the head, past
+        // a bound, and each with a completion.
+        let start = ClaimPosition(priority: 0, runAtMicroseconds: 0, id: 0)
+        let stale = [JobLease(id: 1, attempt: 1, holder: "gone")]
+        _ = try queue.claim(from: "default", limit: 10, completing: [], after: nil, on: connection)
+        _ = try queue.claim(from: "default", limit: 10, completing: [], after: start, on: connection)
+        _ = try queue.claim(from: "default", limit: 10, completing: stale, after: nil, on: connection)
+        _ = try queue.claim(from: "default", limit: 10, completing: stale, after: start, on: connection)
+        // Then a burst arrives, and the cached plans meet it.
+        _ = try queue.enqueue(Array(repeating: NewJob(kind: "k"), count: 20_000), notify: false, on: setup)
+        let claim = "'default', 1000, 'holder', 30"
+        let completion = "'{1}', '{1}', 60, '{gone}'"
+        let bound = "0, 0, 0"
+        let executions = [
+            "sluice_claim(\(claim))",
+            "sluice_claim_past(\(claim), \(bound))",
+            "sluice_complete_and_claim(\(claim), \(completion))",
+            "sluice_complete_and_claim_past(\(claim), \(completion), \(bound))",
+        ]
+        for execution in executions {
+            let plan = try connection.query("EXPLAIN EXECUTE \(execution)", context: "reading the cached plan")
+                .map { try $0.decode(String.self, at: 0) }.joined(separator: "\n")
+            // A plan made for an empty table scans the table whole and sorts what it found; one made for a
+            // hundred jobs gathers the leased rows with a bitmap. At a million jobs a whole scan and sort
+            // takes half a second a claim, against a walk of the index that stops at its LIMIT.
+            #expect(plan.contains("Index Scan using jobs_claim_order"), "\(execution):\n\(plan)")
+            #expect(!plan.contains("Sort"), "\(execution):\n\(plan)")
+            #expect(!plan.contains("Seq Scan on jobs"), "\(execution):\n\(plan)")
+            #expect(!plan.contains("Bitmap"), "\(execution):\n\(plan)")
+        }
+    }
 }
