@@ -7,47 +7,74 @@ import TestKit
 /// `wrk` posts from another process over 50 connections, beside the database's own rate of single-row
 /// INSERTs of the same payload from as many `pgbench` clients, measured in the same run.
 enum WebhookIngest {
+    /// Every round's figures; the report takes their medians.
     struct Figures {
-        var requestsPerSecond: Double
-        var p50Milliseconds: Double
-        var p99Milliseconds: Double
-        var requests: Int
+        var requestsPerSecond: [Double] = []
+        var p50Milliseconds: [Double] = []
+        var p99Milliseconds: [Double] = []
+        var requests = 0
         /// Non-2xx answers and socket errors.
-        var errors: Int
-        /// Jobs in the queue afterwards: one per distinct accepted event.
-        var jobs: Int
-        var insertCeiling: Double
+        var errors = 0
+        /// Jobs in the queue after each receiver phase, summed: one per distinct accepted event.
+        var jobs = 0
+        var insertCeiling: [Double] = []
         /// The ceiling's own commit latency: what PostgreSQL's WAL flushes cost a lone INSERT in the same
-        /// run, checkpoints included.
-        var ceilingP50Milliseconds: Double
-        var ceilingP99Milliseconds: Double
-        var receiverPeakRSSKiB: Int
-        var bodyBytes: Int
-        /// The receiver's CPU time (user and system) over the requests it answered during the run.
-        var cpuMicrosecondsPerRequest: Double
+        /// run, checkpoints included (every round's transactions together).
+        var ceilingLatencies: [Double] = []
+        var receiverPeakRSSKiB = 0
+        var bodyBytes = 0
+        /// The receiver's CPU time (user and system) over every request it answered.
+        var cpuSeconds = 0.0
+
+        var cpuMicrosecondsPerRequest: Double { cpuSeconds * 1e6 / Double(max(requests, 1)) }
     }
 
     static let secret = "whsec_bench_5eb0c1d2e3f4a5b6c7d8e9f0"
     static let repositoryRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
+    /// Rounds of the receiver phase and the ceiling phase, interleaved: the ceiling's rate moves with the
+    /// machine's disk from minute to minute (17,000 to 22,000 rows/s within one hour), so one phase of each
+    /// compared whatever state the disk was in at two moments.
     static func run(binary: String, database: BenchDatabase, settings: Settings, on connection: PostgresConnection)
         throws -> Figures
     {
         let folder = NSTemporaryDirectory() + "sluice-ingest-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-
         let (prefix, suffix) = try eventTemplate()
-        let eventsPath = folder + "/events.tsv"
-        try writeSignedEvents(count: settings.webhookEvents, prefix: prefix, suffix: suffix, to: eventsPath)
+        var figures = Figures(bodyBytes: prefix.utf8.count + suffix.utf8.count + 20)
+        for round in 0..<settings.webhookRounds {
+            try receiverPhase(
+                round: round, binary: binary, database: database, settings: settings, folder: folder,
+                template: (prefix, suffix), into: &figures, on: connection)
+            try settle(connection)
+            let ceiling = try insertCeiling(
+                database: database, body: prefix + "evt_ceiling" + suffix, clients: settings.webhookConnections,
+                seconds: settings.webhookSeconds, logFolder: folder + "/ceiling-\(round)", on: connection)
+            figures.insertCeiling.append(ceiling.rate)
+            figures.ceilingLatencies += ceiling.latencies
+        }
+        return figures
+    }
 
-        // Both phases start from the same state: the dead rows an earlier section left vacuumed, and a fresh
-        // checkpoint, so neither pays for the other's (or the pruning section's) writes.
-        try connection.run(script: "VACUUM", context: "vacuuming before the webhook phases")
+    /// One run of `wrk` against a fresh `sluice receive`, with events signed for this round.
+    private static func receiverPhase(
+        round: Int, binary: String, database: BenchDatabase, settings: Settings, folder: String,
+        template: (prefix: String, suffix: String), into figures: inout Figures, on connection: PostgresConnection
+    ) throws {
+        let eventsPath = folder + "/events.tsv"
+        try writeSignedEvents(
+            count: settings.webhookEvents, prefix: template.prefix, suffix: template.suffix, to: eventsPath)
+        defer { try? FileManager.default.removeItem(atPath: eventsPath) }
+
+        // Every phase starts from the same state: an empty queue, the dead rows of earlier phases (or of the
+        // pruning section) vacuumed, and a fresh checkpoint, so none pays for another's writes.
+        try connection.run(script: "TRUNCATE sluice.jobs, sluice.unique_keys", context: "emptying the queue")
+        try connection.run(script: "VACUUM", context: "vacuuming before a webhook phase")
         try settle(connection)
 
-        let logPath = folder + "/receiver.log"
+        let logPath = folder + "/receiver-\(round).log"
         let port = try freePort()
         let receiver = try ChildProcess(
             path: binary, arguments: ["receive"],
@@ -74,12 +101,17 @@ enum WebhookIngest {
         guard wrk.status == 0 else {
             throw BenchFailure("wrk failed (is it installed? make bench installs it):\n\(wrk.output)")
         }
-        let peakRSS = receiver.peakRSSKiB
-        let cpu = receiver.cpuSeconds - cpuBefore
+        figures.receiverPeakRSSKiB = max(figures.receiverPeakRSSKiB, receiver.peakRSSKiB)
+        figures.cpuSeconds += receiver.cpuSeconds - cpuBefore
         receiver.stop()
         stopped = true
         let report = try WrkReport(wrk.output)
-        let jobs = try connection.query(
+        figures.requestsPerSecond.append(report.requestsPerSecond)
+        figures.p50Milliseconds.append(report.p50)
+        figures.p99Milliseconds.append(report.p99)
+        figures.requests += report.requests
+        figures.errors += report.errors
+        figures.jobs += try connection.query(
             "SELECT count(*) FROM sluice.jobs WHERE kind = 'stripe.event'", context: "counting webhook jobs"
         ).single().decode(Int.self, at: 0)
         if report.requests > settings.webhookEvents {
@@ -88,18 +120,6 @@ enum WebhookIngest {
                     "webhook ingest: \(report.requests) requests for \(settings.webhookEvents) events, so some were duplicates; raise SLUICE_BENCH_WEBHOOK_EVENTS\n"
                         .utf8))
         }
-
-        try settle(connection)
-        let ceiling = try insertCeiling(
-            database: database, body: prefix + "evt_ceiling" + suffix, clients: settings.webhookConnections,
-            seconds: settings.webhookSeconds, logFolder: folder, on: connection)
-        return Figures(
-            requestsPerSecond: report.requestsPerSecond, p50Milliseconds: report.p50, p99Milliseconds: report.p99,
-            requests: report.requests, errors: report.errors, jobs: jobs, insertCeiling: ceiling.rate,
-            ceilingP50Milliseconds: percentile(ceiling.latencies, 0.5),
-            ceilingP99Milliseconds: percentile(ceiling.latencies, 0.99),
-            receiverPeakRSSKiB: peakRSS, bodyBytes: prefix.utf8.count + suffix.utf8.count + 20,
-            cpuMicrosecondsPerRequest: cpu * 1e6 / Double(max(report.requests, 1)))
     }
 
     /// A checkpoint now, so one timed for later is not owed to the writes before the phase about to start.
@@ -177,6 +197,7 @@ enum WebhookIngest {
         on connection: PostgresConnection
     ) throws -> (rate: Double, latencies: [Double]) {
         try connection.run(script: "TRUNCATE bench_plain", context: "emptying the ceiling table")
+        try FileManager.default.createDirectory(atPath: logFolder, withIntermediateDirectories: true)
         let script = NSTemporaryDirectory() + "sluice-insert-\(UInt32.random(in: 0...UInt32.max)).sql"
         try "INSERT INTO bench_plain (payload) VALUES (:body);\n".write(
             toFile: script, atomically: true, encoding: .utf8)
