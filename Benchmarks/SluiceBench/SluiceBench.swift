@@ -59,8 +59,9 @@ struct SluiceBench {
         if settings.sections.contains("webhooks") {
             try reset(setup)
             let ingest = try WebhookIngest.run(binary: binary, database: database, settings: settings, on: setup)
-            report.rate(
-                "webhook ingest, \(settings.webhookConnections) connections, \(settings.webhookRounds) x \(settings.webhookSeconds) s (wrk)",
+            report.pairedRate(
+                "webhook ingest, \(settings.webhookConnections) connections, "
+                    + "\(settings.webhookRounds) x \(settings.webhookSeconds) s (wrk)",
                 ingest.requestsPerSecond, ceiling: ingest.insertCeiling,
                 note: "pgbench 1-row INSERT of the same body, \(settings.webhookConnections) clients")
             report.value(
@@ -71,10 +72,10 @@ struct SluiceBench {
             report.value(
                 "  the ceiling's own INSERT latency (pgbench --log)",
                 String(
-                    format: "p50 %.2f ms         p99 %.2f ms", percentile(ingest.ceilingLatencies, 0.5),
-                    percentile(ingest.ceilingLatencies, 0.99)))
+                    format: "p50 %.2f ms         p99 %.2f ms", percentile(ingest.ceilingP50Milliseconds, 0.5),
+                    percentile(ingest.ceilingP99Milliseconds, 0.5)))
             report.value(
-                "  requests, errors (non-2xx, socket), jobs committed",
+                "  requests, errors (non-2xx, socket), jobs; all rounds",
                 "\(ingest.requests.formatted()), \(ingest.errors), \(ingest.jobs.formatted())")
             report.value(
                 "  CPU of sluice receive per request (user + system)",
@@ -282,13 +283,15 @@ struct SluiceBench {
         var shallow: [Double] = []
         var deep: [Double] = []
         for _ in 0..<settings.depthRounds {
+            // The last round's million completions are checkpointed before this round, not during it.
             try reset(setup)
+            try setup.run(script: "CHECKPOINT", context: "checkpointing before a depth round")
             let depth = try PoolRun.depthRates(
                 binary: binary, database: database, small: 1_000, large: settings.depthJobs, seconds: 5)
             shallow.append(depth.small)
             deep.append(depth.large)
         }
-        report.rate(
+        report.pairedRate(
             "sluice work running, about 1,000 jobs waiting", shallow, ceiling: deep,
             note: "the same worker kept at about \(settings.depthJobs.formatted()) waiting (flat: 0.8x to 1.2x)",
             ceilingUnit: "jobs/s")
@@ -487,12 +490,12 @@ struct Settings {
         poolJobs = number("SLUICE_BENCH_POOL_JOBS", 100_000)
         poolRounds = number("SLUICE_BENCH_POOL_ROUNDS", 5)
         depthJobs = number("SLUICE_BENCH_DEPTH_JOBS", 1_000_000)
-        depthRounds = number("SLUICE_BENCH_DEPTH_ROUNDS", 3)
+        depthRounds = max(1, number("SLUICE_BENCH_DEPTH_ROUNDS", 3))
         webhookEvents = number("SLUICE_BENCH_WEBHOOK_EVENTS", 250_000)
         usageCalls = number("SLUICE_BENCH_USAGE_CALLS", 50_000)
         webhookConnections = number("SLUICE_BENCH_WEBHOOK_CONNECTIONS", 50)
         webhookSeconds = number("SLUICE_BENCH_WEBHOOK_SECONDS", 10)
-        webhookRounds = number("SLUICE_BENCH_WEBHOOK_ROUNDS", 3)
+        webhookRounds = max(1, number("SLUICE_BENCH_WEBHOOK_ROUNDS", 3))
         expiredRows = number("SLUICE_BENCH_EXPIRED_ROWS", 1_000_000)
         apiSeconds = number("SLUICE_BENCH_API_SECONDS", 10)
         apiRounds = number("SLUICE_BENCH_API_ROUNDS", 3)

@@ -81,6 +81,20 @@ final class Report {
                 + String(format: "%.2fx", value / reference) + "  (ceiling: \(note))")
     }
 
+    /// Like ``rate(_:_:ceiling:note:unit:ceilingUnit:)`` for rounds that each measured both sides at one
+    /// moment: the ratio is the median of the rounds' own ratios, which keeps each pair together when the
+    /// machine drifts between rounds.
+    func pairedRate(
+        _ name: String, _ values: [Double], ceiling: [Double], note: String, unit: String = "jobs/s",
+        ceilingUnit: String = "rows/s"
+    ) {
+        let ratios = zip(values, ceiling).map { $0 / $1 }
+        emit(
+            pad(name, 56) + pad("\(Int(median(values)).formatted()) \(unit)", 20)
+                + pad("\(Int(median(ceiling)).formatted()) \(ceilingUnit)", 20)
+                + String(format: "%.2fx", median(ratios)) + "  (ceiling: \(note); median of the rounds' ratios)")
+    }
+
     func value(_ name: String, _ text: String) {
         emit(pad(name, 56) + text)
     }

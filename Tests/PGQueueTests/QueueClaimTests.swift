@@ -136,7 +136,7 @@ struct QueueClaimTests {
         let connection = try PostgresConnection(
             connectionString: database.url, sessionSettings: JobQueue.sessionSettings)
         let queue = JobQueue()
-        // Each claim statement is prepared, with its generic plan, on the empty queue: from the head, past
+        // Each claim statement is prepared, with its generic plan, on the quiet queue: from the head, past
         // a bound, and each with a completion.
         let start = ClaimPosition(priority: 0, runAtMicroseconds: 0, id: 0)
         let stale = [JobLease(id: 1, attempt: 1, holder: "gone")]
@@ -165,6 +165,12 @@ struct QueueClaimTests {
             #expect(!plan.contains("Sort"), "\(execution):\n\(plan)")
             #expect(!plan.contains("Seq Scan on jobs"), "\(execution):\n\(plan)")
             #expect(!plan.contains("Bitmap"), "\(execution):\n\(plan)")
+            // And the plan is the one made on the quiet queue, not one made afresh for the burst (which the
+            // settings would not be needed for): its scan of the waiting jobs expects the measured few.
+            let estimates = plan.split(separator: "\n").filter { $0.contains(" on jobs  (") }.compactMap { line in
+                line.firstMatch(of: /rows=(\d+)/).flatMap { Int($0.1) }
+            }
+            #expect(!estimates.isEmpty && estimates.allSatisfy { $0 <= max(measuredJobs, 1) }, "\(execution):\n\(plan)")
         }
     }
 }
