@@ -145,7 +145,8 @@ struct QueueClaimTests {
         _ = try queue.claim(from: "default", limit: 10, completing: stale, after: nil, on: connection)
         _ = try queue.claim(from: "default", limit: 10, completing: stale, after: start, on: connection)
         // Then a burst arrives, and the cached plans meet it.
-        _ = try queue.enqueue(Array(repeating: NewJob(kind: "k"), count: 20_000), notify: false, on: setup)
+        let burst = 20_000
+        _ = try queue.enqueue(Array(repeating: NewJob(kind: "k"), count: burst), notify: false, on: setup)
         let claim = "'default', 1000, 'holder', 30"
         let completion = "'{1}', '{1}', 60, '{gone}'"
         let bound = "0, 0, 0"
@@ -166,11 +167,13 @@ struct QueueClaimTests {
             #expect(!plan.contains("Seq Scan on jobs"), "\(execution):\n\(plan)")
             #expect(!plan.contains("Bitmap"), "\(execution):\n\(plan)")
             // And the plan is the one made on the quiet queue, not one made afresh for the burst (which the
-            // settings would not be needed for): its scan of the waiting jobs expects the measured few.
+            // settings would not be needed for): its scan of the waiting jobs expects a few, not the burst.
+            // (A few more than were measured: the planner scales the measured rows by the pages the table
+            // has grown to, and the claims above may have added one.)
             let estimates = plan.split(separator: "\n").filter { $0.contains(" on jobs  (") }.compactMap { line in
                 line.firstMatch(of: /rows=(\d+)/).flatMap { Int($0.1) }
             }
-            #expect(!estimates.isEmpty && estimates.allSatisfy { $0 <= max(measuredJobs, 1) }, "\(execution):\n\(plan)")
+            #expect(!estimates.isEmpty && estimates.allSatisfy { $0 < burst / 10 }, "\(execution):\n\(plan)")
         }
     }
 }
