@@ -235,6 +235,44 @@ struct ReceiverTests {
         #expect(try receiver.post("stripe", headers: [("Stripe-Signature", good)], body: body).status == 200)
     }
 
+    @Test("a flood of deliveries is answered and counted in full but logged a few lines at a time")
+    func floodIsNotLoggedLineByLine() throws {
+        let receiver = try ReceiverUnderTest()
+        // Forged: anyone on the internet can send these, as many as they like. A line each would let them
+        // push the worker's own errors out of journald (which drops a service's lines past 10,000 in 30 s).
+        let forged = try WebhookSigning.stripeEvent("stripe/events/invoice_paid.json", id: "evt_forged")
+        let forgedHeader = WebhookSigning.stripeHeader(forged, secrets: ["whsec_not_the_secret"])
+        let clock = ContinuousClock()
+        let forging = clock.now
+        for _ in 0..<200 {
+            #expect(
+                try receiver.post("stripe", headers: [("Stripe-Signature", forgedHeader)], body: forged).status == 400)
+        }
+        #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="bad_signature"}"#) == 200)
+        let forgingTook = clock.now - forging
+        // Genuine, in a burst: each is accepted and counted, and the first lines still name their events.
+        let bursting = clock.now
+        for index in 0..<80 {
+            let body = try WebhookSigning.stripeEvent("stripe/events/invoice_paid.json", id: "evt_burst_\(index)")
+            #expect(
+                try receiver.post(
+                    "stripe", headers: [("Stripe-Signature", WebhookSigning.stripeHeader(body))], body: body
+                )
+                .status == 200)
+        }
+        let burstTook = clock.now - bursting
+        #expect(try receiver.jobCount() == 80)
+        #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="accepted"}"#) == 80)
+        let lines = receiver.process.log.split(separator: "\n")
+        let refused = lines.filter { $0.contains("Webhook refused") }
+        let accepted = lines.filter { $0.contains("Webhook accepted") }
+        // A budget per ten-second window: 5 refusals, 50 acceptances (on a slow machine a phase may span two).
+        func windows(_ took: Duration) -> Int { Int(took / .seconds(10)) + 1 }
+        #expect(refused.count >= 5 && refused.count <= 5 * windows(forgingTook), "\(refused.count) lines for 200")
+        #expect(accepted.count >= 50 && accepted.count <= 50 * windows(burstTook), "\(accepted.count) lines for 80")
+        #expect(accepted.first?.contains("event.id=evt_burst_0") == true)
+    }
+
     @Test("Clerk (Svix) deliveries: accepted under svix- and webhook- names, redeliveries absorbed, bad ones refused")
     func clerk() throws {
         let receiver = try ReceiverUnderTest()

@@ -15,7 +15,8 @@ import PGQueue
 /// genuine event makes Stripe disable the endpoint); `400` for a bad or missing signature, a stale
 /// timestamp or a body that is not a JSON event; `413` above 1 MiB; `503` when the database cannot take
 /// the row, so the sender retries; `404` for a source without a configured secret. Logs carry the event
-/// id, type and outcome, never a secret, a signature or the body.
+/// id, type and outcome, never a secret, a signature or the body, and a few lines of each kind at most
+/// every ten seconds (``LogBudget``): the sender chooses how many requests come.
 ///
 /// The decisions are here, apart from the transport: ``WebhookChannelHandler`` runs them on the event
 /// loop for the public server, and ``addRoutes(to:)`` through Hummingbird's router for any request that
@@ -29,6 +30,10 @@ struct WebhookReceiver: Sendable {
     let committer: GroupCommitter
     let metrics: SluiceMetrics
     let logger: Logger
+    /// Lines per source and outcome every ten seconds: enough to follow a normal day's events one by one,
+    /// and to see a forged delivery, without a burst or an attack writing a line per request.
+    let accepted = LogBudget(linesPerWindow: 50)
+    let refused = LogBudget(linesPerWindow: 5)
 
     /// A delivery that passed every check and waits for its commit.
     struct Verified: Sendable {
@@ -87,12 +92,18 @@ struct WebhookReceiver: Sendable {
         var metadata = verified.metadata
         switch result {
         case .enqueued(let id):
-            metadata["job.id"] = "\(id)"
-            logger.info("Webhook accepted", metadata: metadata)
+            if let skipped = admit(verified.source.name, within: accepted) {
+                metadata["job.id"] = "\(id)"
+                if skipped > 0 { metadata["log.skipped"] = "\(skipped)" }
+                logger.info("Webhook accepted", metadata: metadata)
+            }
             return WebhookAnswer(outcome: .accepted, status: .ok, message: "accepted")
         case .duplicate(let id):
-            metadata["job.id"] = "\(id)"
-            logger.info("Webhook already received; absorbed", metadata: metadata)
+            if let skipped = admit(verified.source.name + " duplicate", within: accepted) {
+                metadata["job.id"] = "\(id)"
+                if skipped > 0 { metadata["log.skipped"] = "\(skipped)" }
+                logger.info("Webhook already received; absorbed", metadata: metadata)
+            }
             return WebhookAnswer(outcome: .duplicate, status: .ok, message: "already received")
         case .unavailable(let reason):
             // The committer logs the cause once per outage; one line per request would flood the journal.
@@ -117,8 +128,7 @@ struct WebhookReceiver: Sendable {
     }
 
     func tooLarge(_ source: WebhookSource) -> WebhookAnswer {
-        logger.warning(
-            "Webhook refused", metadata: ["webhook.source": "\(source.name)", "webhook.outcome": "too_large"])
+        logRefusal(source, outcome: "too_large", metadata: [:])
         return WebhookAnswer(
             outcome: .tooLarge, status: .contentTooLarge, message: "the body is larger than \(Self.maxBodyBytes) bytes")
     }
@@ -129,12 +139,7 @@ struct WebhookReceiver: Sendable {
     }
 
     private func reject(_ source: WebhookSource, _ rejection: WebhookRejection) -> WebhookAnswer {
-        logger.warning(
-            "Webhook refused",
-            metadata: [
-                "webhook.source": "\(source.name)", "webhook.outcome": "\(rejection.outcome.rawValue)",
-                "reason": "\(rejection)",
-            ])
+        logRefusal(source, outcome: rejection.outcome.rawValue, metadata: ["reason": "\(rejection)"])
         let outcome: WebhookOutcome =
             switch rejection.outcome {
             case .badSignature: .badSignature
@@ -142,6 +147,22 @@ struct WebhookReceiver: Sendable {
             case .malformed: .malformed
             }
         return WebhookAnswer(outcome: outcome, status: .badRequest, message: rejection.reason)
+    }
+
+    /// Whether a line of `kind` fits `budget` (see ``LogBudget/admit(_:now:)``); at `debug` every line does,
+    /// for an operator who asked for them all.
+    private func admit(_ kind: String, within budget: LogBudget) -> Int? {
+        logger.logLevel <= .debug ? 0 : budget.admit(kind)
+    }
+
+    /// One `Webhook refused` line, within the refusals' budget for the source and outcome.
+    private func logRefusal(_ source: WebhookSource, outcome: String, metadata: Logger.Metadata) {
+        guard let skipped = admit(source.name + " " + outcome, within: refused) else { return }
+        var metadata = metadata
+        metadata["webhook.source"] = "\(source.name)"
+        metadata["webhook.outcome"] = "\(outcome)"
+        if skipped > 0 { metadata["log.skipped"] = "\(skipped)" }
+        logger.warning("Webhook refused", metadata: metadata)
     }
 
     // MARK: Through the router
