@@ -261,6 +261,41 @@ struct APITests {
         #expect(!api.process.log.contains(reader) && !api.process.log.contains(writer), "no token in the log")
     }
 
+    @Test("a flood of requests with made-up keys is answered in full, logged a hundred lines per status, then summed")
+    func floodIsNotLoggedLineByLine() throws {
+        let api = try APIUnderTest()
+        let flood = 300
+        // Lines from before the flood (start-up's own requests) are not the flood's.
+        let before = api.process.log.split(separator: "\n").filter {
+            $0.contains("API request") && $0.contains("http.status=4")
+        }.count
+        let clock = ContinuousClock()
+        let started = clock.now
+        for index in 0..<flood {
+            let status = try api.get("/v1/users/ada/access", token: "sk_sluice_made_up_\(index)").status
+            #expect(status == 401 || status == 429)
+        }
+        let took = clock.now - started
+        func lines(_ text: String) -> [Substring] {
+            api.process.log.split(separator: "\n").filter { $0.contains(text) && $0.contains("http.status=4") }
+        }
+        func written() -> Int { lines("API request").count - lines("API request lines skipped").count - before }
+        func skipped() -> Int {
+            lines("API request lines skipped").compactMap { line in
+                line.firstMatch(of: /log.skipped=(\d+)/).flatMap { Int($0.1) }
+            }.reduce(0, +)
+        }
+        // What was skipped is summed up once its ten-second window has ended.
+        let deadline = clock.now + .seconds(40)
+        while clock.now < deadline, written() + skipped() < flood {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        #expect(written() + skipped() == flood, "every request is a line or counted in one")
+        // 401s and 429s have a hundred lines each per ten-second window.
+        let windows = Int(took / .seconds(10)) + 1
+        #expect(written() < flood && written() <= 2 * 100 * windows, "\(written()) lines for \(flood)")
+    }
+
     @Test("CORS: pages of SLUICE_CORS_ORIGINS may read answers and preflight; any other origin gets no allow header")
     func cors() throws {
         let api = try APIUnderTest(environment: ["SLUICE_CORS_ORIGINS": "https://app.sluice.test"])

@@ -235,11 +235,11 @@ struct ReceiverTests {
         #expect(try receiver.post("stripe", headers: [("Stripe-Signature", good)], body: body).status == 200)
     }
 
-    @Test("a flood of deliveries is answered and counted in full but logged a few lines at a time")
+    @Test("a flood of deliveries is answered and counted in full, logged a few lines at a time and then summed up")
     func floodIsNotLoggedLineByLine() throws {
         let receiver = try ReceiverUnderTest()
-        // Forged: anyone on the internet can send these, as many as they like. A line each would let them
-        // push the worker's own errors out of journald (which drops a service's lines past 10,000 in 30 s).
+        // Forged: anyone on the internet can send these, as many as they like. A line each would crowd the
+        // service's other warnings out of journald (which drops lines past 10,000 of a priority in 30 s).
         let forged = try WebhookSigning.stripeEvent("stripe/events/invoice_paid.json", id: "evt_forged")
         let forgedHeader = WebhookSigning.stripeHeader(forged, secrets: ["whsec_not_the_secret"])
         let clock = ContinuousClock()
@@ -251,25 +251,45 @@ struct ReceiverTests {
         #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="bad_signature"}"#) == 200)
         let forgingTook = clock.now - forging
         // Genuine, in a burst: each is accepted and counted, and the first lines still name their events.
+        let burst = 120
         let bursting = clock.now
-        for index in 0..<80 {
+        for index in 0..<burst {
             let body = try WebhookSigning.stripeEvent("stripe/events/invoice_paid.json", id: "evt_burst_\(index)")
-            #expect(
-                try receiver.post(
-                    "stripe", headers: [("Stripe-Signature", WebhookSigning.stripeHeader(body))], body: body
-                )
-                .status == 200)
+            let header = WebhookSigning.stripeHeader(body)
+            #expect(try receiver.post("stripe", headers: [("Stripe-Signature", header)], body: body).status == 200)
         }
         let burstTook = clock.now - bursting
-        #expect(try receiver.jobCount() == 80)
-        #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="accepted"}"#) == 80)
-        let lines = receiver.process.log.split(separator: "\n")
-        let refused = lines.filter { $0.contains("Webhook refused") }
-        let accepted = lines.filter { $0.contains("Webhook accepted") }
-        // A budget per ten-second window: 5 refusals, 50 acceptances (on a slow machine a phase may span two).
+        #expect(try receiver.jobCount() == burst)
+        #expect(try receiver.metric(#"sluice_webhooks_total{source="stripe",outcome="accepted"}"#) == burst)
+
+        // What was skipped is summed up once its ten-second window has ended.
+        // An accepted line names its event, not an outcome.
+        func lines(_ text: String, _ outcome: String? = nil) -> [Substring] {
+            receiver.process.log.split(separator: "\n").filter { line in
+                line.contains(text) && outcome.map { line.contains("webhook.outcome=\($0)") } ?? true
+            }
+        }
+        func skipped(_ outcome: String) -> Int {
+            lines("Webhook lines skipped", outcome).compactMap { line in
+                line.firstMatch(of: /log.skipped=(\d+)/).flatMap { Int($0.1) }
+            }.reduce(0, +)
+        }
+        let deadline = clock.now + .seconds(40)
+        while clock.now < deadline,
+            skipped("bad_signature") + lines("Webhook refused", "bad_signature").count < 200
+                || skipped("accepted") + lines("Webhook accepted").count < burst
+        {
+            Thread.sleep(forTimeInterval: 0.2)
+        }
+        let refused = lines("Webhook refused", "bad_signature")
+        let accepted = lines("Webhook accepted")
+        #expect(refused.count + skipped("bad_signature") == 200, "every forged delivery is a line or counted in one")
+        #expect(accepted.count + skipped("accepted") == burst)
+        // A budget per ten-second window: 5 refusals, 50 acceptances (a slow machine may span two windows).
         func windows(_ took: Duration) -> Int { Int(took / .seconds(10)) + 1 }
         #expect(refused.count >= 5 && refused.count <= 5 * windows(forgingTook), "\(refused.count) lines for 200")
-        #expect(accepted.count >= 50 && accepted.count <= 50 * windows(burstTook), "\(accepted.count) lines for 80")
+        #expect(accepted.count >= 50 && accepted.count < burst, "\(accepted.count) lines for \(burst)")
+        #expect(accepted.count <= 50 * windows(burstTook))
         #expect(accepted.first?.contains("event.id=evt_burst_0") == true)
     }
 

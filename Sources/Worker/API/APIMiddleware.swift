@@ -13,6 +13,18 @@ struct APIMiddleware: ServerMiddleware {
     let limiter: CallerRateLimiter
     let metrics: SluiceMetrics
     let logger: Logger
+    /// `API request` lines per status code every ten seconds: a caller chooses how many requests come, and
+    /// junk requests (401, 429) cost a sender nothing.
+    let lines: LogBudget<Int>
+
+    init(limiter: CallerRateLimiter, metrics: SluiceMetrics, logger: Logger) {
+        self.limiter = limiter
+        self.metrics = metrics
+        self.logger = logger
+        lines = LogBudget(linesPerWindow: 100) { status, count in
+            logger.info("API request lines skipped", metadata: ["http.status": "\(status)", "log.skipped": "\(count)"])
+        }
+    }
 
     func intercept(
         _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
@@ -37,6 +49,9 @@ struct APIMiddleware: ServerMiddleware {
         metrics.apiRequest(operation: operationID, status: response.status.code, nanoseconds: elapsed)
         if response.status.code == 401 { metrics.apiRefused(reason: token == nil ? "missing" : "invalid") }
         if response.status.code == 403 { metrics.apiRefused(reason: "scope") }
+        guard logger.logLevel <= .debug || lines.admit(Int(response.status.code)) else {
+            return (response, responseBody)
+        }
         logger.info(
             "API request",
             metadata: [

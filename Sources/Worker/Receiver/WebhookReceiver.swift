@@ -32,8 +32,37 @@ struct WebhookReceiver: Sendable {
     let logger: Logger
     /// Lines per source and outcome every ten seconds: enough to follow a normal day's events one by one,
     /// and to see a forged delivery, without a burst or an attack writing a line per request.
-    let accepted = LogBudget(linesPerWindow: 50)
-    let refused = LogBudget(linesPerWindow: 5)
+    let accepted: LogBudget<LogKind>
+    let refused: LogBudget<LogKind>
+
+    /// What a budgeted line is about: never request data, so the kinds stay few.
+    struct LogKind: Hashable, Sendable {
+        var source: String
+        var outcome: WebhookOutcome
+    }
+
+    init(
+        sources: [WebhookSource], verifiers: WebhookVerifiers, committer: GroupCommitter, metrics: SluiceMetrics,
+        logger: Logger
+    ) {
+        self.sources = sources
+        self.verifiers = verifiers
+        self.committer = committer
+        self.metrics = metrics
+        self.logger = logger
+        let skipped: @Sendable (Logger.Level) -> @Sendable (LogKind, Int) -> Void = { level in
+            { kind, count in
+                logger.log(
+                    level: level, "Webhook lines skipped",
+                    metadata: [
+                        "webhook.source": "\(kind.source)", "webhook.outcome": "\(kind.outcome.rawValue)",
+                        "log.skipped": "\(count)",
+                    ])
+            }
+        }
+        accepted = LogBudget(linesPerWindow: 50, report: skipped(.info))
+        refused = LogBudget(linesPerWindow: 5, report: skipped(.warning))
+    }
 
     /// A delivery that passed every check and waits for its commit.
     struct Verified: Sendable {
@@ -92,16 +121,14 @@ struct WebhookReceiver: Sendable {
         var metadata = verified.metadata
         switch result {
         case .enqueued(let id):
-            if let skipped = admit(verified.source.name, within: accepted) {
+            if admit(LogKind(source: verified.source.name, outcome: .accepted), within: accepted) {
                 metadata["job.id"] = "\(id)"
-                if skipped > 0 { metadata["log.skipped"] = "\(skipped)" }
                 logger.info("Webhook accepted", metadata: metadata)
             }
             return WebhookAnswer(outcome: .accepted, status: .ok, message: "accepted")
         case .duplicate(let id):
-            if let skipped = admit(verified.source.name + " duplicate", within: accepted) {
+            if admit(LogKind(source: verified.source.name, outcome: .duplicate), within: accepted) {
                 metadata["job.id"] = "\(id)"
-                if skipped > 0 { metadata["log.skipped"] = "\(skipped)" }
                 logger.info("Webhook already received; absorbed", metadata: metadata)
             }
             return WebhookAnswer(outcome: .duplicate, status: .ok, message: "already received")
@@ -128,7 +155,7 @@ struct WebhookReceiver: Sendable {
     }
 
     func tooLarge(_ source: WebhookSource) -> WebhookAnswer {
-        logRefusal(source, outcome: "too_large", metadata: [:])
+        logRefusal(source, outcome: .tooLarge, metadata: [:])
         return WebhookAnswer(
             outcome: .tooLarge, status: .contentTooLarge, message: "the body is larger than \(Self.maxBodyBytes) bytes")
     }
@@ -139,29 +166,28 @@ struct WebhookReceiver: Sendable {
     }
 
     private func reject(_ source: WebhookSource, _ rejection: WebhookRejection) -> WebhookAnswer {
-        logRefusal(source, outcome: rejection.outcome.rawValue, metadata: ["reason": "\(rejection)"])
         let outcome: WebhookOutcome =
             switch rejection.outcome {
             case .badSignature: .badSignature
             case .stale: .stale
             case .malformed: .malformed
             }
+        logRefusal(source, outcome: outcome, metadata: ["reason": "\(rejection)"])
         return WebhookAnswer(outcome: outcome, status: .badRequest, message: rejection.reason)
     }
 
-    /// Whether a line of `kind` fits `budget` (see ``LogBudget/admit(_:now:)``); at `debug` every line does,
-    /// for an operator who asked for them all.
-    private func admit(_ kind: String, within budget: LogBudget) -> Int? {
-        logger.logLevel <= .debug ? 0 : budget.admit(kind)
+    /// Whether a line of `kind` fits `budget`; at `debug` every line does, for an operator who asked for
+    /// them all.
+    private func admit(_ kind: LogKind, within budget: LogBudget<LogKind>) -> Bool {
+        logger.logLevel <= .debug || budget.admit(kind)
     }
 
     /// One `Webhook refused` line, within the refusals' budget for the source and outcome.
-    private func logRefusal(_ source: WebhookSource, outcome: String, metadata: Logger.Metadata) {
-        guard let skipped = admit(source.name + " " + outcome, within: refused) else { return }
+    private func logRefusal(_ source: WebhookSource, outcome: WebhookOutcome, metadata: Logger.Metadata) {
+        guard admit(LogKind(source: source.name, outcome: outcome), within: refused) else { return }
         var metadata = metadata
         metadata["webhook.source"] = "\(source.name)"
-        metadata["webhook.outcome"] = "\(outcome)"
-        if skipped > 0 { metadata["log.skipped"] = "\(skipped)" }
+        metadata["webhook.outcome"] = "\(outcome.rawValue)"
         logger.warning("Webhook refused", metadata: metadata)
     }
 
