@@ -280,11 +280,7 @@ struct APITests {
             api.process.log.split(separator: "\n").filter { $0.contains(text) && $0.contains("http.status=4") }
         }
         func written() -> Int { lines("API request").count - lines("API request lines skipped").count - before }
-        func skipped() -> Int {
-            lines("API request lines skipped").compactMap { line in
-                line.firstMatch(of: /log.skipped=(\d+)/).flatMap { Int($0.1) }
-            }.reduce(0, +)
-        }
+        func skipped() -> Int { skippedLines(lines("API request lines skipped")) }
         // What was skipped is summed up once its ten-second window has ended.
         let deadline = clock.now + .seconds(40)
         while clock.now < deadline, written() + skipped() < flood {

@@ -269,11 +269,7 @@ struct ReceiverTests {
                 line.contains(text) && outcome.map { line.contains("webhook.outcome=\($0)") } ?? true
             }
         }
-        func skipped(_ outcome: String) -> Int {
-            lines("Webhook lines skipped", outcome).compactMap { line in
-                line.firstMatch(of: /log.skipped=(\d+)/).flatMap { Int($0.1) }
-            }.reduce(0, +)
-        }
+        func skipped(_ outcome: String) -> Int { skippedLines(lines("Webhook lines skipped", outcome)) }
         let deadline = clock.now + .seconds(40)
         while clock.now < deadline,
             skipped("bad_signature") + lines("Webhook refused", "bad_signature").count < 200

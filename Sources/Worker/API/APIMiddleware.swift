@@ -49,7 +49,7 @@ struct APIMiddleware: ServerMiddleware {
         metrics.apiRequest(operation: operationID, status: response.status.code, nanoseconds: elapsed)
         if response.status.code == 401 { metrics.apiRefused(reason: token == nil ? "missing" : "invalid") }
         if response.status.code == 403 { metrics.apiRefused(reason: "scope") }
-        guard logger.logLevel <= .debug || lines.admit(Int(response.status.code)) else {
+        guard lines.admit(Int(response.status.code), on: logger) else {
             return (response, responseBody)
         }
         logger.info(

@@ -1,4 +1,5 @@
 import Dispatch
+import Logging
 import Synchronization
 
 /// How many lines of one kind a process writes per window, for lines a sender causes (one per request),
@@ -57,6 +58,12 @@ final class LogBudget<Kind: Hashable & Sendable>: Sendable {
 
     deinit {
         reporter?.cancel()
+    }
+
+    /// Whether `logger` should write a line of `kind` now: at `debug` every line, for an operator who asked
+    /// for them all; otherwise within the budget.
+    func admit(_ kind: Kind, on logger: Logger) -> Bool {
+        logger.logLevel <= .debug || admit(kind)
     }
 
     /// Whether to write a line of `kind` now. Kinds come from a small fixed set (a source and an outcome,

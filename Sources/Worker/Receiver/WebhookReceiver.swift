@@ -121,13 +121,13 @@ struct WebhookReceiver: Sendable {
         var metadata = verified.metadata
         switch result {
         case .enqueued(let id):
-            if admit(LogKind(source: verified.source.name, outcome: .accepted), within: accepted) {
+            if accepted.admit(LogKind(source: verified.source.name, outcome: .accepted), on: logger) {
                 metadata["job.id"] = "\(id)"
                 logger.info("Webhook accepted", metadata: metadata)
             }
             return WebhookAnswer(outcome: .accepted, status: .ok, message: "accepted")
         case .duplicate(let id):
-            if admit(LogKind(source: verified.source.name, outcome: .duplicate), within: accepted) {
+            if accepted.admit(LogKind(source: verified.source.name, outcome: .duplicate), on: logger) {
                 metadata["job.id"] = "\(id)"
                 logger.info("Webhook already received; absorbed", metadata: metadata)
             }
@@ -176,15 +176,9 @@ struct WebhookReceiver: Sendable {
         return WebhookAnswer(outcome: outcome, status: .badRequest, message: rejection.reason)
     }
 
-    /// Whether a line of `kind` fits `budget`; at `debug` every line does, for an operator who asked for
-    /// them all.
-    private func admit(_ kind: LogKind, within budget: LogBudget<LogKind>) -> Bool {
-        logger.logLevel <= .debug || budget.admit(kind)
-    }
-
     /// One `Webhook refused` line, within the refusals' budget for the source and outcome.
     private func logRefusal(_ source: WebhookSource, outcome: WebhookOutcome, metadata: Logger.Metadata) {
-        guard admit(LogKind(source: source.name, outcome: outcome), within: refused) else { return }
+        guard refused.admit(LogKind(source: source.name, outcome: outcome), on: logger) else { return }
         var metadata = metadata
         metadata["webhook.source"] = "\(source.name)"
         metadata["webhook.outcome"] = "\(outcome.rawValue)"

@@ -65,3 +65,8 @@ final class SluiceProcess: Sendable {
         return Int(log[range.upperBound...].prefix { $0.isNumber })
     }
 }
+
+/// The lines a log budget skipped, summed over its summary lines (`… lines skipped … log.skipped=N`).
+func skippedLines(_ summaries: [Substring]) -> Int {
+    summaries.compactMap { line in line.firstMatch(of: /log.skipped=(\d+)/).flatMap { Int($0.1) } }.reduce(0, +)
+}
