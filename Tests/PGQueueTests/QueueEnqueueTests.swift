@@ -29,6 +29,47 @@ struct QueueEnqueueTests {
                 == 0)
     }
 
+    /// sluice.jobs checks only the queue's own invariants (a table's CHECK expressions are planned again for
+    /// every statement), so each enqueue function must refuse bad input itself, before anything is written.
+    @Test(
+        "every enqueue function refuses an empty kind or queue, a non-object payload or max_attempts below 1 itself",
+        arguments: [
+            ("kind ''", "", "{}", "default", nil),
+            ("kind NULL", nil, "{}", "default", nil),
+            ("queue ''", "k", "{}", "", nil),
+            ("payload [1]", "k", "[1]", "default", nil),
+            ("payload null", "k", "null", "default", nil),
+            ("max_attempts 0", "k", "{}", "default", 0),
+            ("max_attempts -3", "k", "{}", "default", -3),
+        ] as [(String, String?, String, String, Int?)])
+    func everyEnqueueFunctionChecksItsInput(
+        _ label: String, kind: String?, payload: String, queue: String, maxAttempts: Int?
+    ) throws {
+        let database = try TestDatabase()
+        let connection = try database.connect()
+        // Each batch holds a good job before the bad one: the whole statement must add nothing.
+        let calls = [
+            "SELECT sluice.enqueue($1, $2::jsonb, queue => $3, max_attempts => $4)",
+            """
+            SELECT * FROM sluice.enqueue_many(ARRAY['k', $1], ARRAY['{}', $2]::jsonb[], ARRAY['default', $3],
+                                              max_attempts => ARRAY[NULL, $4::integer])
+            """,
+            """
+            SELECT * FROM sluice.enqueue_unique(ARRAY['k', $1], ARRAY['{}', $2]::jsonb[], ARRAY['u1', 'u2'],
+                                                ARRAY['default', $3], max_attempts => ARRAY[NULL, $4::integer])
+            """,
+        ]
+        for call in calls {
+            let error = try #require(throws: PostgresError.self, "\(label): \(call)") {
+                try connection.query(call, [kind, payload, queue, maxAttempts], context: "enqueue")
+            }
+            #expect(error.sqlState == "22023", "\(label): \(call) gave \(error)")
+        }
+        #expect(
+            try connection.query("SELECT count(*) FROM sluice.jobs", context: "count").single().decode(Int.self, at: 0)
+                == 0)
+    }
+
     @Test("a kind's default max_attempts comes from sluice.kinds")
     func kindDefaults() throws {
         let database = try TestDatabase()
