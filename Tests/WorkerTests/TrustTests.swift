@@ -60,6 +60,22 @@ struct TrustTests {
             let error = Self.refused(receiver, Self.uniqueEnqueue, [kind, payload, key, queue])
             #expect(error?.sqlState == "42501", "\(kind) \(key) \(queue): \(String(describing: error))")
         }
+        // A batch of webhooks takes a shortcut through authorization: one job outside the shape, anywhere
+        // in the batch, still refuses the whole batch.
+        let webhook = #"{"event_id": "evt_3", "body": "{}"}"#
+        for (kinds, keys) in [
+            (["stripe.event", "sluice.noop"], ["stripe:evt_3", "x"]),
+            (["sluice.noop", "stripe.event"], ["x", "stripe:evt_3"]),
+            (["stripe.event", "stripe.event"], ["stripe:evt_3", "stripe:evt_4"]),
+        ] {
+            let error = Self.refused(
+                receiver,
+                """
+                SELECT job_id FROM sluice.enqueue_unique($1::text[], ARRAY[$2::jsonb, $2::jsonb], $3::text[],
+                                                         ARRAY['webhooks', 'webhooks'], NULL, NULL, NULL, false)
+                """, [kinds, webhook, keys])
+            #expect(error?.sqlState == "42501", "\(kinds) \(keys): \(String(describing: error))")
+        }
         #expect(Self.refused(receiver, Self.uniqueEnqueue, ["stripe.event", event, "stripe:evt_1", "webhooks"]) == nil)
         #expect(try roles.cluster.count("SELECT count(*) FROM sluice.jobs") == 1)
     }
