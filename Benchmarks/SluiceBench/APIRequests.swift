@@ -50,7 +50,7 @@ enum APIRequests {
         let server = try ChildProcess(
             path: binary, arguments: ["api"],
             environment: ChildProcess.inheriting([
-                "DATABASE_URL": apiURL(database.url), "SLUICE_LISTEN": "127.0.0.1:\(port)",
+                "DATABASE_URL": database.url(as: "sluice_api"), "SLUICE_LISTEN": "127.0.0.1:\(port)",
                 "SLUICE_ADMIN_LISTEN": "off", "CLERK_JWT_KEY": publicPEM.replacingOccurrences(of: "\n", with: "\\n"),
                 "CLERK_ISSUER": issuer,
                 // The figure is the server's cost, not a limit: a product's backend posting usage is one caller.
@@ -114,16 +114,6 @@ enum APIRequests {
     /// The round with the median rate.
     private static func median(_ reports: [WrkReport]) -> WrkReport {
         reports.sorted { $0.requestsPerSecond < $1.requestsPerSecond }[reports.count / 2]
-    }
-
-    /// The database URL as `sluice_api` (the role `sluice api` must connect as).
-    private static func apiURL(_ url: String) -> String {
-        if var components = URLComponents(string: url), components.scheme?.hasPrefix("postgres") == true {
-            components.user = "sluice_api"
-            components.password = nil
-            return components.string ?? url
-        }
-        return url + " user=sluice_api"
     }
 
     /// An RSA key made with openssl, and an RS256 session token for each of `users` users, valid an hour.

@@ -33,6 +33,17 @@ struct BenchDatabase: Sendable {
             context: "creating the ceiling table")
     }
 
+    /// The database's URL for a login role of deploy/roles.sql, as a deployed process connects: the
+    /// throwaway cluster trusts local connections, so no password.
+    func url(as role: String) -> String {
+        if var components = URLComponents(string: url), components.scheme?.hasPrefix("postgres") == true {
+            components.user = role
+            components.password = nil
+            return components.string ?? url
+        }
+        return url + " user=\(role)"
+    }
+
     func connect() throws -> PostgresConnection {
         try PostgresConnection(connectionString: url)
     }

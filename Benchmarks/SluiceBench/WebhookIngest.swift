@@ -43,6 +43,10 @@ enum WebhookIngest {
         let folder = NSTemporaryDirectory() + "sluice-ingest-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
+        // The receiver connects as deployed, as sluice_receiver, so the figure includes authorizing its batches.
+        try connection.run(
+            script: try String(contentsOf: repositoryRoot.appendingPathComponent("deploy/roles.sql"), encoding: .utf8),
+            context: "applying deploy/roles.sql")
         let (prefix, suffix) = try eventTemplate()
         var figures = Figures(bodyBytes: prefix.utf8.count + suffix.utf8.count + 20)
         for round in 0..<settings.webhookRounds {
@@ -76,8 +80,8 @@ enum WebhookIngest {
         let receiver = try ChildProcess(
             path: binary, arguments: ["receive"],
             environment: ChildProcess.inheriting([
-                "DATABASE_URL": database.url, "SLUICE_LISTEN": "127.0.0.1:\(port)", "SLUICE_ADMIN_LISTEN": "off",
-                "STRIPE_WEBHOOK_SECRET": secret,
+                "DATABASE_URL": database.url(as: "sluice_receiver"), "SLUICE_LISTEN": "127.0.0.1:\(port)",
+                "SLUICE_ADMIN_LISTEN": "off", "STRIPE_WEBHOOK_SECRET": secret,
                 "SLUICE_LOG_LEVEL": ProcessInfo.processInfo.environment["SLUICE_LOG_LEVEL"] ?? "info",
             ]),
             outputPath: logPath)
