@@ -117,6 +117,48 @@ struct TrustTests {
         #expect(Self.refused(billing, "SELECT sluice.enqueue('stripe.reconcile', '{}')")?.sqlState == "42501")
     }
 
+    @Test(
+        "a kind in sluice.kind_rules is added only by members of its roles: never by the receiver, nobody for no roles"
+    )
+    func kindRulesConfineTheirKinds() throws {
+        let roles = try RoleCluster(members: ["reporter": "sluice_enqueuer", "service_a": "sluice_enqueuer"])
+        try roles.cluster.connect().run(
+            script: """
+                CREATE ROLE reporters;
+                GRANT reporters TO reporter;
+                INSERT INTO sluice.kind_rules (kind, roles) VALUES
+                    ('report.build', ARRAY['reporters', 'sluice_receiver']),
+                    ('vault.open', '{}'),
+                    ('ghost.kind', ARRAY['no_such_role']);
+                """, context: "rules")
+        let reporter = try roles.connect(as: "reporter")
+        let service = try roles.connect(as: "service_a")
+        let receiver = try roles.connect(as: "sluice_receiver")
+        #expect(Self.refused(reporter, "SELECT sluice.enqueue('report.build', '{}')") == nil)
+        #expect(Self.refused(service, "SELECT sluice.enqueue('report.build', '{}')")?.sqlState == "42501")
+        // Listing sluice_receiver among a kind's roles does not let the receiver add it.
+        let fromReceiver = Self.refused(receiver, Self.uniqueEnqueue, ["report.build", "{}", "report:1", "default"])
+        #expect(fromReceiver?.sqlState == "42501")
+        for kind in ["vault.open", "ghost.kind"] {
+            #expect(Self.refused(reporter, "SELECT sluice.enqueue($1, '{}')", [kind])?.sqlState == "42501", "\(kind)")
+        }
+        let batch = Self.refused(
+            reporter, "SELECT sluice.enqueue_many(ARRAY['report.build', 'vault.open'], ARRAY['{}', '{}']::jsonb[])")
+        #expect(batch?.sqlState == "42501")
+        #expect(try roles.cluster.count("SELECT count(*) FROM sluice.jobs") == 1)
+        // The policy reads the same through sluice.may_enqueue, as an operator would ask it.
+        let owner = try roles.cluster.connect()
+        let answers = try owner.query(
+            """
+            SELECT sluice.may_enqueue('reporter', 'report.build', 'default', NULL, 0, NULL, '{}'),
+                   sluice.may_enqueue('service_a', 'report.build', 'default', NULL, 0, NULL, '{}'),
+                   sluice.may_enqueue('sluice_receiver', 'report.build', 'default', NULL, 0, NULL, '{}'),
+                   sluice.may_enqueue('service_a', 'mail.send', 'default', NULL, 0, NULL, '{}')
+            """, context: "policy"
+        ).single()
+        #expect(try (0..<4).map { try answers.decode(Bool.self, at: $0) } == [true, false, false, true])
+    }
+
     @Test("only the role that enqueued a job reads its result")
     func resultsBelongToTheirEnqueuer() throws {
         let roles = try RoleCluster(members: ["service_a": "sluice_enqueuer", "service_b": "sluice_enqueuer"])
