@@ -8,8 +8,8 @@
 --
 -- The file reads top-down: version guard, upgrades, the queue (and who may enqueue what), the operators'
 -- API, the billing tables, reading events and billing.write, the event families, access and usage,
--- analytics, retention, the roles' grants, and the version stamp last, so a run that fails leaves the old
--- version recorded.
+-- analytics, retention, the roles' grants, the upgrade steps that lock sluice.jobs exclusively, and the
+-- version stamp last, so a run that fails leaves the old version recorded.
 --
 -- Everyday operator commands:
 --   SELECT * FROM sluice.queue_stats;                        -- what is waiting, running, dead
@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 23;
+SET LOCAL sluice.schema_version = 24;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -153,32 +153,10 @@ COMMENT ON COLUMN sluice.schema_version.serves_from IS
 
 DO $$
 BEGIN
-    -- Version 21: job payloads are compressed with lz4 (see sluice.jobs below), where the server has it.
-    IF to_regclass('sluice.jobs') IS NOT NULL
-       AND (SELECT a.attcompression FROM pg_attribute a
-            WHERE a.attrelid = to_regclass('sluice.jobs') AND a.attname = 'payload') <> 'l' THEN
-        ALTER TABLE sluice.jobs ALTER COLUMN payload SET COMPRESSION lz4;
-        PERFORM sluice.note_upgrade('sluice.jobs.payload: compressed with lz4');
-    END IF;
-EXCEPTION WHEN feature_not_supported THEN
-    NULL;  -- a server built without lz4 keeps pglz
-END
-$$;
-
-DO $$
-BEGIN
-    -- Version 20: sluice.jobs checks only the queue's invariants; the enqueue functions check their input.
-    IF to_regclass('sluice.jobs') IS NOT NULL
-       AND EXISTS (SELECT 1 FROM pg_constraint
-                   WHERE conrelid = to_regclass('sluice.jobs')
-                     AND conname IN ('jobs_kind_not_empty', 'jobs_queue_not_empty', 'jobs_payload_is_object',
-                                     'jobs_max_attempts_positive')) THEN
-        ALTER TABLE sluice.jobs
-            DROP CONSTRAINT IF EXISTS jobs_kind_not_empty,
-            DROP CONSTRAINT IF EXISTS jobs_queue_not_empty,
-            DROP CONSTRAINT IF EXISTS jobs_payload_is_object,
-            DROP CONSTRAINT IF EXISTS jobs_max_attempts_positive;
-        PERFORM sluice.note_upgrade('sluice.jobs: input checked by the enqueue functions, not per statement by the table');
+    -- Version 24: sluice.member_of_any takes the group it must leave out, compared as a role.
+    IF to_regprocedure('sluice.member_of_any(text, text[])') IS NOT NULL THEN
+        DROP FUNCTION sluice.member_of_any(text, text[]);
+        PERFORM sluice.note_upgrade('sluice.member_of_any takes the group to leave out');
     END IF;
 END
 $$;
@@ -314,19 +292,6 @@ CREATE TABLE IF NOT EXISTS sluice.jobs (
     autovacuum_vacuum_scale_factor = 0.02,
     autovacuum_vacuum_insert_scale_factor = 0.05
 );
--- A payload is compressed when its row passes about 2 kB, as most Stripe events do. pglz, PostgreSQL's
--- default, was a sixth of the database's work for a batch of 3.5 kB events, lz4 a fortieth of it
--- (callgrind), and a row here lives seconds: lz4, where the server is built with it.
-DO $$
-BEGIN
-    IF (SELECT a.attcompression FROM pg_attribute a
-        WHERE a.attrelid = 'sluice.jobs'::regclass AND a.attname = 'payload') <> 'l' THEN
-        ALTER TABLE sluice.jobs ALTER COLUMN payload SET COMPRESSION lz4;
-    END IF;
-EXCEPTION WHEN feature_not_supported THEN
-    NULL;
-END
-$$;
 COMMENT ON TABLE sluice.jobs IS
     'Waiting and running jobs, and nothing else: a job leaves this table when it completes (deleted), '
     'dies (moved to sluice.dead_letters) or is cancelled, so the table stays small however long Sluice runs. '
@@ -499,28 +464,36 @@ CREATE OR REPLACE FUNCTION sluice.is_webhook_job(
     kind text, queue text, unique_key text, priority integer, run_at timestamptz, payload jsonb
 ) RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT kind IN ('stripe.event', 'clerk.event') AND queue = 'webhooks'
-           AND unique_key = (CASE kind WHEN 'stripe.event' THEN 'stripe:' ELSE 'clerk:' END) || (payload ->> 'event_id')
-           AND priority = 0 AND (run_at IS NULL OR run_at <= pg_catalog.now() + interval '1 minute')
+    -- coalesce: a payload without an event_id makes the key comparison NULL, and NULL must not pass a check
+    -- that a caller reads as NOT (...).
+    SELECT coalesce(
+        kind IN ('stripe.event', 'clerk.event') AND queue = 'webhooks'
+        AND unique_key = (CASE kind WHEN 'stripe.event' THEN 'stripe:' ELSE 'clerk:' END) || (payload ->> 'event_id')
+        AND priority = 0 AND (run_at IS NULL OR run_at <= pg_catalog.now() + interval '1 minute'),
+        false)
 $$;
 COMMENT ON FUNCTION sluice.is_webhook_job(text, text, text, integer, timestamptz, jsonb) IS
     'The one shape of job the receiver may add: a verified webhook, under the key its event id gives, in queue '
     'webhooks, now.';
 
-CREATE OR REPLACE FUNCTION sluice.member_of_any(role_name text, group_names text[]) RETURNS boolean
+CREATE OR REPLACE FUNCTION sluice.member_of_any(role_name text, group_names text[], except_group text)
+RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     group_name text;
 BEGIN
+    -- Compared as roles, not as names: 'SLUICE_RECEIVER' and '"sluice_receiver"' name the same role.
     FOREACH group_name IN ARRAY coalesce(group_names, '{}') LOOP
-        IF sluice.member_of(role_name, group_name) THEN
+        IF to_regrole(group_name) IS DISTINCT FROM to_regrole(except_group)
+           AND sluice.member_of(role_name, group_name) THEN
             RETURN true;
         END IF;
     END LOOP;
     RETURN false;
 END
 $$;
-COMMENT ON FUNCTION sluice.member_of_any(text, text[]) IS 'Whether a role belongs to any of the group roles (false for none).';
+COMMENT ON FUNCTION sluice.member_of_any(text, text[], text) IS
+    'Whether a role belongs to any of the group roles other than except_group (false for none).';
 
 -- The policy, with the kind's row of sluice.kind_rules passed in: no subquery and no FROM, so PostgreSQL
 -- inlines it into the statement that calls it. sluice.may_enqueue held the lookup as subqueries, which
@@ -542,8 +515,7 @@ LANGUAGE sql STABLE AS $$
               OR NOT (unique_key LIKE 'stripe:%' OR unique_key LIKE 'clerk:%' OR unique_key LIKE 'periodic:%'))
          AND priority BETWEEN -100 AND 100
          AND CASE
-                 WHEN kind_has_rule THEN
-                     sluice.member_of_any(caller, pg_catalog.array_remove(rule_roles, 'sluice_receiver'))
+                 WHEN kind_has_rule THEN sluice.member_of_any(caller, rule_roles, 'sluice_receiver')
                  ELSE sluice.member_of(caller, 'sluice_enqueuer') OR sluice.member_of(caller, 'sluice_billing')
              END)
 $$;
@@ -555,10 +527,10 @@ CREATE OR REPLACE FUNCTION sluice.may_enqueue(
     caller text, kind text, queue text, unique_key text, priority integer, run_at timestamptz, payload jsonb
 ) RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    SELECT sluice.may_enqueue_under_rule(
+    SELECT coalesce(sluice.may_enqueue_under_rule(
         caller, kind, queue, unique_key, priority, run_at, payload,
         EXISTS (SELECT 1 FROM sluice.kind_rules r WHERE r.kind = may_enqueue.kind),
-        (SELECT r.roles FROM sluice.kind_rules r WHERE r.kind = may_enqueue.kind))
+        (SELECT r.roles FROM sluice.kind_rules r WHERE r.kind = may_enqueue.kind)), false)
 $$;
 COMMENT ON FUNCTION sluice.may_enqueue(text, text, text, text, integer, timestamptz, jsonb) IS
     'Whether a (non-owner) role may add this job: the receiver''s one shape, or for everyone else a kind their '
@@ -577,12 +549,14 @@ BEGIN
         RETURN;
     END IF;
     SELECT j.kind, coalesce(j.queue, 'default') AS queue, j.key, coalesce(j.priority, 0) AS priority INTO refused
-    FROM unnest(kinds, queues, unique_keys, priorities, run_ats, payloads)
-        AS j(kind, queue, key, priority, run_at, payload)
+    FROM unnest(kinds, queues, unique_keys, priorities, run_ats, payloads) WITH ORDINALITY
+        AS j(kind, queue, key, priority, run_at, payload, position)
     LEFT JOIN sluice.kind_rules r ON r.kind = j.kind
     -- The policy inlined into this statement, which this function keeps planned (sluice.may_enqueue_under_rule).
-    WHERE NOT sluice.may_enqueue_under_rule(caller, j.kind, coalesce(j.queue, 'default'), j.key,
-                                            coalesce(j.priority, 0), j.run_at, j.payload, r.kind IS NOT NULL, r.roles)
+    -- IS NOT TRUE: a policy that cannot decide (NULL) refuses.
+    WHERE sluice.may_enqueue_under_rule(caller, j.kind, coalesce(j.queue, 'default'), j.key, coalesce(j.priority, 0),
+                                        j.run_at, j.payload, r.kind IS NOT NULL, r.roles) IS NOT TRUE
+    ORDER BY j.position
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'sluice: role % may not enqueue kind % in queue % (unique key %, priority %)',
@@ -791,6 +765,14 @@ BEGIN
     IF n = 0 THEN
         RETURN;
     END IF;
+    IF EXISTS (SELECT 1 FROM unnest(kinds, payloads, queues, enqueue_many.max_attempts)
+                   AS j(kind, payload, queue, max_attempts)
+               WHERE j.payload IS NULL OR jsonb_typeof(j.payload) <> 'object' OR j.kind IS NULL OR j.kind = ''
+                  OR j.queue = '' OR j.max_attempts < 1) THEN
+        RAISE EXCEPTION 'sluice.enqueue_many: every kind and queue must be a non-empty text, every payload a JSON '
+                        'object, every max_attempts at least 1'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF session_user <> current_user THEN
         PERFORM sluice.authorize_enqueue(kinds, queues, unique_keys, priorities, run_ats, payloads);
     END IF;
@@ -805,15 +787,6 @@ BEGIN
                 coalesce(job.priority, 0), coalesce(job.run_at, now()), job.max_attempts, job.unique_key, notify);
         END LOOP;
         RETURN;
-    END IF;
-
-    IF EXISTS (SELECT 1 FROM unnest(kinds, payloads, queues, enqueue_many.max_attempts)
-                   AS j(kind, payload, queue, max_attempts)
-               WHERE j.payload IS NULL OR jsonb_typeof(j.payload) <> 'object' OR j.kind IS NULL OR j.kind = ''
-                  OR j.queue = '' OR j.max_attempts < 1) THEN
-        RAISE EXCEPTION 'sluice.enqueue_many: every kind and queue must be a non-empty text, every payload a JSON '
-                        'object, every max_attempts at least 1'
-            USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
     -- unnest() walks the arrays once (subscripting a jsonb[] by position would rescan it per element)
@@ -3519,6 +3492,50 @@ COMMENT ON FUNCTION sluice.grant_roles() IS
     'the roles it found. schema.sql calls it on every run; deploy/roles.sql calls it after creating the roles.';
 
 DO $$ BEGIN PERFORM sluice.grant_roles(); END $$;
+
+-- ---------------------------------------------------------------------------------------------------
+-- Late upgrade steps: the ones that lock sluice.jobs against readers too (ACCESS EXCLUSIVE). Everything
+-- this file does commits together, so a lock taken here is held only for the moment until that commit,
+-- not while the rest of the file runs.
+-- ---------------------------------------------------------------------------------------------------
+
+DO $$
+BEGIN
+    -- Version 20: sluice.jobs checks only the queue's invariants; the enqueue functions check their input.
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = 'sluice.jobs'::regclass
+                 AND conname IN ('jobs_kind_not_empty', 'jobs_queue_not_empty', 'jobs_payload_is_object',
+                                 'jobs_max_attempts_positive')) THEN
+        ALTER TABLE sluice.jobs
+            DROP CONSTRAINT IF EXISTS jobs_kind_not_empty,
+            DROP CONSTRAINT IF EXISTS jobs_queue_not_empty,
+            DROP CONSTRAINT IF EXISTS jobs_payload_is_object,
+            DROP CONSTRAINT IF EXISTS jobs_max_attempts_positive;
+        PERFORM sluice.note_upgrade('sluice.jobs: input checked by the enqueue functions, not per statement by the table');
+    END IF;
+END
+$$;
+
+-- A payload is compressed when its row passes about 2 kB, as most Stripe events do. pglz, PostgreSQL's
+-- default, was a sixth of the database's work for a batch of 3.5 kB events, lz4 a fortieth of it
+-- (callgrind), and a row here lives seconds: lz4, where the server is built with it (Debian's is). A
+-- dump of such a database restores only into a server with lz4, or with pg_restore --no-toast-compression.
+DO $$
+BEGIN
+    -- Asked of the settings, not by trying: a failed ALTER would still have waited for its lock.
+    IF NOT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        RETURN;
+    END IF;
+    IF (SELECT a.attcompression FROM pg_attribute a
+        WHERE a.attrelid = 'sluice.jobs'::regclass AND a.attname = 'payload') <> 'l' THEN
+        ALTER TABLE sluice.jobs ALTER COLUMN payload SET COMPRESSION lz4;
+        -- Version 21. A fresh install has no version recorded yet: nothing was upgraded.
+        IF EXISTS (SELECT 1 FROM sluice.schema_version) THEN
+            PERFORM sluice.note_upgrade('sluice.jobs.payload: compressed with lz4');
+        END IF;
+    END IF;
+END
+$$;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Version stamp: last, so a run that fails leaves the old version recorded.

@@ -112,9 +112,18 @@ enum WebhookIngest {
         figures.p99Milliseconds.append(report.p99)
         figures.requests += report.requests
         figures.errors += report.errors
-        figures.jobs += try connection.query(
-            "SELECT count(*) FROM sluice.jobs WHERE kind = 'stripe.event'", context: "counting webhook jobs"
-        ).single().decode(Int.self, at: 0)
+        let counts = try connection.query(
+            """
+            SELECT count(*), count(*) FILTER (WHERE enqueued_by IS DISTINCT FROM 'sluice_receiver')
+            FROM sluice.jobs WHERE kind = 'stripe.event'
+            """, context: "counting webhook jobs"
+        ).single()
+        figures.jobs += try counts.decode(Int.self, at: 0)
+        // A user given in DATABASE_URL's query string wins over url(as:): the figure must be the deployed role's.
+        guard try counts.decode(Int.self, at: 1) == 0 else {
+            throw BenchFailure(
+                "the receiver did not connect as sluice_receiver; give DATABASE_URL without a user option")
+        }
         if report.requests > settings.webhookEvents {
             FileHandle.standardError.write(
                 Data(

@@ -54,6 +54,11 @@ struct QueueEnqueueTests {
             SELECT * FROM sluice.enqueue_many(ARRAY['k', $1], ARRAY['{}', $2]::jsonb[], ARRAY['default', $3],
                                               max_attempts => ARRAY[NULL, $4::integer])
             """,
+            // With a unique key, enqueue_many takes the protocol of sluice.enqueue, job by job.
+            """
+            SELECT * FROM sluice.enqueue_many(ARRAY['k', $1], ARRAY['{}', $2]::jsonb[], ARRAY['default', $3],
+                                              max_attempts => ARRAY[NULL, $4::integer], unique_keys => ARRAY[NULL, 'u2'])
+            """,
             """
             SELECT * FROM sluice.enqueue_unique(ARRAY['k', $1], ARRAY['{}', $2]::jsonb[], ARRAY['u1', 'u2'],
                                                 ARRAY['default', $3], max_attempts => ARRAY[NULL, $4::integer])

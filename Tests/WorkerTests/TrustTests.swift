@@ -60,8 +60,7 @@ struct TrustTests {
             let error = Self.refused(receiver, Self.uniqueEnqueue, [kind, payload, key, queue])
             #expect(error?.sqlState == "42501", "\(kind) \(key) \(queue): \(String(describing: error))")
         }
-        // A batch of webhooks takes a shortcut through authorization: one job outside the shape, anywhere
-        // in the batch, still refuses the whole batch.
+        // One job outside the shape, anywhere in a batch, refuses the whole batch.
         let webhook = #"{"event_id": "evt_3", "body": "{}"}"#
         for (kinds, keys) in [
             (["stripe.event", "sluice.noop"], ["stripe:evt_3", "x"]),
@@ -76,8 +75,38 @@ struct TrustTests {
                 """, [kinds, webhook, keys])
             #expect(error?.sqlState == "42501", "\(kinds) \(keys): \(String(describing: error))")
         }
+        // Without an event id the key cannot be checked against it, so the receiver may not choose the key:
+        // otherwise it could hold a periodic job's key, or another service's, and that work would never run.
+        for payload in [#"{"body": "{}"}"#, #"{"event_id": null, "body": "{}"}"#] {
+            for key in ["periodic:stripe.reconcile:1767225600", "stripe:evt_9", "report:1"] {
+                let error = Self.refused(receiver, Self.uniqueEnqueue, ["stripe.event", payload, key, "webhooks"])
+                #expect(error?.sqlState == "42501", "\(payload) \(key): \(String(describing: error))")
+            }
+        }
         #expect(Self.refused(receiver, Self.uniqueEnqueue, ["stripe.event", event, "stripe:evt_1", "webhooks"]) == nil)
         #expect(try roles.cluster.count("SELECT count(*) FROM sluice.jobs") == 1)
+    }
+
+    @Test("no role of deploy/roles.sql, and not PUBLIC, may write sluice.jobs or run the unique-key protocol")
+    func onlyTheOwnerWritesTheQueue() throws {
+        // The enqueue functions, not the table, check a job's kind, queue, payload and attempts (schema 20):
+        // that holds only while nobody but the owner can write the table or skip to the protocol.
+        let roles = try RoleCluster(members: ["service_a": "sluice_enqueuer"])
+        let grants = try roles.cluster.connect().query(
+            """
+            SELECT r, has_table_privilege(r, 'sluice.jobs', 'INSERT, UPDATE, DELETE, TRUNCATE'),
+                   has_table_privilege(r, 'sluice.unique_keys', 'INSERT, UPDATE, DELETE, TRUNCATE'),
+                   has_function_privilege(r, 'sluice.insert_unique_jobs(text[], jsonb[], text[], text[], integer[], timestamptz[], integer[])', 'EXECUTE')
+            FROM unnest(ARRAY['public', 'sluice_receiver', 'sluice_api', 'sluice_enqueuer', 'sluice_billing',
+                              'sluice_operator', 'service_a']) AS r
+            """, context: "privileges")
+        #expect(grants.count == 7)
+        for row in grants {
+            let role = try row.decode(String.self, at: 0)
+            for column in 1...3 {
+                #expect(try row.decode(Bool.self, at: column) == false, "\(role), check \(column)")
+            }
+        }
     }
 
     @Test(
@@ -127,7 +156,7 @@ struct TrustTests {
                 CREATE ROLE reporters;
                 GRANT reporters TO reporter;
                 INSERT INTO sluice.kind_rules (kind, roles) VALUES
-                    ('report.build', ARRAY['reporters', 'sluice_receiver']),
+                    ('report.build', ARRAY['reporters', 'sluice_receiver', 'SLUICE_RECEIVER', '"sluice_receiver"']),
                     ('vault.open', '{}'),
                     ('ghost.kind', ARRAY['no_such_role']);
                 """, context: "rules")
@@ -136,7 +165,7 @@ struct TrustTests {
         let receiver = try roles.connect(as: "sluice_receiver")
         #expect(Self.refused(reporter, "SELECT sluice.enqueue('report.build', '{}')") == nil)
         #expect(Self.refused(service, "SELECT sluice.enqueue('report.build', '{}')")?.sqlState == "42501")
-        // Listing sluice_receiver among a kind's roles does not let the receiver add it.
+        // Listing sluice_receiver among a kind's roles, under any spelling, does not let the receiver add it.
         let fromReceiver = Self.refused(receiver, Self.uniqueEnqueue, ["report.build", "{}", "report:1", "default"])
         #expect(fromReceiver?.sqlState == "42501")
         for kind in ["vault.open", "ghost.kind"] {
@@ -157,6 +186,24 @@ struct TrustTests {
             """, context: "policy"
         ).single()
         #expect(try (0..<4).map { try answers.decode(Bool.self, at: $0) } == [true, false, false, true])
+
+        // The policy is inlined into authorize_enqueue's statement, where it stays planned: a policy that
+        // runs as a function of its own is planned again by every statement (1.7 million instructions a job).
+        try owner.run(script: "ALTER ROLE reporter SET track_functions = 'all'", context: "tracking")
+        let tracked = try roles.connect(as: "reporter")
+        try tracked.run(script: "BEGIN", context: "begin")
+        try tracked.query("SELECT sluice.enqueue('report.build', '{}')", context: "enqueue")
+        let calls = try tracked.query(
+            """
+            SELECT coalesce(sum(calls) FILTER (WHERE funcname = 'authorize_enqueue'), 0)::integer,
+                   coalesce(sum(calls) FILTER (WHERE funcname IN ('may_enqueue_under_rule', 'may_enqueue',
+                                                                  'is_webhook_job', 'member_of')), 0)::integer
+            FROM pg_stat_xact_user_functions WHERE schemaname = 'sluice'
+            """, context: "function calls"
+        ).single()
+        try tracked.run(script: "ROLLBACK", context: "rollback")
+        #expect(try calls.decode(Int.self, at: 0) == 1)
+        #expect(try calls.decode(Int.self, at: 1) == 0)
     }
 
     @Test("only the role that enqueued a job reads its result")
