@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 24;
+SET LOCAL sluice.schema_version = 25;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -150,6 +150,26 @@ END
 $$;
 COMMENT ON COLUMN sluice.schema_version.serves_from IS
     'The oldest schema version whose release still works against this one (NULL: only this version).';
+
+DO $$
+BEGIN
+    -- The late upgrade steps at the end of this file lock sluice.jobs exclusively. Take that lock now, before
+    -- any statement here takes a weaker one (CREATE INDEX IF NOT EXISTS takes SHARE even when the index
+    -- exists): raising a lock held until the commit could deadlock with a transaction queued behind it.
+    IF to_regclass('sluice.jobs') IS NOT NULL
+       AND (EXISTS (SELECT 1 FROM pg_constraint
+                    WHERE conrelid = to_regclass('sluice.jobs')
+                      AND conname IN ('jobs_kind_not_empty', 'jobs_queue_not_empty', 'jobs_payload_is_object',
+                                      'jobs_max_attempts_positive'))
+            OR (EXISTS (SELECT 1 FROM pg_settings
+                        WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals))
+                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                WHERE a.attrelid = to_regclass('sluice.jobs') AND a.attname = 'payload'
+                                  AND a.attcompression::text = 'l'))) THEN
+        LOCK TABLE sluice.jobs IN ACCESS EXCLUSIVE MODE;
+    END IF;
+END
+$$;
 
 DO $$
 BEGIN
@@ -422,7 +442,8 @@ CREATE TABLE IF NOT EXISTS sluice.kind_rules (
     roles text[] NOT NULL DEFAULT '{}'
 );
 COMMENT ON TABLE sluice.kind_rules IS
-    'Kinds that not every enqueuer may add, and the roles that may (empty: the schema owner only). A kind not '
+    'Kinds that not every enqueuer may add, and the roles that may, named exactly as in pg_roles (empty: the '
+    'schema owner only; a name that is no role admits nobody). A kind not '
     'listed is ordinary: members of sluice_enqueuer or sluice_billing may add it. sluice_receiver adds only '
     'stripe.event and clerk.event, in queue webhooks, under the key stripe:<event id> or clerk:<svix-id>.';
 INSERT INTO sluice.kind_rules (kind, roles) VALUES
@@ -480,12 +501,15 @@ CREATE OR REPLACE FUNCTION sluice.member_of_any(role_name text, group_names text
 RETURNS boolean
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    group_name text;
+    excluded oid := (SELECT r.oid FROM pg_roles r WHERE r.rolname = except_group);
+    group_oid oid;
 BEGIN
-    -- Compared as roles, not as names: 'SLUICE_RECEIVER' and '"sluice_receiver"' name the same role.
-    FOREACH group_name IN ARRAY coalesce(group_names, '{}') LOOP
-        IF to_regrole(group_name) IS DISTINCT FROM to_regrole(except_group)
-           AND sluice.member_of(role_name, group_name) THEN
+    -- Names as stored, matched exactly (no case folding or quoting, as to_regrole would apply, and no error
+    -- for a name that is not a valid identifier): a name that is no role admits nobody.
+    FOR group_oid IN
+        SELECT r.oid FROM pg_roles r WHERE r.rolname = ANY (group_names) AND r.oid IS DISTINCT FROM excluded
+    LOOP
+        IF pg_has_role(role_name::name, group_oid, 'MEMBER') THEN
             RETURN true;
         END IF;
     END LOOP;
@@ -493,7 +517,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION sluice.member_of_any(text, text[], text) IS
-    'Whether a role belongs to any of the group roles other than except_group (false for none).';
+    'Whether a role belongs to any of the group roles named exactly in group_names, other than except_group '
+    '(false for none).';
 
 -- The policy, with the kind's row of sluice.kind_rules passed in: no subquery and no FROM, so PostgreSQL
 -- inlines it into the statement that calls it. sluice.may_enqueue held the lookup as subqueries, which
@@ -3494,9 +3519,9 @@ COMMENT ON FUNCTION sluice.grant_roles() IS
 DO $$ BEGIN PERFORM sluice.grant_roles(); END $$;
 
 -- ---------------------------------------------------------------------------------------------------
--- Late upgrade steps: the ones that lock sluice.jobs against readers too (ACCESS EXCLUSIVE). Everything
--- this file does commits together, so a lock taken here is held only for the moment until that commit,
--- not while the rest of the file runs.
+-- Late upgrade steps: the ones that lock sluice.jobs against readers too (ACCESS EXCLUSIVE). The lock is
+-- taken at the top of the file when one of them will act (see there); they sit here beside the table's
+-- other late settings.
 -- ---------------------------------------------------------------------------------------------------
 
 DO $$
