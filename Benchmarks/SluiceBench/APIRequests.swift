@@ -26,10 +26,7 @@ enum APIRequests {
         let folder = NSTemporaryDirectory() + "sluice-api-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
-        try connection.run(
-            script: try String(
-                contentsOf: WebhookIngest.repositoryRoot.appendingPathComponent("deploy/roles.sql"), encoding: .utf8),
-            context: "applying deploy/roles.sql")
+        try database.createRoles(on: connection)
         if try connection.query("SELECT count(*) FROM billing.users", context: "counting users").single()
             .decode(Int.self, at: 0) == 0
         {

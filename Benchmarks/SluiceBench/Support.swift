@@ -33,6 +33,15 @@ struct BenchDatabase: Sendable {
             context: "creating the ceiling table")
     }
 
+    /// Creates the roles of deploy/roles.sql (again, harmlessly) and grants them what they may do, as a
+    /// deployment does before its processes connect with ``url(as:)``.
+    func createRoles(on connection: PostgresConnection) throws {
+        try connection.run(
+            script: try String(
+                contentsOf: WebhookIngest.repositoryRoot.appendingPathComponent("deploy/roles.sql"), encoding: .utf8),
+            context: "applying deploy/roles.sql")
+    }
+
     /// The database's URL for a login role of deploy/roles.sql, as a deployed process connects: the
     /// throwaway cluster trusts local connections, so no password.
     func url(as role: String) -> String {

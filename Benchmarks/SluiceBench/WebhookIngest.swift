@@ -44,9 +44,7 @@ enum WebhookIngest {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: folder) }
         // The receiver connects as deployed, as sluice_receiver, so the figure includes authorizing its batches.
-        try connection.run(
-            script: try String(contentsOf: repositoryRoot.appendingPathComponent("deploy/roles.sql"), encoding: .utf8),
-            context: "applying deploy/roles.sql")
+        try database.createRoles(on: connection)
         let (prefix, suffix) = try eventTemplate()
         var figures = Figures(bodyBytes: prefix.utf8.count + suffix.utf8.count + 20)
         for round in 0..<settings.webhookRounds {
