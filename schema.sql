@@ -8,8 +8,8 @@
 --
 -- The file reads top-down: version guard, upgrades, the queue (and who may enqueue what), the operators'
 -- API, the billing tables, reading events and billing.write, the event families, access and usage,
--- analytics, retention, the roles' grants, the upgrade steps that lock sluice.jobs exclusively, and the
--- version stamp last, so a run that fails leaves the old version recorded.
+-- analytics, retention, the roles' grants, and the version stamp last, so a run that fails leaves the old
+-- version recorded.
 --
 -- Everyday operator commands:
 --   SELECT * FROM sluice.queue_stats;                        -- what is waiting, running, dead
@@ -32,7 +32,7 @@ SET LOCAL client_min_messages = warning;
 -- otherwise). serves_from is the oldest version whose Sluice release still works against this schema:
 -- changes are additive first and removals a release later, so it stays below the version until a
 -- release removes something an older one uses.
-SET LOCAL sluice.schema_version = 25;
+SET LOCAL sluice.schema_version = 26;
 SET LOCAL sluice.serves_from = 2;
 
 -- One key for every run of this file, so concurrent migrations queue up behind each other.
@@ -153,27 +153,7 @@ COMMENT ON COLUMN sluice.schema_version.serves_from IS
 
 DO $$
 BEGIN
-    -- The late upgrade steps at the end of this file lock sluice.jobs exclusively. Take that lock now, before
-    -- any statement here takes a weaker one (CREATE INDEX IF NOT EXISTS takes SHARE even when the index
-    -- exists): raising a lock held until the commit could deadlock with a transaction queued behind it.
-    IF to_regclass('sluice.jobs') IS NOT NULL
-       AND (EXISTS (SELECT 1 FROM pg_constraint
-                    WHERE conrelid = to_regclass('sluice.jobs')
-                      AND conname IN ('jobs_kind_not_empty', 'jobs_queue_not_empty', 'jobs_payload_is_object',
-                                      'jobs_max_attempts_positive'))
-            OR (EXISTS (SELECT 1 FROM pg_settings
-                        WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals))
-                AND NOT EXISTS (SELECT 1 FROM pg_attribute a
-                                WHERE a.attrelid = to_regclass('sluice.jobs') AND a.attname = 'payload'
-                                  AND a.attcompression::text = 'l'))) THEN
-        LOCK TABLE sluice.jobs IN ACCESS EXCLUSIVE MODE;
-    END IF;
-END
-$$;
-
-DO $$
-BEGIN
-    -- Version 24: sluice.member_of_any takes the group it must leave out, compared as a role.
+    -- Version 24: sluice.member_of_any takes the group it must leave out.
     IF to_regprocedure('sluice.member_of_any(text, text[])') IS NOT NULL THEN
         DROP FUNCTION sluice.member_of_any(text, text[]);
         PERFORM sluice.note_upgrade('sluice.member_of_any takes the group to leave out');
@@ -312,6 +292,40 @@ CREATE TABLE IF NOT EXISTS sluice.jobs (
     autovacuum_vacuum_scale_factor = 0.02,
     autovacuum_vacuum_insert_scale_factor = 0.05
 );
+-- The table's own upgrade steps, here before any statement below takes a weaker lock on it (COMMENT and
+-- CREATE INDEX IF NOT EXISTS take theirs even when nothing changes): an ALTER raising a lock held until the
+-- commit could deadlock with a transaction queued behind it.
+DO $$
+BEGIN
+    -- Version 20: only the queue's invariants are checked by the table; the enqueue functions check input.
+    IF EXISTS (SELECT 1 FROM pg_constraint
+               WHERE conrelid = 'sluice.jobs'::regclass
+                 AND conname IN ('jobs_kind_not_empty', 'jobs_queue_not_empty', 'jobs_payload_is_object',
+                                 'jobs_max_attempts_positive')) THEN
+        ALTER TABLE sluice.jobs
+            DROP CONSTRAINT IF EXISTS jobs_kind_not_empty,
+            DROP CONSTRAINT IF EXISTS jobs_queue_not_empty,
+            DROP CONSTRAINT IF EXISTS jobs_payload_is_object,
+            DROP CONSTRAINT IF EXISTS jobs_max_attempts_positive;
+        PERFORM sluice.note_upgrade('sluice.jobs: input checked by the enqueue functions, not per statement by the table');
+    END IF;
+    -- Version 21: a payload is compressed when its row passes about 2 kB, as most Stripe events do. pglz,
+    -- PostgreSQL's default, was a sixth of the database's work for a batch of 3.5 kB events, lz4 a fortieth
+    -- of it (callgrind), and a row here lives seconds: lz4, where the server is built with it (Debian's is;
+    -- asked of the settings, not by trying). A dump of such a database restores only into a server with
+    -- lz4, or with pg_restore --no-toast-compression.
+    IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
+        IF (SELECT a.attcompression FROM pg_attribute a
+            WHERE a.attrelid = 'sluice.jobs'::regclass AND a.attname = 'payload') <> 'l' THEN
+            ALTER TABLE sluice.jobs ALTER COLUMN payload SET COMPRESSION lz4;
+            -- A fresh install has no version recorded yet: nothing was upgraded.
+            IF EXISTS (SELECT 1 FROM sluice.schema_version) THEN
+                PERFORM sluice.note_upgrade('sluice.jobs.payload: compressed with lz4');
+            END IF;
+        END IF;
+    END IF;
+END
+$$;
 COMMENT ON TABLE sluice.jobs IS
     'Waiting and running jobs, and nothing else: a job leaves this table when it completes (deleted), '
     'dies (moved to sluice.dead_letters) or is cancelled, so the table stays small however long Sluice runs. '
@@ -485,8 +499,8 @@ CREATE OR REPLACE FUNCTION sluice.is_webhook_job(
     kind text, queue text, unique_key text, priority integer, run_at timestamptz, payload jsonb
 ) RETURNS boolean
 LANGUAGE sql STABLE AS $$
-    -- coalesce: a payload without an event_id makes the key comparison NULL, and NULL must not pass a check
-    -- that a caller reads as NOT (...).
+    -- coalesce: a payload without an event_id makes the key comparison NULL, and the policy must answer
+    -- true or false.
     SELECT coalesce(
         kind IN ('stripe.event', 'clerk.event') AND queue = 'webhooks'
         AND unique_key = (CASE kind WHEN 'stripe.event' THEN 'stripe:' ELSE 'clerk:' END) || (payload ->> 'event_id')
@@ -3517,50 +3531,6 @@ COMMENT ON FUNCTION sluice.grant_roles() IS
     'the roles it found. schema.sql calls it on every run; deploy/roles.sql calls it after creating the roles.';
 
 DO $$ BEGIN PERFORM sluice.grant_roles(); END $$;
-
--- ---------------------------------------------------------------------------------------------------
--- Late upgrade steps: the ones that lock sluice.jobs against readers too (ACCESS EXCLUSIVE). The lock is
--- taken at the top of the file when one of them will act (see there); they sit here beside the table's
--- other late settings.
--- ---------------------------------------------------------------------------------------------------
-
-DO $$
-BEGIN
-    -- Version 20: sluice.jobs checks only the queue's invariants; the enqueue functions check their input.
-    IF EXISTS (SELECT 1 FROM pg_constraint
-               WHERE conrelid = 'sluice.jobs'::regclass
-                 AND conname IN ('jobs_kind_not_empty', 'jobs_queue_not_empty', 'jobs_payload_is_object',
-                                 'jobs_max_attempts_positive')) THEN
-        ALTER TABLE sluice.jobs
-            DROP CONSTRAINT IF EXISTS jobs_kind_not_empty,
-            DROP CONSTRAINT IF EXISTS jobs_queue_not_empty,
-            DROP CONSTRAINT IF EXISTS jobs_payload_is_object,
-            DROP CONSTRAINT IF EXISTS jobs_max_attempts_positive;
-        PERFORM sluice.note_upgrade('sluice.jobs: input checked by the enqueue functions, not per statement by the table');
-    END IF;
-END
-$$;
-
--- A payload is compressed when its row passes about 2 kB, as most Stripe events do. pglz, PostgreSQL's
--- default, was a sixth of the database's work for a batch of 3.5 kB events, lz4 a fortieth of it
--- (callgrind), and a row here lives seconds: lz4, where the server is built with it (Debian's is). A
--- dump of such a database restores only into a server with lz4, or with pg_restore --no-toast-compression.
-DO $$
-BEGIN
-    -- Asked of the settings, not by trying: a failed ALTER would still have waited for its lock.
-    IF NOT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals)) THEN
-        RETURN;
-    END IF;
-    IF (SELECT a.attcompression FROM pg_attribute a
-        WHERE a.attrelid = 'sluice.jobs'::regclass AND a.attname = 'payload') <> 'l' THEN
-        ALTER TABLE sluice.jobs ALTER COLUMN payload SET COMPRESSION lz4;
-        -- Version 21. A fresh install has no version recorded yet: nothing was upgraded.
-        IF EXISTS (SELECT 1 FROM sluice.schema_version) THEN
-            PERFORM sluice.note_upgrade('sluice.jobs.payload: compressed with lz4');
-        END IF;
-    END IF;
-END
-$$;
 
 -- ---------------------------------------------------------------------------------------------------
 -- Version stamp: last, so a run that fails leaves the old version recorded.
