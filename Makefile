@@ -30,7 +30,7 @@ test: deps
 	scripts/verify-unit.sh
 	scripts/postgres.sh run $(SWIFT) test --skip-build
 
-# make bench runs every part; make bench BENCH=webhooks (or queue, pool) runs some.
+# make bench runs every part; make bench BENCH=webhooks (or queue, pool, depth, ...) runs some.
 bench: deps
 	SLUICE_NEEDS_WRK=1 scripts/install-deps.sh
 	$(SWIFT) build -c release --product SluiceBench

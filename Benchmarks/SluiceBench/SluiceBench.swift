@@ -14,6 +14,12 @@ import TestKit
 struct SluiceBench {
     static func main() throws {
         let settings = Settings(ProcessInfo.processInfo.environment)
+        let unknown = settings.sections.subtracting(Settings.allSections)
+        guard unknown.isEmpty else {
+            throw BenchFailure(
+                "no benchmark part named \(unknown.sorted().joined(separator: ", ")); "
+                    + "choose from \(Settings.allSections.sorted().joined(separator: ", "))")
+        }
         let database = try BenchDatabase(adminURL: settings.databaseURL)
         defer { database.drop() }
         let setup = try database.connect()
@@ -28,6 +34,9 @@ struct SluiceBench {
         if settings.sections.contains("pool") {
             try poolFigures(
                 settings: settings, database: database, setup: setup, report: report, queue: queue, binary: binary)
+        }
+        if settings.sections.contains("depth") {
+            try depthFigures(settings: settings, database: database, setup: setup, report: report, binary: binary)
         }
         if settings.sections.contains("usage") {
             try UsageRecording.seed(on: setup)
@@ -278,8 +287,19 @@ struct SluiceBench {
             "  the same", pool, ceiling: leasedPool,
             note: "plain SQL on sluice.jobs: lease 50 (UPDATE), then DELETE them, 10 clients")
         report.value("peak RSS of sluice work during the burn-down", "\(peakRSS / 1024) MiB")
-        // Each round is a fresh worker at 1,000 waiting, then at the large depth: rounds repeat the pair
-        // rather than the order, since draining the large depth back to 1,000 would take longer than both.
+        try reset(setup)
+        let starts = try PoolRun.enqueueToStart(
+            binary: binary, databaseURL: database.url, samples: settings.latencySamples, on: setup)
+        report.latency("enqueue to start, sluice work idle", starts)
+    }
+
+    /// The same running `sluice work` kept at about 1,000 waiting jobs, then at the large depth.
+    ///
+    /// Each round is a fresh worker at 1,000 waiting, then at the large depth: rounds repeat the pair rather
+    /// than the order, since draining the large depth back to 1,000 would take longer than both.
+    static func depthFigures(
+        settings: Settings, database: BenchDatabase, setup: PostgresConnection, report: Report, binary: String
+    ) throws {
         var shallow: [Double] = []
         var deep: [Double] = []
         for _ in 0..<settings.depthRounds {
@@ -295,10 +315,6 @@ struct SluiceBench {
             "sluice work running, about 1,000 jobs waiting", shallow, ceiling: deep,
             note: "the same worker kept at about \(settings.depthJobs.formatted()) waiting (flat: 0.8x to 1.2x)",
             ceilingUnit: "jobs/s")
-        try reset(setup)
-        let starts = try PoolRun.enqueueToStart(
-            binary: binary, databaseURL: database.url, samples: settings.latencySamples, on: setup)
-        report.latency("enqueue to start, sluice work idle", starts)
     }
 
     static func reset(_ connection: PostgresConnection) throws {
@@ -470,9 +486,11 @@ struct Settings {
     var xminJobs: Int
     var xminSeconds: Int
     var xminRounds: Int
-    /// Which parts to run: `queue`, `pool`, `usage`, `prune`, `webhooks`, `api`, `outbound`, `xmin` (the
-    /// program's arguments; all when none is given).
+    /// Which parts to run: the program's arguments, or all of them when none is given.
     var sections: Set<String>
+    static let allSections: Set<String> = [
+        "queue", "pool", "depth", "usage", "prune", "webhooks", "api", "outbound", "xmin",
+    ]
 
     init(_ environment: [String: String]) {
         func number(_ name: String, _ fallback: Int) -> Int {
@@ -490,7 +508,7 @@ struct Settings {
         poolJobs = number("SLUICE_BENCH_POOL_JOBS", 100_000)
         poolRounds = number("SLUICE_BENCH_POOL_ROUNDS", 5)
         depthJobs = number("SLUICE_BENCH_DEPTH_JOBS", 1_000_000)
-        depthRounds = max(1, number("SLUICE_BENCH_DEPTH_ROUNDS", 3))
+        depthRounds = max(1, number("SLUICE_BENCH_DEPTH_ROUNDS", 5))
         webhookEvents = number("SLUICE_BENCH_WEBHOOK_EVENTS", 250_000)
         usageCalls = number("SLUICE_BENCH_USAGE_CALLS", 50_000)
         webhookConnections = number("SLUICE_BENCH_WEBHOOK_CONNECTIONS", 50)
@@ -505,6 +523,6 @@ struct Settings {
         xminSeconds = number("SLUICE_BENCH_XMIN_SECONDS", 30)
         xminRounds = number("SLUICE_BENCH_XMIN_ROUNDS", 3)
         let chosen = Set(CommandLine.arguments.dropFirst())
-        sections = chosen.isEmpty ? ["queue", "pool", "usage", "prune", "webhooks", "api", "outbound", "xmin"] : chosen
+        sections = chosen.isEmpty ? Self.allSections : chosen
     }
 }
