@@ -13,13 +13,7 @@ import TestKit
 @main
 struct SluiceBench {
     static func main() throws {
-        let settings = Settings(ProcessInfo.processInfo.environment)
-        let unknown = settings.sections.subtracting(Settings.allSections)
-        guard unknown.isEmpty else {
-            throw BenchFailure(
-                "no benchmark part named \(unknown.sorted().joined(separator: ", ")); "
-                    + "choose from \(Settings.allSections.sorted().joined(separator: ", "))")
-        }
+        let settings = try Settings(ProcessInfo.processInfo.environment)
         let database = try BenchDatabase(adminURL: settings.databaseURL)
         defer { database.drop() }
         let setup = try database.connect()
@@ -492,7 +486,9 @@ struct Settings {
         "queue", "pool", "depth", "usage", "prune", "webhooks", "api", "outbound", "xmin",
     ]
 
-    init(_ environment: [String: String]) {
+    /// Reads the sizes from `environment` and the parts from the program's arguments; throws for a part
+    /// that does not exist, which would otherwise run nothing and say nothing.
+    init(_ environment: [String: String]) throws {
         func number(_ name: String, _ fallback: Int) -> Int {
             environment[name].flatMap { Int($0) } ?? fallback
         }
@@ -523,6 +519,12 @@ struct Settings {
         xminSeconds = number("SLUICE_BENCH_XMIN_SECONDS", 30)
         xminRounds = number("SLUICE_BENCH_XMIN_ROUNDS", 3)
         let chosen = Set(CommandLine.arguments.dropFirst())
+        let unknown = chosen.subtracting(Self.allSections)
+        guard unknown.isEmpty else {
+            throw BenchFailure(
+                "no benchmark part named \(unknown.sorted().joined(separator: ", ")); "
+                    + "choose from \(Self.allSections.sorted().joined(separator: ", "))")
+        }
         sections = chosen.isEmpty ? Self.allSections : chosen
     }
 }
